@@ -1,0 +1,70 @@
+//! A checkpoint's tensors by name: read from safetensors, shape-checked on access.
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+pub struct Weights {
+    path: PathBuf,
+    device: Device,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Weights {
+    /// Reads every tensor of a safetensors file to `device` as fp32. Names are normalised by dropping a
+    /// leading `bert.` (BertForSequenceClassification) so that sites are BertModel module paths.
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::file(path, "model weights not found"));
+        }
+        let list = Tensor::read_safetensors(path)
+            .map_err(|e| Error::file(path, format!("cannot read safetensors: {e}")))?;
+        let tensors = list
+            .into_iter()
+            .map(|(name, t)| {
+                let name = name.strip_prefix("bert.").map(str::to_string).unwrap_or(name);
+                let t = if t.is_floating_point() { t.to_kind(Kind::Float) } else { t };
+                (name, t.to_device(device))
+            })
+            .collect();
+        Ok(Weights { path: path.to_path_buf(), device, tensors })
+    }
+
+    /// Weights from named tensors (e.g. a model with deltas folded in); `label` names them in errors.
+    pub fn from_tensors(label: &Path, tensors: Vec<(String, Tensor)>, device: Device) -> Self {
+        let tensors = tensors.into_iter().map(|(k, t)| (k, t.to_device(device))).collect();
+        Weights { path: label.to_path_buf(), device, tensors }
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// The tensor `key` with the expected shape, detached and frozen.
+    pub fn get(&self, key: &str, shape: &[i64]) -> Result<Tensor> {
+        let t = self.tensors.get(key).ok_or_else(|| Error::Tensor {
+            key: key.into(),
+            msg: format!("missing from {}", self.path.display()),
+        })?;
+        if t.size() != shape {
+            return Err(Error::Tensor {
+                key: key.into(),
+                msg: format!(
+                    "shape {:?} in {} does not match the config's {:?}",
+                    t.size(),
+                    self.path.display(),
+                    shape
+                ),
+            });
+        }
+        Ok(t.detach())
+    }
+}

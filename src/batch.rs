@@ -1,0 +1,78 @@
+//! Batches with dynamic padding: each batch pads to its own longest row.
+use crate::data::Target;
+use crate::tokenize::Encoded;
+use tch::{Device, Kind, Tensor};
+
+pub struct Batch {
+    pub ids: Tensor,   // (rows, t) int64
+    pub mask: Tensor,  // (rows, t) int64
+    pub types: Tensor, // (rows, t) int64
+    /// Class indices (int64, one per example) or scores (float); for multiple choice the right choice.
+    pub labels: Tensor,
+    pub targets: Vec<Target>,
+    pub groups: Vec<Option<String>>,
+    /// Rows per example (1, or the number of choices).
+    pub choices: i64,
+    pub tokens: i64,
+}
+
+impl Batch {
+    pub fn new(items: &[&Encoded], device: Device) -> Batch {
+        let choices = items.first().map(|e| e.rows.len()).unwrap_or(1) as i64;
+        let t = items.iter().flat_map(|e| e.rows.iter().map(|r| r.0.len())).max().unwrap_or(1) as i64;
+        let n = items.len() as i64 * choices;
+        let mut ids = vec![0i64; (n * t) as usize];
+        let mut mask = vec![0i64; (n * t) as usize];
+        let mut types = vec![0i64; (n * t) as usize];
+        let mut tokens = 0;
+        for (r, (row_ids, row_types)) in items.iter().flat_map(|e| e.rows.iter()).enumerate() {
+            let off = r * t as usize;
+            ids[off..off + row_ids.len()].copy_from_slice(row_ids);
+            types[off..off + row_types.len()].copy_from_slice(row_types);
+            mask[off..off + row_ids.len()].iter_mut().for_each(|m| *m = 1);
+            tokens += row_ids.len() as i64;
+        }
+        let mk = |v: Vec<i64>| Tensor::from_slice(&v).view([n, t]).to_device(device);
+        let targets: Vec<Target> = items.iter().map(|e| e.target).collect();
+        let labels = match targets.first() {
+            Some(Target::Score(_)) => {
+                let s: Vec<f32> =
+                    targets.iter().map(|t| if let Target::Score(s) = t { *s } else { 0.0 }).collect();
+                Tensor::from_slice(&s)
+            }
+            _ => {
+                let c: Vec<i64> =
+                    targets.iter().map(|t| if let Target::Class(c) = t { *c as i64 } else { 0 }).collect();
+                Tensor::from_slice(&c)
+            }
+        }
+        .to_device(device);
+        Batch {
+            ids: mk(ids),
+            mask: mk(mask),
+            types: mk(types),
+            labels,
+            targets,
+            groups: items.iter().map(|e| e.group.clone()).collect(),
+            choices,
+            tokens,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    pub fn is_regression(&self) -> bool {
+        self.labels.kind() == Kind::Float
+    }
+}
+
+/// Splits `order` (indices into `data`) into batches of `batch_size` examples.
+pub fn batches<'a>(data: &'a [Encoded], order: &[usize], batch_size: usize) -> Vec<Vec<&'a Encoded>> {
+    order.chunks(batch_size.max(1)).map(|c| c.iter().map(|&i| &data[i]).collect()).collect()
+}

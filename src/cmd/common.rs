@@ -1,0 +1,134 @@
+//! Glue shared by the training subcommands: resolve a config, build the model, train, write the report.
+use crate::cli::CommonArgs;
+use anyhow::{Context, Result};
+use s3pet::backbone::{Placement, Weights};
+use s3pet::config::TrainConfig;
+use s3pet::model::{HeadInit, Model, ModelDir};
+use s3pet::rundir::RunDir;
+use s3pet::structure::Structure;
+use s3pet::train::{prepare, train, Prepared};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// Defaults that differ between `train` and the search commands.
+pub struct Defaults {
+    pub lr: f64,
+    pub clip_norm: f64,
+}
+
+impl Defaults {
+    pub fn train(method: &str) -> Self {
+        Defaults { lr: TrainConfig::default_lr(method), clip_norm: 1.0 }
+    }
+    /// The paper's w optimiser: AdamW lr 3e-4, clip 2.0.
+    pub fn search() -> Self {
+        Defaults { lr: 3e-4, clip_norm: 2.0 }
+    }
+}
+
+pub fn train_config(
+    c: &CommonArgs,
+    task: &str,
+    method: &str,
+    structure: Option<PathBuf>,
+    defaults: Defaults,
+) -> Result<TrainConfig> {
+    let data_dir = match &c.data_dir {
+        Some(d) => d.clone(),
+        None => s3pet::data::default_data_dir().context(
+            "no data directory: pass --data-dir, set S3PET_DATA, or place the data in ../shared/data",
+        )?,
+    };
+    Ok(TrainConfig {
+        task: task.into(),
+        method: method.into(),
+        model: c.model.clone(),
+        data_dir,
+        seed: c.seed,
+        epochs: c.epochs,
+        max_steps: c.max_steps,
+        batch_size: c.batch_size,
+        eval_batch_size: c.eval_batch_size,
+        lr: c.lr.unwrap_or(defaults.lr),
+        weight_decay: c.weight_decay,
+        warmup_ratio: c.warmup_ratio,
+        clip_norm: c.clip_norm.unwrap_or(defaults.clip_norm),
+        eval_every: c.eval_every,
+        max_length: c.max_length,
+        max_train_examples: c.max_train_examples,
+        max_eval_examples: c.max_eval_examples,
+        structure,
+        device: c.device.clone(),
+        threads: c.threads,
+    })
+}
+
+/// Model directory, weights and tokenised task of a config.
+pub struct Loaded {
+    pub md: ModelDir,
+    pub weights: Weights,
+    pub data: Prepared,
+}
+
+pub fn load(cfg: &TrainConfig) -> Result<Loaded> {
+    if let Some(n) = cfg.threads {
+        tch::set_num_threads(n as i32);
+    }
+    let device = cfg.device()?;
+    let md = ModelDir::open(&cfg.model)?;
+    let weights = md.load_weights(device)?;
+    let data = prepare(cfg, &md.tokenizer_path())?;
+    tracing::info!(
+        task = %data.spec.name, train = data.train.len(), dev = data.dev.len(), test = data.test.len(),
+        "data ready"
+    );
+    Ok(Loaded { md, weights, data })
+}
+
+/// Builds the model for `structure` (gates fixed at 1), trains it into `run`, writes report.json and
+/// returns the report.
+pub fn train_structure(
+    cfg: &TrainConfig,
+    l: &Loaded,
+    structure: &Structure,
+    run: &RunDir,
+    quiet: bool,
+) -> Result<Value> {
+    let placements: Vec<Placement> =
+        structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
+    let head = HeadInit::Fresh { num_labels: l.data.spec.num_labels() as i64 };
+    let model = Model::build(&l.md.cfg, &l.weights, &placements, structure.full, head, cfg.seed)?;
+    let backbone = model.bert.backbone_params();
+    let trainable = model.store.numel();
+    eprintln!(
+        "trainable parameters: {trainable} of {} ({:.4}%): deltas {} ({:.4}% of the backbone), head {}",
+        backbone + model.head_params,
+        100.0 * trainable as f64 / (backbone + model.head_params) as f64,
+        model.delta_params,
+        100.0 * model.delta_params as f64 / backbone as f64,
+        model.head_params
+    );
+    tracing::info!(config = %serde_json::to_string(cfg)?, "resolved config");
+    let out = train(&model, &l.data, cfg, &run.dir, quiet)?;
+    let report = json!({
+        "task": l.data.spec.name,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "backbone_params": backbone,
+        "delta_params": model.delta_params,
+        "head_params": model.head_params,
+        "trainable_params": trainable,
+        "delta_fraction": model.delta_params as f64 / backbone as f64,
+        "train_examples": l.data.train.len(),
+        "steps": out.steps,
+        "best_step": out.best_step,
+        "train_seconds": out.seconds,
+        "examples_per_second": out.examples_per_s,
+        "peak_rss_bytes": s3pet::progress::peak_rss_bytes(),
+        "device": cfg.device,
+        "dev": out.dev,
+        "test": out.test,
+    });
+    s3pet::artifact::write_json(&run.path("report.json"), &report)?;
+    Ok(report)
+}

@@ -1,0 +1,20 @@
+//! One file per subcommand, glue only.
+mod common;
+mod eval;
+mod inspect;
+mod search;
+mod train;
+
+use crate::cli::{Cli, Command, StructureCommand};
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a, cli.quiet),
+        Command::Eval(a) => eval::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Search(a) => search::run_search(a, cli.quiet),
+        Command::Retrain(a) => train::retrain(a, cli.quiet),
+        Command::Run(a) => search::run_all(a, cli.quiet),
+        Command::Structure(StructureCommand::Random(a)) => search::run_random(a),
+    }
+}

@@ -1,0 +1,39 @@
+//! `s3pet train`: a manual method or a structure on a task.
+use super::common::{load, train_config, train_structure, Defaults};
+use crate::cli::TrainArgs;
+use anyhow::Result;
+use s3pet::rundir::RunDir;
+use s3pet::structure::{method_modules, Structure};
+
+pub fn run(a: TrainArgs, quiet: bool) -> Result<()> {
+    let method = if a.structure.is_some() { "structure" } else { a.method.as_str() };
+    let cfg = train_config(&a.common, &a.task, method, a.structure.clone(), Defaults::train(method))?;
+    let run = RunDir::create(&a.out, a.common.overwrite)?;
+    let l = load(&cfg)?;
+    let backbone = s3pet::backbone::bert_param_count(&l.md.cfg);
+    let structure = match &a.structure {
+        Some(p) => Structure::load(p, &l.md.cfg)?,
+        None => Structure::manual(method, method_modules(method, &l.md.cfg)?, &l.md.cfg, backbone)?,
+    };
+    cfg.save(&run.path("config.json"))?;
+    structure.save(&run.path("structure.json"))?;
+    let report = train_structure(&cfg, &l, &structure, &run, quiet)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// `s3pet retrain`: a structure from scratch (fresh deltas, gates at 1) on the full training set.
+pub fn retrain(a: TrainArgs, quiet: bool) -> Result<()> {
+    let Some(path) = a.structure.clone() else {
+        anyhow::bail!("retrain needs --structure FILE");
+    };
+    let cfg = train_config(&a.common, &a.task, "structure", Some(path.clone()), Defaults::search())?;
+    let run = RunDir::create(&a.out, a.common.overwrite)?;
+    let l = load(&cfg)?;
+    let structure = Structure::load(&path, &l.md.cfg)?;
+    cfg.save(&run.path("config.json"))?;
+    structure.save(&run.path("structure.json"))?;
+    let report = train_structure(&cfg, &l, &structure, &run, quiet)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The resolved configuration of a training run (saved as config.json in every run directory).
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Builtin task name or a task-spec TOML path.
+    pub task: String,
+    /// Manual method (`full`, `lora`, `adapter`, `bitfit`, `lnfit`, `lra`) or `structure`.
+    pub method: String,
+    pub model: PathBuf,
+    pub data_dir: PathBuf,
+    pub seed: u64,
+    pub epochs: usize,
+    /// Stop after this many optimiser steps (overrides epochs when set).
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub clip_norm: f64,
+    /// Evaluate dev every K steps (and always at the end of each epoch).
+    pub eval_every: Option<usize>,
+    pub max_length: usize,
+    /// Keep only the first N training examples (file order, after the dev/test split).
+    pub max_train_examples: Option<usize>,
+    /// Keep only the first N dev and test examples.
+    pub max_eval_examples: Option<usize>,
+    pub structure: Option<PathBuf>,
+    pub device: String,
+    pub threads: Option<usize>,
+}
+
+impl TrainConfig {
+    pub fn device(&self) -> Result<tch::Device> {
+        parse_device(&self.device)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::artifact::write_json(path, self)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::parse(path, e.line(), e.to_string()))
+    }
+
+    /// Default learning rate: 2e-5 for full fine-tuning, 5e-4 for delta tuning.
+    pub fn default_lr(method: &str) -> f64 {
+        if method == "full" {
+            2e-5
+        } else {
+            5e-4
+        }
+    }
+}
+
+pub fn parse_device(s: &str) -> Result<tch::Device> {
+    match s {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        s if s.starts_with("cuda:") => s[5..]
+            .parse()
+            .map(tch::Device::Cuda)
+            .map_err(|_| Error::config("device", format!("bad device `{s}` (cpu, cuda, cuda:N)"))),
+        s => Err(Error::config("device", format!("bad device `{s}` (cpu, cuda, cuda:N)"))),
+    }
+    .and_then(|d| {
+        if let tch::Device::Cuda(i) = d {
+            if !tch::Cuda::is_available() || i as i64 >= tch::Cuda::device_count() {
+                return Err(Error::config(
+                    "device",
+                    format!("{s} requested but CUDA is unavailable (build with --features cuda, on a GPU machine)"),
+                ));
+            }
+        }
+        Ok(d)
+    })
+}

@@ -1,0 +1,110 @@
+//! Delta modules (S3PET.md section 1): each sits at one site of the frozen backbone behind a gate.
+//! A new method is one file here, one [`DeltaKind`] variant and one row in the invariant tests.
+mod adapter;
+mod bitfit;
+mod lnfit;
+mod lora;
+mod lra;
+mod spec;
+
+pub use adapter::Adapter;
+pub use bitfit::Bitfit;
+pub use lnfit::Lnfit;
+pub use lora::Lora;
+pub use lra::Lra;
+pub use spec::{DeltaKind, ModuleSpec, SiteShape};
+
+use crate::params::ParamStore;
+use tch::Tensor;
+
+/// What a forward pass needs to know besides its input: training mode and the gate values z
+/// (one per candidate; `None` means every gate is fixed at 1).
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub train: bool,
+    pub z: Option<&'a Tensor>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn eval() -> Self {
+        Ctx { train: false, z: None }
+    }
+    pub fn train() -> Self {
+        Ctx { train: true, z: None }
+    }
+    pub fn with_gates(self, z: Option<&'a Tensor>) -> Self {
+        Ctx { z, ..self }
+    }
+    /// `y` scaled by gate `gate` when gates are active.
+    pub fn gated(&self, gate: Option<usize>, y: Tensor) -> Tensor {
+        match (gate, self.z) {
+            (Some(i), Some(z)) => y * z.get(i as i64),
+            _ => y,
+        }
+    }
+}
+
+pub enum DeltaModule {
+    Lora(Lora),
+    Bitfit(Bitfit),
+    Lnfit(Lnfit),
+    Lra(Lra),
+    Adapter(Adapter),
+}
+
+/// A delta module placed at a site, with the index of its gate (candidate id) if it has one.
+pub struct Delta {
+    pub spec: ModuleSpec,
+    pub gate: Option<usize>,
+    pub module: DeltaModule,
+}
+
+impl Delta {
+    /// Creates the module's fresh parameters in `store` under `<site>.<name>`.
+    pub fn new(spec: &ModuleSpec, shape: SiteShape, gate: Option<usize>, store: &mut ParamStore) -> Self {
+        let device = store.device();
+        let p = |n: &str| format!("{}.{n}", spec.site);
+        let module = match spec.kind {
+            DeltaKind::Lora => {
+                DeltaModule::Lora(Lora::new(spec, shape, device, &mut |n, t| store.add(&p(n), t)))
+            }
+            DeltaKind::Bitfit => {
+                DeltaModule::Bitfit(Bitfit::new(shape, device, &mut |n, t| store.add(&p(n), t)))
+            }
+            DeltaKind::Lnfit => {
+                DeltaModule::Lnfit(Lnfit::new(shape, device, &mut |n, t| store.add(&p(n), t)))
+            }
+            DeltaKind::Lra => {
+                DeltaModule::Lra(Lra::new(spec, shape, device, &mut |n, t| store.add(&p(n), t)))
+            }
+            DeltaKind::Adapter => {
+                DeltaModule::Adapter(Adapter::new(spec, shape, device, &mut |n, t| store.add(&p(n), t)))
+            }
+        };
+        Delta { spec: spec.clone(), gate, module }
+    }
+
+    /// Parallel deltas read the site's input; sequential ones its output.
+    pub fn is_parallel(&self) -> bool {
+        self.spec.kind.is_parallel()
+    }
+
+    /// The delta's contribution (before gating): `x` is the site's input for parallel deltas, and the
+    /// site's output for sequential ones. `norm_eps` is the LayerNorm epsilon at norm sites.
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx, norm_eps: f64) -> Tensor {
+        let y = match &self.module {
+            DeltaModule::Lora(m) => m.forward(x, ctx.train),
+            DeltaModule::Bitfit(m) => m.forward(),
+            DeltaModule::Lnfit(m) => m.forward(x, norm_eps),
+            DeltaModule::Lra(m) => m.forward(x),
+            DeltaModule::Adapter(m) => m.forward(x),
+        };
+        ctx.gated(self.gate, y)
+    }
+}
+
+/// Kaiming-uniform bound with a = sqrt(5), as torch.nn.Linear and PEFT's LoRA A use: 1 / sqrt(fan_in).
+pub(crate) fn kaiming_uniform(shape: &[i64], fan_in: i64, device: tch::Device) -> Tensor {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Tensor::empty(shape, (tch::Kind::Float, device)).uniform_(-bound, bound)
+}

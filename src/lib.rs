@@ -1,0 +1,22 @@
+//! s3pet: parameter-efficient tuning of pre-trained transformers with an automatic, budgeted search of
+//! which delta module goes where (S3PET, "Sparse Structure Search for Delta Tuning", NeurIPS 2022).
+pub mod artifact;
+pub mod backbone;
+pub mod batch;
+pub mod config;
+pub mod data;
+pub mod delta;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod progress;
+pub mod rundir;
+pub mod search;
+pub mod space;
+pub mod structure;
+pub mod tokenize;
+pub mod train;
+
+pub use error::{Error, Result};

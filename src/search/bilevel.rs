@@ -1,0 +1,305 @@
+//! Bi-level optimisation of the delta weights w (on D_w) and the structure logits alpha (on D_alpha),
+//! first order or the paper's second order (DARTS: virtual AdamW step + finite-difference
+//! Hessian-vector product). Only the deltas are ever copied; the frozen backbone is shared.
+use super::gates::{gate_probs, relax, solve_shift};
+use crate::artifact;
+use crate::batch::{batches, Batch};
+use crate::data::TaskSpec;
+use crate::delta::{Ctx, ModuleSpec};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
+use crate::params::ParamStore;
+use crate::tokenize::Encoded;
+use crate::train::{epoch_order, evaluate, primary, Metrics};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// 1: first order (2 passes a step); 2: DARTS second order (5 passes a step).
+    pub order: u8,
+    pub w_lr: f64,
+    pub alpha_lr: f64,
+    pub clip_norm: f64,
+    pub beta: f64,
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub eval_every: Option<usize>,
+    pub seed: u64,
+}
+
+/// The supernet: every candidate behind a gate, its logits alpha and the budget.
+pub struct Supernet {
+    pub model: Model,
+    pub candidates: Vec<ModuleSpec>,
+    pub budget: i64,
+    pub alpha_store: ParamStore,
+    pub alpha: Tensor,
+    n: Vec<f64>,
+    shift: Option<f64>,
+    beta: f64,
+}
+
+impl Supernet {
+    pub fn new(model: Model, candidates: Vec<ModuleSpec>, budget: i64, beta: f64) -> Self {
+        let mut alpha_store = ParamStore::new(model.device);
+        let k = candidates.len() as i64;
+        let alpha = alpha_store.add("alpha", Tensor::zeros([k], (Kind::Float, model.device)));
+        let n = candidates.iter().map(|c| c.params.unwrap_or(0) as f64).collect();
+        Supernet { model, candidates, budget, alpha_store, alpha, n, shift: None, beta }
+    }
+
+    pub fn alpha_values(&self) -> Vec<f64> {
+        Vec::<f64>::try_from(&self.alpha.detach().to_kind(Kind::Double).to_device(tch::Device::Cpu))
+            .unwrap_or_default()
+    }
+
+    /// Solves the shift for the current alpha (warm-started) and returns p (carrying alpha's gradient).
+    pub fn probs(&mut self) -> Result<Tensor> {
+        let b = solve_shift(&self.alpha_values(), &self.n, self.budget as f64, self.beta, self.shift)?;
+        self.shift = Some(b);
+        Ok(gate_probs(&self.alpha, b, self.beta))
+    }
+
+    pub fn shift(&self) -> Option<f64> {
+        self.shift
+    }
+
+    fn loss(&self, b: &Batch, z: &Tensor) -> Tensor {
+        self.model.loss(b, &Ctx { train: true, z: Some(z) })
+    }
+}
+
+fn to_vec(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(&t.detach().to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default()
+}
+
+fn set_requires_grad(ts: &[Tensor], on: bool) {
+    for t in ts {
+        let _ = t.set_requires_grad(on);
+    }
+}
+
+fn check(v: f64, what: &str, step: usize) -> Result<f64> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(Error::Train(format!("non-finite {what} ({v}) at search step {step}")))
+    }
+}
+
+/// One search step's optimisers and noise.
+pub struct Stepper<'a> {
+    pub net: &'a mut Supernet,
+    pub w_opt: AdamW,
+    pub a_opt: AdamW,
+    rng: rand_chacha::ChaCha8Rng,
+    cfg: SearchConfig,
+}
+
+impl<'a> Stepper<'a> {
+    pub fn new(net: &'a mut Supernet, cfg: &SearchConfig) -> Self {
+        let w_opt = AdamW::new(net.model.store.tensors(), AdamWConfig::new(cfg.w_lr, 0.0));
+        let a_opt = AdamW::new(net.alpha_store.tensors(), AdamWConfig::new(cfg.alpha_lr, 0.0));
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x005E_ED0F_A1FA);
+        Stepper { net, w_opt, a_opt, rng, cfg: cfg.clone() }
+    }
+
+    /// u ~ U(0, 1), one per candidate, from the search's seeded generator.
+    fn noise(&mut self) -> Tensor {
+        let k = self.net.candidates.len();
+        let u: Vec<f32> = (0..k).map(|_| self.rng.gen_range(1e-6f32..1.0 - 1e-6)).collect();
+        Tensor::from_slice(&u).to_device(self.net.model.device)
+    }
+
+    /// The alpha update on a D_alpha batch (`ba`); second order also uses the D_w batch (`bw`).
+    /// `xi` is the current w learning rate. Returns the validation loss.
+    pub fn alpha_step(&mut self, bw: &Batch, ba: &Batch, xi: f64, lr_a: f64, step: usize) -> Result<f64> {
+        let u = self.noise();
+        self.a_opt.zero_grad();
+        let val = if self.cfg.order == 1 {
+            let z = relax(&self.net.probs()?, &u);
+            let loss = self.net.loss(ba, &z);
+            loss.backward();
+            loss.double_value(&[])
+        } else {
+            self.second_order_grad(bw, ba, &u, xi)?
+        };
+        check(val, "validation loss", step)?;
+        self.w_opt.zero_grad();
+        clip_grad_norm(&self.a_opt.params, self.cfg.clip_norm);
+        self.a_opt.step(lr_a);
+        Ok(val)
+    }
+
+    /// alpha.grad = d_alpha L_val(w', alpha) - xi * (d_alpha L_train(w+) - d_alpha L_train(w-)) / (2 eps).
+    fn second_order_grad(&mut self, bw: &Batch, ba: &Batch, u: &Tensor, xi: f64) -> Result<f64> {
+        let ws = self.net.model.store.tensors();
+        // (1) virtual step: w' = one AdamW update from a copy of the real state
+        let z = relax(&self.net.probs()?.detach(), u);
+        self.w_opt.zero_grad();
+        self.net.loss(bw, &z).backward();
+        let w_prime = self.w_opt.virtual_values(xi);
+        let w0 = self.net.model.store.snapshot();
+        self.net.model.store.restore(&w_prime);
+        // (2) d L_val(w', alpha) wrt alpha and w'
+        self.w_opt.zero_grad();
+        let z = relax(&self.net.probs()?, u);
+        let val_loss = self.net.loss(ba, &z);
+        val_loss.backward();
+        let d_alpha = self.net.alpha.grad().copy();
+        let dw: Vec<Tensor> = ws
+            .iter()
+            .map(|w| {
+                let g = w.grad();
+                if g.defined() {
+                    g.copy()
+                } else {
+                    w.zeros_like()
+                }
+            })
+            .collect();
+        let norm = tch::no_grad(|| {
+            let sq: Vec<Tensor> = dw.iter().map(|g| g.square().sum(Kind::Float).unsqueeze(0)).collect();
+            Tensor::cat(&sq, 0).sum(Kind::Float).sqrt().double_value(&[])
+        });
+        let eps = 0.01 / norm.max(1e-12);
+        // (3), (4) d L_train(w ± eps dw', alpha) wrt alpha only
+        set_requires_grad(&ws, false);
+        let mut side = |sign: f64| -> Result<Tensor> {
+            let moved: Vec<Tensor> =
+                tch::no_grad(|| w0.iter().zip(&dw).map(|(w, g)| w + g * (sign * eps)).collect());
+            self.net.model.store.restore(&moved);
+            self.a_opt.zero_grad();
+            let z = relax(&self.net.probs()?, u);
+            self.net.loss(bw, &z).backward();
+            Ok(self.net.alpha.grad().copy())
+        };
+        let plus = side(1.0);
+        let minus = side(-1.0);
+        self.net.model.store.restore(&w0);
+        set_requires_grad(&ws, true);
+        let (plus, minus) = (plus?, minus?);
+        let hvp = (plus - minus) / (2.0 * eps);
+        tch::no_grad(|| {
+            let mut g = self.net.alpha.grad();
+            g.copy_(&(d_alpha - hvp * xi));
+        });
+        Ok(val_loss.double_value(&[]))
+    }
+
+    /// The weight update on a D_w batch with fresh noise; returns the training loss.
+    pub fn w_step(&mut self, bw: &Batch, lr_w: f64, step: usize) -> Result<f64> {
+        let u = self.noise();
+        let z = relax(&self.net.probs()?.detach(), &u);
+        self.w_opt.zero_grad();
+        let loss = self.net.loss(bw, &z);
+        let v = check(loss.double_value(&[]), "training loss", step)?;
+        loss.backward();
+        clip_grad_norm(&self.w_opt.params, self.cfg.clip_norm);
+        self.w_opt.step(lr_w);
+        Ok(v)
+    }
+}
+
+pub struct SearchOutcome {
+    pub best_alpha: Vec<f64>,
+    pub best_p: Vec<f64>,
+    pub best_step: usize,
+    pub best_dev: Metrics,
+    pub steps: usize,
+    pub seconds: f64,
+    pub final_alpha: Vec<f64>,
+    pub final_p: Vec<f64>,
+}
+
+/// Runs the bi-level search; writes `alphas.jsonl` (alpha and p of every candidate at each evaluation)
+/// under `out`. Evaluates dev with z = p every `eval_every` steps and at each epoch's end; keeps the alpha
+/// of the best dev score (ties: later wins).
+#[allow(clippy::too_many_arguments)]
+pub fn search(
+    net: &mut Supernet,
+    d_w: &[Encoded],
+    d_alpha: &[Encoded],
+    dev: &[Encoded],
+    spec: &TaskSpec,
+    cfg: &SearchConfig,
+    out: &Path,
+    quiet: bool,
+) -> Result<SearchOutcome> {
+    let per_epoch = d_w.len().min(d_alpha.len()).div_ceil(cfg.batch_size.max(1));
+    if per_epoch == 0 {
+        return Err(Error::Train("too few training examples to split into D_w and D_alpha".into()));
+    }
+    let total = cfg.max_steps.unwrap_or(per_epoch * cfg.epochs).max(1);
+    let device = net.model.device;
+    let log = out.join("alphas.jsonl");
+    let mut st = Stepper::new(net, cfg);
+    let (mut step, mut best, mut best_step) = (0usize, f64::NEG_INFINITY, 0usize);
+    let (mut best_alpha, mut best_dev) = (Vec::new(), Metrics::new());
+    let start = Instant::now();
+    let mut epoch = 0;
+    'outer: while step < total {
+        let n = d_w.len().min(d_alpha.len());
+        let ow: Vec<usize> = epoch_order(d_w.len(), cfg.seed, epoch).into_iter().take(n).collect();
+        let oa: Vec<usize> =
+            epoch_order(d_alpha.len(), cfg.seed ^ 0xA1FA, epoch).into_iter().take(n).collect();
+        let pairs: Vec<_> = batches(d_w, &ow, cfg.batch_size)
+            .into_iter()
+            .zip(batches(d_alpha, &oa, cfg.batch_size))
+            .collect();
+        let bar = crate::progress::bar(pairs.len() as u64, &format!("search epoch {}", epoch + 1), quiet);
+        let len = pairs.len();
+        for (i, (iw, ia)) in pairs.into_iter().enumerate() {
+            let (bw, ba) = (Batch::new(&iw, device), Batch::new(&ia, device));
+            let lr_w = linear_lr(cfg.w_lr, step as i64, 0, total as i64);
+            let lr_a = linear_lr(cfg.alpha_lr, step as i64, 0, total as i64);
+            let lv = st.alpha_step(&bw, &ba, lr_w, lr_a, step)?;
+            let lt = st.w_step(&bw, lr_w, step)?;
+            step += 1;
+            bar.inc(1);
+            bar.set_message(format!("train {lt:.4} val {lv:.4}"));
+            if cfg.eval_every.is_some_and(|k| step % k == 0) || i + 1 == len || step == total {
+                let p = tch::no_grad(|| st.net.probs())?;
+                let dev_m = evaluate(
+                    &st.net.model,
+                    dev,
+                    spec,
+                    cfg.eval_batch_size,
+                    &Ctx { train: false, z: Some(&p) },
+                )?;
+                let (alpha, pv) = (st.net.alpha_values(), to_vec(&p));
+                artifact::append_line(
+                    &log,
+                    &json!({"step": step, "epoch": epoch + 1, "train_loss": lt, "val_loss": lv,
+                            "shift": st.net.shift(), "dev": dev_m, "alpha": alpha, "p": pv})
+                    .to_string(),
+                )?;
+                let score = primary(spec, &dev_m);
+                if score >= best {
+                    (best, best_step, best_alpha, best_dev) = (score, step, alpha, dev_m);
+                }
+            }
+            if step >= total {
+                bar.finish_and_clear();
+                break 'outer;
+            }
+        }
+        bar.finish_and_clear();
+        epoch += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let final_alpha = st.net.alpha_values();
+    let final_p = to_vec(&tch::no_grad(|| st.net.probs())?);
+    let best_p = {
+        let b = solve_shift(&best_alpha, &st.net.n, st.net.budget as f64, st.net.beta, st.net.shift)?;
+        best_alpha.iter().map(|a| 1.0 / (1.0 + (-(a - b) / st.net.beta).exp())).collect()
+    };
+    Ok(SearchOutcome { best_alpha, best_p, best_step, best_dev, steps: step, seconds, final_alpha, final_p })
+}

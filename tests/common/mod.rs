@@ -1,0 +1,122 @@
+#![allow(dead_code)]
+//! Helpers shared by the integration tests: fixture paths, safetensors maps, named tolerances.
+use s3pet::backbone::{bert_sites, BertConfig, Placement, Weights};
+use s3pet::delta::{DeltaKind, ModuleSpec, SiteShape};
+use s3pet::model::{HeadInit, Model};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+/// fp32 forward parity with transformers.
+pub const FWD_TOL: f64 = 1e-4;
+/// Loss and gradients of one training step.
+pub const GRAD_TOL: f64 = 1e-4;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn tiny_dir() -> PathBuf {
+    fixtures().join("tiny_bert")
+}
+
+pub fn read(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
+}
+
+pub fn get<'a>(m: &'a HashMap<String, Tensor>, k: &str) -> &'a Tensor {
+    m.get(k).unwrap_or_else(|| panic!("fixture has no `{k}` (keys: {:?})", m.keys().collect::<Vec<_>>()))
+}
+
+/// Asserts max |a - b| <= tol, printing the diff and the first values on failure.
+pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
+    let got = got.detach().to_device(Device::Cpu).to_kind(tch::Kind::Float);
+    let want = want.to_kind(tch::Kind::Float);
+    assert_eq!(got.size(), want.size(), "{what}: shape");
+    let diff = (&got - &want).abs().max().double_value(&[]);
+    let first =
+        |t: &Tensor| Vec::<f32>::try_from(&t.flatten(0, -1).narrow(0, 0, t.numel().min(5) as i64)).unwrap();
+    assert!(
+        diff <= tol,
+        "{what}: max abs diff {diff:e} > {tol:e}; got {:?} want {:?}",
+        first(&got),
+        first(&want)
+    );
+}
+
+pub fn tiny_cfg(dropout: bool) -> BertConfig {
+    let mut cfg = BertConfig::from_file(&tiny_dir().join("config.json")).unwrap();
+    if !dropout {
+        cfg.hidden_dropout_prob = 0.0;
+        cfg.attention_probs_dropout_prob = 0.0;
+    }
+    cfg
+}
+
+pub fn tiny_weights() -> Weights {
+    Weights::load(&tiny_dir().join("model.safetensors"), Device::Cpu).unwrap()
+}
+
+/// The modules of each method in the golden step fixtures (tools/make_fixtures.py).
+pub fn fixture_modules(method: &str, cfg: &BertConfig) -> Vec<ModuleSpec> {
+    let sites = bert_sites(cfg);
+    let mk = |kind: DeltaKind, f: &dyn Fn(SiteShape) -> bool| -> Vec<ModuleSpec> {
+        sites.iter().filter(|(_, sh)| f(*sh)).map(|(s, _)| ModuleSpec::new(s, kind)).collect()
+    };
+    let linear = |sh: SiteShape| matches!(sh, SiteShape::Linear { .. });
+    let block = |sh: SiteShape| matches!(sh, SiteShape::Linear { block: true, .. });
+    let norm = |sh: SiteShape| matches!(sh, SiteShape::Norm { .. });
+    match method {
+        "lora" => mk(DeltaKind::Lora, &linear)
+            .into_iter()
+            .map(|m| ModuleSpec { rank: Some(4), alpha: Some(8.0), ..m })
+            .collect(),
+        "bitfit" => mk(DeltaKind::Bitfit, &|_| true),
+        "lnfit" => mk(DeltaKind::Lnfit, &norm),
+        "lra" => mk(DeltaKind::Lra, &block),
+        "adapter" => mk(DeltaKind::Adapter, &block)
+            .into_iter()
+            .map(|m| ModuleSpec { bottleneck: Some(8), ..m })
+            .collect(),
+        "full" => vec![],
+        m => panic!("no fixture method {m}"),
+    }
+}
+
+pub fn placements(modules: &[ModuleSpec], gated: bool) -> Vec<Placement> {
+    modules.iter().enumerate().map(|(i, m)| Placement { spec: m.clone(), gate: gated.then_some(i) }).collect()
+}
+
+pub fn tiny_model(modules: &[ModuleSpec], full: bool, dropout: bool, seed: u64) -> Model {
+    let cfg = tiny_cfg(dropout);
+    Model::build(
+        &cfg,
+        &tiny_weights(),
+        &placements(modules, false),
+        full,
+        HeadInit::FromCheckpoint { num_labels: 3 },
+        seed,
+    )
+    .unwrap()
+}
+
+/// A batch of the golden inputs (3 rows with padding, one a pair) with the given labels.
+pub fn golden_batch(g: &HashMap<String, Tensor>, labels: &Tensor) -> s3pet::batch::Batch {
+    let ids = get(g, "input_ids").shallow_clone();
+    let n = ids.size()[0] as usize;
+    let tokens = get(g, "attention_mask").sum(tch::Kind::Int64).int64_value(&[]);
+    s3pet::batch::Batch {
+        ids,
+        mask: get(g, "attention_mask").shallow_clone(),
+        types: get(g, "token_type_ids").shallow_clone(),
+        labels: labels.shallow_clone(),
+        targets: Vec::<i64>::try_from(labels)
+            .unwrap()
+            .into_iter()
+            .map(|c| s3pet::data::Target::Class(c as usize))
+            .collect(),
+        groups: vec![None; n],
+        choices: 1,
+        tokens,
+    }
+}
