@@ -36,6 +36,57 @@ pub enum Command {
     /// Make structures without training.
     #[command(subcommand)]
     Structure(StructureCommand),
+    /// Task data as a run sees it.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Training-step throughput: full, lora, retrain, search1, search2 on a model or a named shape.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Write the split and cut examples of a task (train/dev/test.jsonl + spec.json).
+    Export(DataExportArgs),
+}
+
+#[derive(Args)]
+pub struct DataExportArgs {
+    #[arg(long)]
+    pub task: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// minilm, bert-base, bert-large (random weights) or a model directory; comma-separated.
+    #[arg(long, default_value = "minilm")]
+    pub shape: String,
+    /// full, lora, retrain, search1, search2, comma-separated, or all.
+    #[arg(long, default_value = "all")]
+    pub workload: String,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Budget (fraction of the backbone) of the retrain and search workloads.
+    #[arg(long, default_value_t = 1.39e-4)]
+    pub budget: f64,
+    /// Use the real all-MiniLM-L6-v2 weights (--model) for the minilm shape.
+    #[arg(long)]
+    pub real_minilm: bool,
+    #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
+    pub model: PathBuf,
 }
 
 #[derive(Subcommand)]

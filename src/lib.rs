@@ -3,6 +3,7 @@
 pub mod artifact;
 pub mod backbone;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod delta;

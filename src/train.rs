@@ -26,16 +26,23 @@ pub struct Prepared {
     pub test: Vec<Encoded>,
 }
 
-pub fn prepare(cfg: &TrainConfig, tokenizer: &Path) -> Result<Prepared> {
+/// The task's splits as a run sees them: split with the run's seed, then cut to
+/// `max_train_examples` / `max_eval_examples`.
+pub fn load_examples(cfg: &TrainConfig) -> Result<TaskData> {
     let spec = TaskSpec::resolve(&cfg.task)?;
-    let TaskData { spec, mut train, mut dev, mut test } = load_task(&spec, &cfg.data_dir, cfg.seed)?;
+    let mut data = load_task(&spec, &cfg.data_dir, cfg.seed)?;
     if let Some(n) = cfg.max_train_examples {
-        train.truncate(n);
+        data.train.truncate(n);
     }
     if let Some(n) = cfg.max_eval_examples {
-        dev.truncate(n);
-        test.truncate(n);
+        data.dev.truncate(n);
+        data.test.truncate(n);
     }
+    Ok(data)
+}
+
+pub fn prepare(cfg: &TrainConfig, tokenizer: &Path) -> Result<Prepared> {
+    let TaskData { spec, train, dev, test } = load_examples(cfg)?;
     let enc = TextEncoder::load(tokenizer, cfg.max_length)?;
     Ok(Prepared { train: enc.encode(&train)?, dev: enc.encode(&dev)?, test: enc.encode(&test)?, spec })
 }

@@ -1,11 +1,13 @@
 //! One file per subcommand, glue only.
+mod bench;
 mod common;
+mod data;
 mod eval;
 mod inspect;
 mod search;
 mod train;
 
-use crate::cli::{Cli, Command, StructureCommand};
+use crate::cli::{Cli, Command, DataCommand, StructureCommand};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -16,5 +18,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Retrain(a) => train::retrain(a, cli.quiet),
         Command::Run(a) => search::run_all(a, cli.quiet),
         Command::Structure(StructureCommand::Random(a)) => search::run_random(a),
+        Command::Data(DataCommand::Export(a)) => data::export(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -71,7 +71,7 @@ impl Supernet {
         self.shift
     }
 
-    fn loss(&self, b: &Batch, z: &Tensor) -> Tensor {
+    pub fn loss(&self, b: &Batch, z: &Tensor) -> Tensor {
         self.model.loss(b, &Ctx { train: true, z: Some(z) })
     }
 }
@@ -122,14 +122,27 @@ impl<'a> Stepper<'a> {
     /// `xi` is the current w learning rate. Returns the validation loss.
     pub fn alpha_step(&mut self, bw: &Batch, ba: &Batch, xi: f64, lr_a: f64, step: usize) -> Result<f64> {
         let u = self.noise();
+        self.alpha_step_with(bw, ba, &u, xi, lr_a, step)
+    }
+
+    /// [`Stepper::alpha_step`] with the step's shared noise `u` given.
+    pub fn alpha_step_with(
+        &mut self,
+        bw: &Batch,
+        ba: &Batch,
+        u: &Tensor,
+        xi: f64,
+        lr_a: f64,
+        step: usize,
+    ) -> Result<f64> {
         self.a_opt.zero_grad();
         let val = if self.cfg.order == 1 {
-            let z = relax(&self.net.probs()?, &u);
+            let z = relax(&self.net.probs()?, u);
             let loss = self.net.loss(ba, &z);
             loss.backward();
             loss.double_value(&[])
         } else {
-            self.second_order_grad(bw, ba, &u, xi)?
+            self.second_order_grad(bw, ba, u, xi)?
         };
         check(val, "validation loss", step)?;
         self.w_opt.zero_grad();
@@ -197,7 +210,12 @@ impl<'a> Stepper<'a> {
     /// The weight update on a D_w batch with fresh noise; returns the training loss.
     pub fn w_step(&mut self, bw: &Batch, lr_w: f64, step: usize) -> Result<f64> {
         let u = self.noise();
-        let z = relax(&self.net.probs()?.detach(), &u);
+        self.w_step_with(bw, &u, lr_w, step)
+    }
+
+    /// [`Stepper::w_step`] with the noise `u` given.
+    pub fn w_step_with(&mut self, bw: &Batch, u: &Tensor, lr_w: f64, step: usize) -> Result<f64> {
+        let z = relax(&self.net.probs()?.detach(), u);
         self.w_opt.zero_grad();
         let loss = self.net.loss(bw, &z);
         let v = check(loss.double_value(&[]), "training loss", step)?;

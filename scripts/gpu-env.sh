@@ -1,0 +1,5 @@
+# Source on a GPU machine with PyTorch 2.11 installed: puts its libtorch and CUDA 13 libraries on
+# LD_LIBRARY_PATH for dist/s3pet-cuda.
+TORCH_DIR=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')
+SITE=$(dirname "$TORCH_DIR")
+export LD_LIBRARY_PATH="$TORCH_DIR/lib:$SITE/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -1,0 +1,221 @@
+//! Training-step benchmarks on fixed (batch x sequence) inputs: full fine-tuning, LoRA r8 on query and
+//! value, a retrain step of a structure, and S3PET-M search steps of first and second order.
+//! The device is synchronised before the clock is read.
+use crate::backbone::{bert_param_count, bert_sites, BertConfig, Placement, Weights};
+use crate::batch::Batch;
+use crate::data::Target;
+use crate::delta::Ctx;
+use crate::error::{Error, Result};
+use crate::model::{HeadInit, Model};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::search::bilevel::{SearchConfig, Stepper, Supernet};
+use crate::space::{budget_params, Space};
+use crate::structure::method_modules;
+use crate::tokenize::Encoded;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// A named BERT shape with random weights, or the config of a model directory.
+pub fn shape_config(shape: &str) -> Result<BertConfig> {
+    let (layers, d, heads, f) = match shape {
+        "minilm" => (6, 384, 12, 1536),
+        "bert-base" => (12, 768, 12, 3072),
+        "bert-large" => (24, 1024, 16, 4096),
+        dir => return BertConfig::from_file(&Path::new(dir).join("config.json")),
+    };
+    let json = format!(
+        r#"{{"vocab_size": 30522, "hidden_size": {d}, "num_hidden_layers": {layers}, "num_attention_heads": {heads},
+            "intermediate_size": {f}, "model_type": "bert"}}"#
+    );
+    serde_json::from_str(&json).map_err(|e| Error::Msg(e.to_string()))
+}
+
+/// Random weights (N(0, 0.02), norms at 1 / 0) for a config: for shapes without a checkpoint.
+pub fn random_weights(cfg: &BertConfig, device: Device) -> Weights {
+    tch::manual_seed(0);
+    let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let opts = (Kind::Float, device);
+    let mut t = vec![
+        ("embeddings.word_embeddings.weight".to_string(), Tensor::randn([cfg.vocab_size, d], opts) * 0.02),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            Tensor::randn([cfg.max_position_embeddings, d], opts) * 0.02,
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            Tensor::randn([cfg.type_vocab_size, d], opts) * 0.02,
+        ),
+        ("pooler.dense.weight".into(), Tensor::randn([d, d], opts) * 0.02),
+        ("pooler.dense.bias".into(), Tensor::zeros([d], opts)),
+    ];
+    for (name, shape) in bert_sites(cfg) {
+        match shape {
+            crate::delta::SiteShape::Norm { d } => {
+                t.push((format!("{name}.weight"), Tensor::ones([d], opts)));
+                t.push((format!("{name}.bias"), Tensor::zeros([d], opts)));
+            }
+            crate::delta::SiteShape::Linear { d_in, d_out, .. } => {
+                t.push((format!("{name}.weight"), Tensor::randn([d_out, d_in], opts) * 0.02));
+                t.push((format!("{name}.bias"), Tensor::zeros([d_out], opts)));
+            }
+        }
+    }
+    let _ = f;
+    Weights::from_tensors(Path::new("<random>"), t, device)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub shape: String,
+    pub workload: String,
+    pub device: String,
+    pub threads: i32,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub steps: usize,
+    pub ms_per_step: f64,
+    pub examples_per_s: f64,
+    pub tokens_per_s: f64,
+    pub trainable_params: i64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// A fixed batch: `batch` rows of `seq_len` random tokens, no padding, binary labels.
+pub fn fixed_batch(batch: usize, seq_len: usize, vocab: i64, device: Device) -> Batch {
+    let items: Vec<Encoded> = (0..batch)
+        .map(|i| {
+            let ids: Vec<i64> =
+                (0..seq_len).map(|j| 1000 + ((i * 7919 + j * 104_729) as i64 % (vocab - 1000))).collect();
+            Encoded { rows: vec![(ids, vec![0; seq_len])], target: Target::Class(i % 2), group: None }
+        })
+        .collect();
+    let refs: Vec<&Encoded> = items.iter().collect();
+    Batch::new(&refs, device)
+}
+
+/// Times `steps` calls of `step` after `warmup` untimed ones; returns ms per step.
+pub fn time_steps(
+    device: Device,
+    warmup: usize,
+    steps: usize,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    sync(device);
+    let t = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    sync(device);
+    Ok(t.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64)
+}
+
+pub struct BenchOpts {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    pub device: Device,
+    pub budget: f64,
+}
+
+/// One workload on one shape: `full`, `lora`, `retrain` (a random S3PET-M structure at the budget,
+/// standing for a searched one of the same size), `search1`, `search2`.
+pub fn bench(
+    shape: &str,
+    cfg: &BertConfig,
+    weights: &Weights,
+    workload: &str,
+    o: &BenchOpts,
+) -> Result<BenchRow> {
+    let b = fixed_batch(o.batch, o.seq_len, cfg.vocab_size, o.device);
+    let head = HeadInit::Fresh { num_labels: 2 };
+    let fixed = |mods: Vec<crate::delta::ModuleSpec>| -> Vec<Placement> {
+        mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()
+    };
+    let cands = Space::builtin("mix").ok_or_else(|| Error::Msg("no mix space".into()))?.candidates(cfg)?;
+    let budget = budget_params(Some(o.budget), None, bert_param_count(cfg), &cands)?;
+    let train_step = |model: &Model| -> Result<f64> {
+        let mut opt = AdamW::new(model.store.tensors(), AdamWConfig::new(1e-5, 0.0));
+        time_steps(o.device, o.warmup, o.steps, || {
+            opt.zero_grad();
+            model.loss(&b, &Ctx::train()).backward();
+            opt.clip_grad_norm(1.0);
+            opt.step(1e-5);
+            Ok(())
+        })
+    };
+    let (ms, trainable) = match workload {
+        "full" | "lora" | "retrain" => {
+            let (placements, full) = match workload {
+                "full" => (vec![], true),
+                "lora" => (fixed(method_modules("lora", cfg)?), false),
+                _ => {
+                    let chosen = crate::search::random_structure(&cands, budget, 0);
+                    (fixed(chosen.iter().map(|&i| cands[i].clone()).collect()), false)
+                }
+            };
+            let model = Model::build(cfg, weights, &placements, full, head, 0)?;
+            (train_step(&model)?, model.store.numel())
+        }
+        "search1" | "search2" => {
+            let placements: Vec<Placement> =
+                cands.iter().enumerate().map(|(i, c)| Placement { spec: c.clone(), gate: Some(i) }).collect();
+            let model = Model::build(cfg, weights, &placements, false, head, 0)?;
+            let trainable = model.store.numel() + cands.len() as i64;
+            let mut net = Supernet::new(model, cands.clone(), budget, 1.0);
+            let scfg = SearchConfig {
+                order: if workload == "search1" { 1 } else { 2 },
+                w_lr: 3e-4,
+                alpha_lr: 0.1,
+                clip_norm: 2.0,
+                beta: 1.0,
+                epochs: 1,
+                max_steps: None,
+                batch_size: o.batch,
+                eval_batch_size: o.batch,
+                eval_every: None,
+                seed: 0,
+            };
+            let mut st = Stepper::new(&mut net, &scfg);
+            let mut i = 0;
+            let ms = time_steps(o.device, o.warmup, o.steps, || {
+                st.alpha_step(&b, &b, 3e-4, 0.1, i)?;
+                st.w_step(&b, 3e-4, i)?;
+                i += 1;
+                Ok(())
+            })?;
+            (ms, trainable)
+        }
+        w => {
+            return Err(Error::config(
+                "workload",
+                format!("unknown workload `{w}` (full, lora, retrain, search1, search2)"),
+            ))
+        }
+    };
+    Ok(BenchRow {
+        shape: shape.into(),
+        workload: workload.into(),
+        device: format!("{:?}", o.device),
+        threads: tch::get_num_threads(),
+        batch: o.batch,
+        seq_len: o.seq_len,
+        steps: o.steps,
+        ms_per_step: ms,
+        examples_per_s: o.batch as f64 * 1e3 / ms,
+        tokens_per_s: (o.batch * o.seq_len) as f64 * 1e3 / ms,
+        trainable_params: trainable,
+        peak_rss_bytes: crate::progress::peak_rss_bytes(),
+    })
+}

@@ -1,0 +1,42 @@
+//! `s3pet bench`: training-step throughput per shape and workload, one JSON line per row.
+use crate::cli::BenchArgs;
+use anyhow::Result;
+use s3pet::bench::{bench, random_weights, shape_config, BenchOpts};
+use s3pet::config::parse_device;
+use s3pet::model::ModelDir;
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if let Some(n) = a.threads {
+        tch::set_num_threads(n as i32);
+    }
+    let device = parse_device(&a.device)?;
+    let o = BenchOpts {
+        batch: a.batch_size,
+        seq_len: a.seq_len,
+        warmup: a.warmup,
+        steps: a.steps,
+        device,
+        budget: a.budget,
+    };
+    let workloads: Vec<&str> = if a.workload == "all" {
+        vec!["full", "lora", "retrain", "search1", "search2"]
+    } else {
+        a.workload.split(',').collect()
+    };
+    for shape in a.shape.split(',') {
+        let cfg = shape_config(shape)?;
+        let weights = match shape {
+            "minilm" | "bert-base" | "bert-large" if !a.real_minilm || shape != "minilm" => {
+                random_weights(&cfg, device)
+            }
+            "minilm" => ModelDir::open(&a.model)?.load_weights(device)?,
+            dir => ModelDir::open(std::path::Path::new(dir))?.load_weights(device)?,
+        };
+        for w in &workloads {
+            s3pet::progress::reset_peak_rss();
+            let row = bench(shape, &cfg, &weights, w, &o)?;
+            println!("{}", serde_json::to_string(&row)?);
+        }
+    }
+    Ok(())
+}

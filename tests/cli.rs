@@ -1,0 +1,269 @@
+//! Every subcommand for a few steps on the tiny fixture model and a synthetic task; parse what it wrote.
+mod common;
+use common::tiny_dir;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WORDS: [&str; 16] = [
+    "the",
+    "man",
+    "woman",
+    "is",
+    "was",
+    "in",
+    "of",
+    "house",
+    "city",
+    "government",
+    "said",
+    "new",
+    "year",
+    "people",
+    "water",
+    "world",
+];
+
+/// A synthetic pair task: label "same" when both sentences are equal.
+fn task_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let sentence =
+        |i: usize| (0..5).map(|j| WORDS[(i * 7 + j * 3 + i / 3) % 16]).collect::<Vec<_>>().join(" ");
+    let rows = |n: usize, off: usize| -> String {
+        let mut s = String::from("a\tb\tlabel\n");
+        for i in 0..n {
+            let a = sentence(i + off);
+            let (b, l) = if i % 2 == 0 { (a.clone(), "same") } else { (sentence(i + off + 1), "different") };
+            s += &format!("{a}\t{b}\t{l}\n");
+        }
+        s
+    };
+    std::fs::write(dir.path().join("train.tsv"), rows(48, 0)).unwrap();
+    std::fs::write(dir.path().join("dev.tsv"), rows(24, 100)).unwrap();
+    std::fs::write(
+        dir.path().join("task.toml"),
+        "name = \"same\"\nkind = \"classification\"\nformat = \"tsv\"\ntrain = \"train.tsv\"\ndev = \"dev.tsv\"\n\
+         text_a = \"{a}\"\ntext_b = \"{b}\"\nlabel = \"label\"\nlabels = [\"different\", \"same\"]\n\
+         metrics = [\"accuracy\", \"f1\"]\nsize = \"small\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn s3pet(args: &[&str], data: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_s3pet"))
+        .args(args)
+        .env("S3PET_MODEL", tiny_dir())
+        .env("S3PET_DATA", data)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+}
+
+fn read_json(p: PathBuf) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+const QUICK: [&str; 8] = ["--max-steps", "3", "--batch-size", "8", "--eval-every", "2", "--threads", "1"];
+
+fn task(d: &tempfile::TempDir) -> String {
+    d.path().join("task.toml").display().to_string()
+}
+
+#[test]
+fn train_then_eval_write_the_run_directory() {
+    let d = task_dir();
+    let out = d.path().join("run");
+    let o = out.to_str().unwrap();
+    let r = ok(s3pet(
+        &[&["train", "--task", &task(&d), "--method", "lora", "--out", o], &QUICK[..]].concat(),
+        d.path(),
+    ));
+    for k in ["task", "method", "seed", "backbone_params", "delta_params", "head_params", "dev", "test"] {
+        assert!(r.get(k).is_some(), "report lacks {k}: {r}");
+    }
+    // LoRA r8 on query and value of 2 layers, hidden 32: 4 * 8 * 64
+    assert_eq!(r["delta_params"], 2048);
+    let report = read_json(out.join("report.json"));
+    assert_eq!(report["test"], r["test"]);
+    let structure = read_json(out.join("structure.json"));
+    assert_eq!(structure["total_params"], 2048);
+    assert_eq!(structure["modules"].as_array().unwrap().len(), 4);
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let evals: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(evals.iter().any(|e| e["split"] == "dev" && e["step"] == 2), "{lines}");
+    assert!(evals.iter().any(|e| e["split"] == "test"));
+    assert!(out.join("weights.safetensors").is_file() && out.join("config.json").is_file());
+    // eval rebuilds the model from the run's files and gets the same test metrics
+    let e = ok(s3pet(&["eval", "--run", o], d.path()));
+    assert_eq!(e["metrics"], r["test"]);
+    // an existing run directory is not overwritten silently
+    let again = s3pet(&[&["train", "--task", &task(&d), "--out", o], &QUICK[..]].concat(), d.path());
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+}
+
+#[test]
+fn inspect_reports_counts() {
+    let d = task_dir();
+    let r = ok(s3pet(&["inspect", "--method", "lora", "--json"], d.path()));
+    assert_eq!(r["delta_params"], 2048);
+    assert!(r["backbone_params"].as_i64().unwrap() > 0);
+    let s = ok(s3pet(&["inspect", "--space", "mix", "--budget-params", "500", "--json"], d.path()));
+    assert_eq!(s["candidates"], 38);
+    assert_eq!(s["candidate_params"], 2060);
+    assert_eq!(s["budget_params"], 500);
+    let bad = s3pet(&["inspect", "--space", "mix", "--budget-params", "10"], d.path());
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("smallest candidate"));
+}
+
+fn search(d: &tempfile::TempDir, name: &str, order: &str) -> (Value, String) {
+    let out = d.path().join(name);
+    let o = out.to_str().unwrap();
+    let t = task(d);
+    let args = [
+        &["search", "--task", &t, "--space", "mix", "--budget-params", "500", "--order", order, "--out", o],
+        &QUICK[..],
+    ]
+    .concat();
+    let r = ok(s3pet(&args, d.path()));
+    (r, std::fs::read_to_string(out.join("structure.json")).unwrap())
+}
+
+#[test]
+fn search_is_deterministic_and_within_budget() {
+    let d = task_dir();
+    for order in ["1", "2"] {
+        let (r, s1) = search(&d, &format!("s{order}a"), order);
+        let (_, s2) = search(&d, &format!("s{order}b"), order);
+        assert_eq!(s1, s2, "order {order}: the same seed gives the same structure");
+        let s: Value = serde_json::from_str(&s1).unwrap();
+        assert!(s["total_params"].as_i64().unwrap() <= 500);
+        assert_eq!(s["budget_params"], 500);
+        assert_eq!(r["search"]["steps"], 3);
+        let alphas = std::fs::read_to_string(d.path().join(format!("s{order}a/alphas.jsonl"))).unwrap();
+        let first: Value = serde_json::from_str(alphas.lines().next().unwrap()).unwrap();
+        assert_eq!(first["p"].as_array().unwrap().len(), 38);
+        let tsv = std::fs::read_to_string(d.path().join(format!("s{order}a/candidates.tsv"))).unwrap();
+        assert_eq!(tsv.lines().count(), 39);
+    }
+    // retrain the searched structure
+    let out = d.path().join("re");
+    let st = d.path().join("s2a/structure.json");
+    let t = task(&d);
+    let args = [
+        &["retrain", "--task", &t, "--structure", st.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &QUICK[..],
+    ]
+    .concat();
+    let r = ok(s3pet(&args, d.path()));
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&st).unwrap()).unwrap();
+    assert_eq!(r["delta_params"], s["total_params"]);
+}
+
+#[test]
+fn run_random_and_structure_random() {
+    let d = task_dir();
+    let out = d.path().join("rr");
+    let t = task(&d);
+    let args = [
+        &[
+            "run",
+            "--task",
+            &t,
+            "--strategy",
+            "random",
+            "--space",
+            "mix",
+            "--budget-params",
+            "500",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &QUICK[..],
+    ]
+    .concat();
+    let r = ok(s3pet(&args, d.path()));
+    assert!(r["delta_params"].as_i64().unwrap() <= 500);
+    assert!(r["retrain"]["test"].is_object() && r["test"].is_object());
+    let f1 = d.path().join("r1.json");
+    let f2 = d.path().join("r2.json");
+    for f in [&f1, &f2] {
+        ok(s3pet(
+            &[
+                "structure",
+                "random",
+                "--space",
+                "mix",
+                "--budget-params",
+                "700",
+                "--seed",
+                "9",
+                "--out",
+                f.to_str().unwrap(),
+            ],
+            d.path(),
+        ));
+    }
+    assert_eq!(std::fs::read_to_string(&f1).unwrap(), std::fs::read_to_string(&f2).unwrap());
+}
+
+#[test]
+fn run_s3pet_reports_both_phases() {
+    let d = task_dir();
+    let out = d.path().join("rs");
+    let t = task(&d);
+    let args = [
+        &[
+            "run",
+            "--task",
+            &t,
+            "--space",
+            "lora",
+            "--budget-params",
+            "300",
+            "--order",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &QUICK[..],
+    ]
+    .concat();
+    let r = ok(s3pet(&args, d.path()));
+    assert!(r["search"]["seconds"].as_f64().unwrap() > 0.0);
+    assert!(r["retrain"]["train_seconds"].as_f64().unwrap() > 0.0);
+    assert!(r["structure"]["total_params"].as_i64().unwrap() <= 300);
+    assert!(out.join("alphas.jsonl").is_file() && out.join("candidates.tsv").is_file());
+}
+
+#[test]
+fn bad_inputs_fail_with_a_clear_message() {
+    let d = task_dir();
+    let o = d.path().join("x");
+    let t = task(&d);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "--task", "nosuchtask", "--out", o.to_str().unwrap()], "nosuchtask"),
+        (vec!["train", "--task", &t, "--method", "prefix", "--out", o.to_str().unwrap()], "prefix"),
+    ];
+    for (args, needle) in cases {
+        let out = s3pet(&args, d.path());
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: error should name `{needle}`: {err}");
+    }
+    let missing = Command::new(env!("CARGO_BIN_EXE_s3pet"))
+        .args(["train", "--task", &task(&d), "--out", o.to_str().unwrap(), "--model", "/nonexistent/model"])
+        .env("S3PET_DATA", d.path())
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/model"));
+}
