@@ -221,6 +221,15 @@ pub struct CommonArgs {
     /// Replace an existing run directory.
     #[arg(long)]
     pub overwrite: bool,
+    /// Continue the run in --out from its last checkpoint (its saved config is used).
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Also save a checkpoint every K steps (always at each evaluation and on Ctrl-C).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Skip batches whose loss or gradient is not finite instead of stopping.
+    #[arg(long)]
+    pub skip_nonfinite: bool,
 }
 
 #[derive(Args)]

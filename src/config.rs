@@ -32,6 +32,12 @@ pub struct TrainConfig {
     pub structure: Option<PathBuf>,
     pub device: String,
     pub threads: Option<usize>,
+    /// Also save a checkpoint every K steps (always at each evaluation).
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
+    /// Skip batches whose loss or gradient is not finite instead of stopping.
+    #[serde(default)]
+    pub skip_nonfinite: bool,
 }
 
 impl TrainConfig {

@@ -3,12 +3,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}:{line}: {msg}")]
     Parse { path: PathBuf, line: usize, msg: String },
     #[error("{path}: {msg}")]
@@ -23,6 +19,8 @@ pub enum Error {
     Budget(String),
     #[error("training: {0}")]
     Train(String),
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     #[error("{0}")]
     Msg(String),
     #[error(transparent)]
@@ -33,7 +31,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     pub fn parse(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {
         Error::Parse { path: path.into(), line, msg: msg.into() }

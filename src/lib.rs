@@ -4,6 +4,7 @@ pub mod artifact;
 pub mod backbone;
 pub mod batch;
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod delta;

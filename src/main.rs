@@ -4,6 +4,14 @@ mod cmd;
 fn main() {
     let cli = <cli::Cli as clap::Parser>::parse();
     cli::init_logging(cli.verbose, cli.quiet);
+    // First Ctrl-C: finish the step, save a checkpoint, exit; a second one exits at once.
+    let _ = ctrlc::set_handler(|| {
+        use std::sync::atomic::Ordering;
+        if s3pet::checkpoint::INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: saving a checkpoint at the end of this step (Ctrl-C again to exit now)");
+    });
     if let Err(e) = cmd::dispatch(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -3,6 +3,20 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
+/// Every file a run writes (removed by --overwrite).
+pub const ARTIFACTS: [&str; 10] = [
+    "metrics.jsonl",
+    "report.json",
+    "weights.safetensors",
+    "structure.json",
+    "config.json",
+    "checkpoint.safetensors",
+    "alphas.jsonl",
+    "candidates.tsv",
+    "search.json",
+    "search_checkpoint.safetensors",
+];
+
 pub struct RunDir {
     pub dir: PathBuf,
 }

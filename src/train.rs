@@ -2,6 +2,7 @@
 //! gradient clipping, evaluation every K steps, best-dev selection, test evaluation.
 use crate::artifact;
 use crate::batch::{batches, Batch};
+use crate::checkpoint::{self, LoopState};
 use crate::config::TrainConfig;
 use crate::data::{load_task, TaskData, TaskSpec};
 use crate::delta::Ctx;
@@ -93,69 +94,134 @@ pub fn total_steps(cfg: &TrainConfig, n: usize) -> usize {
     cfg.max_steps.unwrap_or(per_epoch * cfg.epochs).max(1)
 }
 
+/// How a training loop starts and reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoopOpts {
+    /// Continue from `checkpoint.safetensors` in the run directory when it exists.
+    pub resume: bool,
+    pub quiet: bool,
+}
+
+/// libtorch's generator is re-seeded from (seed, step) before every step, so that dropout does not
+/// depend on history and a resumed run draws the same masks.
+pub fn step_seed(seed: u64, step: usize) -> i64 {
+    (seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64 & i64::MAX
+}
+
+/// The dev metrics logged at `step` (to restore the best-so-far after a resume).
+fn logged_dev(path: &Path, step: usize) -> Metrics {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["split"] == "dev" && v["step"].as_u64() == Some(step as u64))
+        .filter_map(|v| serde_json::from_value(v["metrics"].clone()).ok())
+        .next_back()
+        .unwrap_or_default()
+}
+
 /// Trains every parameter in `model.store`, evaluating dev every `eval_every` steps and at each epoch's end;
 /// keeps the best-dev weights (ties: later wins), saves them to `out/weights.safetensors`, then tests.
-pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, quiet: bool) -> Result<Outcome> {
+/// Saves `out/checkpoint.safetensors` at every evaluation, every `checkpoint_every` steps and on SIGINT.
+pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: LoopOpts) -> Result<Outcome> {
     if data.train.is_empty() {
         return Err(Error::Train("the training split is empty".into()));
     }
+    let bs = cfg.batch_size.max(1);
+    let per_epoch = data.train.len().div_ceil(bs);
     let total = total_steps(cfg, data.train.len());
     let warmup = (cfg.warmup_ratio * total as f64).round() as i64;
     let mut opt = AdamW::new(model.store.tensors(), AdamWConfig::new(cfg.lr, cfg.weight_decay));
     let metrics_path = out.join("metrics.jsonl");
     let weights_path = out.join("weights.safetensors");
-    let (mut step, mut best, mut best_step, mut seen) = (0usize, f64::NEG_INFINITY, 0usize, 0usize);
+    let ckpt_path = out.join("checkpoint.safetensors");
+    let mut st = LoopState { step: 0, best: f64::NEG_INFINITY, best_step: 0 };
     let mut best_dev = Metrics::new();
+    if o.resume && ckpt_path.is_file() {
+        st = checkpoint::load(&ckpt_path, &mut [("w", &model.store, &mut opt)])?;
+        checkpoint::truncate_log(&metrics_path, st.step)?;
+        best_dev = logged_dev(&metrics_path, st.best_step);
+        tracing::info!(step = st.step, best_step = st.best_step, "resumed from {}", ckpt_path.display());
+    } else {
+        let _ = std::fs::remove_file(&metrics_path);
+    }
+    let save_ckpt =
+        |opt: &AdamW, st: &LoopState| checkpoint::save(&ckpt_path, &[("w", &model.store, opt)], st);
     let start = Instant::now();
-    let ctx = Ctx::train();
-    let mut epoch = 0;
-    'outer: while step < total {
-        let order = epoch_order(data.train.len(), cfg.seed, epoch);
-        let chunks = batches(&data.train, &order, cfg.batch_size);
-        let bar = crate::progress::bar(chunks.len() as u64, &format!("epoch {}", epoch + 1), quiet);
-        for items in chunks {
-            let b = Batch::new(&items, model.device);
-            let loss = model.loss(&b, &ctx);
-            let lv = loss.double_value(&[]);
-            if !lv.is_finite() {
+    let mut seen = 0usize;
+    let bar = crate::progress::bar(total as u64, "train", o.quiet);
+    bar.set_position(st.step as u64);
+    let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+    while st.step < total {
+        if checkpoint::interrupted() {
+            save_ckpt(&opt, &st)?;
+            return Err(Error::Interrupted(format!(
+                "stopped at step {}; continue with --resume (checkpoint {})",
+                st.step,
+                ckpt_path.display()
+            )));
+        }
+        let (epoch, idx) = (st.step / per_epoch, st.step % per_epoch);
+        if order.0 != epoch {
+            order = (epoch, epoch_order(data.train.len(), cfg.seed, epoch));
+        }
+        let items: Vec<&Encoded> = order.1[idx * bs..((idx + 1) * bs).min(data.train.len())]
+            .iter()
+            .map(|&i| &data.train[i])
+            .collect();
+        let b = Batch::new(&items, model.device);
+        tch::manual_seed(step_seed(cfg.seed, st.step));
+        let loss = model.loss(&b, &Ctx::train());
+        let lv = loss.double_value(&[]);
+        opt.zero_grad();
+        let norm = if lv.is_finite() {
+            loss.backward();
+            opt.clip_grad_norm(cfg.clip_norm)
+        } else {
+            f64::NAN
+        };
+        if !norm.is_finite() {
+            let what = if lv.is_finite() { format!("gradient norm {norm}") } else { format!("loss {lv}") };
+            if !cfg.skip_nonfinite {
                 return Err(Error::Train(format!(
-                    "non-finite loss {lv} at step {step} (epoch {}); the best weights so far are in {}",
+                    "non-finite {what} at step {} (epoch {}); the last checkpoint ({}) and the best weights \
+                     so far ({}) are kept; --skip-nonfinite skips such batches",
+                    st.step,
                     epoch + 1,
+                    ckpt_path.display(),
                     weights_path.display()
                 )));
             }
+            tracing::warn!(step = st.step, "skipping a batch with non-finite {what}");
             opt.zero_grad();
-            loss.backward();
-            opt.clip_grad_norm(cfg.clip_norm);
-            opt.step(linear_lr(cfg.lr, step as i64, warmup, total as i64));
-            step += 1;
-            seen += b.len();
-            bar.inc(1);
-            bar.set_message(format!("loss {lv:.4}"));
-            let epoch_end = bar.position() == bar.length().unwrap_or(0);
-            if cfg.eval_every.is_some_and(|k| step % k == 0) || epoch_end || step == total {
-                let dev = evaluate(model, &data.dev, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;
-                let score = primary(&data.spec, &dev);
-                artifact::append_line(
-                    &metrics_path,
-                    &json!({"step": step, "epoch": epoch + 1, "split": "dev", "loss": lv, "metrics": dev})
-                        .to_string(),
-                )?;
-                if score >= best {
-                    best = score;
-                    best_step = step;
-                    best_dev = dev;
-                    model.store.save(&weights_path)?;
-                }
-            }
-            if step >= total {
-                bar.finish_and_clear();
-                break 'outer;
+        } else {
+            opt.step(linear_lr(cfg.lr, st.step as i64, warmup, total as i64));
+        }
+        st.step += 1;
+        seen += b.len();
+        bar.set_position(st.step as u64);
+        bar.set_message(format!("epoch {} loss {lv:.4}", epoch + 1));
+        let eval_now = cfg.eval_every.is_some_and(|k| st.step.is_multiple_of(k))
+            || st.step.is_multiple_of(per_epoch)
+            || st.step == total;
+        if eval_now {
+            let dev = evaluate(model, &data.dev, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;
+            let score = primary(&data.spec, &dev);
+            artifact::append_line(
+                &metrics_path,
+                &json!({"step": st.step, "epoch": epoch + 1, "split": "dev", "loss": lv, "metrics": dev})
+                    .to_string(),
+            )?;
+            if score >= st.best {
+                (st.best, st.best_step, best_dev) = (score, st.step, dev);
+                model.store.save(&weights_path)?;
             }
         }
-        bar.finish_and_clear();
-        epoch += 1;
+        if eval_now || cfg.checkpoint_every.is_some_and(|k| st.step.is_multiple_of(k)) {
+            save_ckpt(&opt, &st)?;
+        }
     }
+    bar.finish_and_clear();
+    let (step, best_step) = (st.step, st.best_step);
     let seconds = start.elapsed().as_secs_f64();
     model.store.load(&weights_path)?;
     let test = evaluate(model, &data.test, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;

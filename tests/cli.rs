@@ -1,54 +1,9 @@
 //! Every subcommand for a few steps on the tiny fixture model and a synthetic task; parse what it wrote.
 mod common;
-use common::tiny_dir;
+use common::{task_dir, tiny_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const WORDS: [&str; 16] = [
-    "the",
-    "man",
-    "woman",
-    "is",
-    "was",
-    "in",
-    "of",
-    "house",
-    "city",
-    "government",
-    "said",
-    "new",
-    "year",
-    "people",
-    "water",
-    "world",
-];
-
-/// A synthetic pair task: label "same" when both sentences are equal.
-fn task_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let sentence =
-        |i: usize| (0..5).map(|j| WORDS[(i * 7 + j * 3 + i / 3) % 16]).collect::<Vec<_>>().join(" ");
-    let rows = |n: usize, off: usize| -> String {
-        let mut s = String::from("a\tb\tlabel\n");
-        for i in 0..n {
-            let a = sentence(i + off);
-            let (b, l) = if i % 2 == 0 { (a.clone(), "same") } else { (sentence(i + off + 1), "different") };
-            s += &format!("{a}\t{b}\t{l}\n");
-        }
-        s
-    };
-    std::fs::write(dir.path().join("train.tsv"), rows(48, 0)).unwrap();
-    std::fs::write(dir.path().join("dev.tsv"), rows(24, 100)).unwrap();
-    std::fs::write(
-        dir.path().join("task.toml"),
-        "name = \"same\"\nkind = \"classification\"\nformat = \"tsv\"\ntrain = \"train.tsv\"\ndev = \"dev.tsv\"\n\
-         text_a = \"{a}\"\ntext_b = \"{b}\"\nlabel = \"label\"\nlabels = [\"different\", \"same\"]\n\
-         metrics = [\"accuracy\", \"f1\"]\nsize = \"small\"\n",
-    )
-    .unwrap();
-    dir
-}
 
 fn s3pet(args: &[&str], data: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_s3pet"))

@@ -5,11 +5,13 @@
     python tools/parity.py --data /tmp/exp/rte --model models/all-MiniLM-L6-v2 --method lora \
         --seed 42 --out /tmp/parity/rte-lora-42.json
 
-The recipe is s3pet's `train`: AdamW (0.9, 0.999, eps 1e-8, weight decay 0), the learning rate decaying
-linearly from --lr to 0 over all steps (no warm-up), the global gradient norm of the trainable
-parameters clipped to 1.0, the config's dropout while training, the training set reshuffled every
-epoch, dev evaluated at each epoch's end, the best dev weights kept (ties: the later epoch wins) and
-tested. Methods:
+The recipe is s3pet's `train` with its defaults: AdamW (0.9, 0.999, eps 1e-8, weight decay 0), the
+learning rate decaying linearly from --lr to 0 over all steps (no warm-up), the global gradient norm
+of the trainable parameters clipped to 1.0, the config's dropout while training, the training set
+reshuffled every epoch (numpy's generator: not s3pet's order), dev evaluated at each epoch's end, the
+best dev weights kept (ties: the later epoch wins) and tested. Tokens: the model dir's tokenizer.json
+through `tokenizers` (the library s3pet uses), pairs truncated longest-first, padded per batch.
+Methods:
   full    every parameter trainable (pooler included);
   lora    PEFT LoRA r 8, alpha 16, no LoRA dropout, on query and value; the classifier in
           modules_to_save; everything else (pooler included) frozen;
@@ -110,7 +112,7 @@ def compute_metrics(names, preds, golds, groups=None):
                 v = _exact_match(p.tolist(), g.tolist(), groups)
             else:
                 raise ValueError(f"unknown metric {name!r}")
-        out[name] = 100.0 * v if np.isfinite(v) else 0.0
+        out[name] = float(100.0 * v) if np.isfinite(v) else 0.0
     return out
 
 
@@ -163,6 +165,8 @@ def main(argv=None):
     ap.add_argument("--eval-batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=None, help="default: 2e-5 for full, 5e-4 otherwise (as s3pet train)")
     ap.add_argument("--clip-norm", type=float, default=1.0)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--warmup-ratio", type=float, default=0.0, help="as s3pet: round(ratio * steps) warm-up steps")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -220,11 +224,16 @@ def main(argv=None):
             labels = torch.tensor([int(it["target"]) for it in items], dtype=torch.long)
         return ids.to(device), mask.to(device), types.to(device), labels.to(device), len(items[0]["rows"])
 
-    # Model: the checkpoint's encoder + pooler, a fresh classifier (N(0, initializer_range), bias 0).
+    # Model: the checkpoint's embeddings, encoder and pooler, a fresh classifier (N(0, initializer_range),
+    # bias 0).
     # The seed covers the classifier's and LoRA's initialisation and dropout.
     torch.manual_seed(a.seed)
     num_labels = spec["num_labels"] if kind == "classification" else 1
-    model = BertForSequenceClassification.from_pretrained(a.model, num_labels=num_labels, dtype=torch.float32)
+    model = BertForSequenceClassification.from_pretrained(a.model, num_labels=num_labels, dtype=torch.float32,
+                                                          ignore_mismatched_sizes=True)
+    with torch.no_grad():  # s3pet always starts from a fresh head, even where the checkpoint has one
+        model.classifier.weight.normal_(0.0, model.config.initializer_range)
+        model.classifier.bias.zero_()
     if a.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -277,10 +286,17 @@ def main(argv=None):
         golds = [ex["target"] for ex in examples]
         return compute_metrics(metric_names, preds, golds, [ex["group"] for ex in examples])
 
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=a.weight_decay)
     n = len(data["train"])
     per_epoch = -(-n // a.batch_size)
     total = per_epoch * a.epochs
+    warmup = int(a.warmup_ratio * total + 0.5)  # Rust rounds halves up, Python to even
+
+    def lr_at(t):  # s3pet's linear_lr: linear warm-up over `warmup` steps, then linear decay to 0 at `total`
+        if warmup > 0 and t < warmup:
+            return lr * t / warmup
+        return lr * max(total - t, 0) / max(total - warmup, 1)
+
     step, best, best_epoch, best_step, best_dev, best_state = 0, -float("inf"), 0, 0, {}, None
     history = []
     model.train()
@@ -290,8 +306,8 @@ def main(argv=None):
         loss_sum = 0.0
         for i in range(0, n, a.batch_size):
             batch = make_batch([data["train"][j] for j in order[i: i + a.batch_size]])
-            for g in opt.param_groups:  # linear decay to 0, no warm-up: lr_t = lr * (total - t) / total
-                g["lr"] = lr * (total - step) / total
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
             opt.zero_grad(set_to_none=True)
             loss = loss_of(batch)
             if not torch.isfinite(loss):
@@ -326,6 +342,8 @@ def main(argv=None):
         "eval_batch_size": a.eval_batch_size,
         "max_length": a.max_length,
         "clip_norm": a.clip_norm,
+        "weight_decay": a.weight_decay,
+        "warmup_ratio": a.warmup_ratio,
         "metric": metric_names[0],
         "trainable_params": n_trainable,
         "train_examples": n,

@@ -6,7 +6,7 @@ use s3pet::config::TrainConfig;
 use s3pet::model::{HeadInit, Model, ModelDir};
 use s3pet::rundir::RunDir;
 use s3pet::structure::Structure;
-use s3pet::train::{prepare, train, Prepared};
+use s3pet::train::{prepare, train, LoopOpts, Prepared};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -60,6 +60,8 @@ pub fn train_config(
         structure,
         device: c.device.clone(),
         threads: c.threads,
+        checkpoint_every: c.checkpoint_every,
+        skip_nonfinite: c.skip_nonfinite,
     })
 }
 
@@ -92,7 +94,7 @@ pub fn train_structure(
     l: &Loaded,
     structure: &Structure,
     run: &RunDir,
-    quiet: bool,
+    opts: LoopOpts,
 ) -> Result<Value> {
     let placements: Vec<Placement> =
         structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
@@ -109,7 +111,7 @@ pub fn train_structure(
         model.head_params
     );
     tracing::info!(config = %serde_json::to_string(cfg)?, "resolved config");
-    let out = train(&model, &l.data, cfg, &run.dir, quiet)?;
+    let out = train(&model, &l.data, cfg, &run.dir, opts)?;
     let report = json!({
         "task": l.data.spec.name,
         "method": cfg.method,
@@ -131,4 +133,38 @@ pub fn train_structure(
     });
     s3pet::artifact::write_json(&run.path("report.json"), &report)?;
     Ok(report)
+}
+
+/// The config of a training command (from the command line, or with --resume the one saved in the
+/// run directory) and its loaded model and data. Nothing is written yet: bad input fails first.
+pub fn resolve_run(
+    c: &CommonArgs,
+    out: &std::path::Path,
+    fresh: TrainConfig,
+) -> Result<(TrainConfig, Loaded)> {
+    let cfg = if c.resume {
+        let mut cfg = TrainConfig::load(&RunDir::open(out)?.path("config.json"))?;
+        cfg.device = c.device.clone();
+        cfg
+    } else {
+        fresh
+    };
+    let l = load(&cfg)?;
+    Ok((cfg, l))
+}
+
+/// The run directory: opened with --resume, else created (refusing a non-empty one without
+/// --overwrite) with the resolved config saved in it.
+pub fn open_run(c: &CommonArgs, out: &std::path::Path, cfg: &TrainConfig) -> Result<RunDir> {
+    if c.resume {
+        Ok(RunDir::open(out)?)
+    } else {
+        let run = RunDir::create(out, c.overwrite)?;
+        cfg.save(&run.path("config.json"))?;
+        Ok(run)
+    }
+}
+
+pub fn loop_opts(c: &CommonArgs, quiet: bool) -> LoopOpts {
+    LoopOpts { resume: c.resume, quiet }
 }

@@ -1,5 +1,7 @@
 //! `s3pet search`, `s3pet run` and `s3pet structure random`.
-use super::common::{load, train_config, train_structure, Defaults, Loaded};
+use super::common::{
+    load, loop_opts, open_run, resolve_run, train_config, train_structure, Defaults, Loaded,
+};
 use crate::cli::{RandomArgs, RunArgs, SearchArgs, SearchOpts, SpaceArgs};
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
@@ -156,8 +158,9 @@ fn summary(s: &Structure) -> Value {
 
 pub fn run_search(a: SearchArgs, quiet: bool) -> Result<()> {
     let cfg = train_config(&a.common, &a.task, "s3pet", None, Defaults::search())?;
-    let run = RunDir::create(&a.out, a.common.overwrite)?;
     let l = load(&cfg)?;
+    space_and_budget(&a.space, &l.md.cfg)?;
+    let run = RunDir::create(&a.out, a.common.overwrite)?;
     cfg.save(&run.path("config.json"))?;
     let (structure, s) = do_search(&cfg, &l, &a.space, &a.search, &run, quiet)?;
     let report = json!({"task": l.data.spec.name, "seed": cfg.seed, "space": a.space.space, "search": s, "structure": summary(&structure)});
@@ -172,12 +175,17 @@ pub fn run_all(a: RunArgs, quiet: bool) -> Result<()> {
         "random" => "random",
         s => bail!("unknown strategy `{s}` (s3pet, random)"),
     };
-    let mut cfg = train_config(&a.common, &a.task, method, None, Defaults::search())?;
-    let run = RunDir::create(&a.out, a.common.overwrite)?;
-    let l = load(&cfg)?;
-    cfg.save(&run.path("config.json"))?;
+    let cfg = train_config(&a.common, &a.task, method, None, Defaults::search())?;
+    let (mut cfg, l) = resolve_run(&a.common, &a.out, cfg)?;
+    space_and_budget(&a.space, &l.md.cfg)?; // a bad space or budget fails before anything is written
+    let run = open_run(&a.common, &a.out, &cfg)?;
     let started = Instant::now();
-    let (structure, search_summary) = if method == "s3pet" {
+    let done = run.path("search.json");
+    // a resumed run keeps a finished search (its structure is final); a search cut short starts over
+    let (structure, search_summary) = if a.common.resume && done.is_file() {
+        let summary: Value = serde_json::from_str(&std::fs::read_to_string(&done)?)?;
+        (Structure::load(&run.path("structure.json"), &l.md.cfg)?, summary)
+    } else if method == "s3pet" {
         let mut scfg = cfg.clone();
         scfg.epochs = a.search_epochs.unwrap_or(cfg.epochs);
         do_search(&scfg, &l, &a.space, &a.search, &run, quiet)?
@@ -194,11 +202,12 @@ pub fn run_all(a: RunArgs, quiet: bool) -> Result<()> {
         s.save(&run.path("structure.json"))?;
         (s, json!({"strategy": "random", "seed": cfg.seed}))
     };
+    s3pet::artifact::write_json(&done, &search_summary)?;
     cfg.epochs = a.retrain_epochs.unwrap_or(cfg.epochs);
     cfg.method = "structure".into();
     cfg.structure = Some(run.path("structure.json"));
     s3pet::progress::reset_peak_rss();
-    let retrain = train_structure(&cfg, &l, &structure, &run, quiet)?;
+    let retrain = train_structure(&cfg, &l, &structure, &run, loop_opts(&a.common, quiet))?;
     let report = json!({
         "task": l.data.spec.name, "method": format!("{method}-{}", a.space.space), "strategy": method,
         "seed": cfg.seed, "space": a.space.space, "budget": a.space.budget,

@@ -1,23 +1,25 @@
 //! `s3pet train`: a manual method or a structure on a task.
-use super::common::{load, train_config, train_structure, Defaults};
+use super::common::{loop_opts, open_run, resolve_run, train_config, train_structure, Defaults};
 use crate::cli::TrainArgs;
 use anyhow::Result;
-use s3pet::rundir::RunDir;
 use s3pet::structure::{method_modules, Structure};
 
 pub fn run(a: TrainArgs, quiet: bool) -> Result<()> {
     let method = if a.structure.is_some() { "structure" } else { a.method.as_str() };
     let cfg = train_config(&a.common, &a.task, method, a.structure.clone(), Defaults::train(method))?;
-    let run = RunDir::create(&a.out, a.common.overwrite)?;
-    let l = load(&cfg)?;
+    let (cfg, l) = resolve_run(&a.common, &a.out, cfg)?;
     let backbone = s3pet::backbone::bert_param_count(&l.md.cfg);
-    let structure = match &a.structure {
-        Some(p) => Structure::load(p, &l.md.cfg)?,
-        None => Structure::manual(method, method_modules(method, &l.md.cfg)?, &l.md.cfg, backbone)?,
+    let structure = if a.common.resume {
+        Structure::load(&a.out.join("structure.json"), &l.md.cfg)?
+    } else {
+        match &a.structure {
+            Some(p) => Structure::load(p, &l.md.cfg)?,
+            None => Structure::manual(method, method_modules(method, &l.md.cfg)?, &l.md.cfg, backbone)?,
+        }
     };
-    cfg.save(&run.path("config.json"))?;
+    let run = open_run(&a.common, &a.out, &cfg)?;
     structure.save(&run.path("structure.json"))?;
-    let report = train_structure(&cfg, &l, &structure, &run, quiet)?;
+    let report = train_structure(&cfg, &l, &structure, &run, loop_opts(&a.common, quiet))?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -28,12 +30,12 @@ pub fn retrain(a: TrainArgs, quiet: bool) -> Result<()> {
         anyhow::bail!("retrain needs --structure FILE");
     };
     let cfg = train_config(&a.common, &a.task, "structure", Some(path.clone()), Defaults::search())?;
-    let run = RunDir::create(&a.out, a.common.overwrite)?;
-    let l = load(&cfg)?;
-    let structure = Structure::load(&path, &l.md.cfg)?;
-    cfg.save(&run.path("config.json"))?;
+    let (cfg, l) = resolve_run(&a.common, &a.out, cfg)?;
+    let from = if a.common.resume { a.out.join("structure.json") } else { path };
+    let structure = Structure::load(&from, &l.md.cfg)?;
+    let run = open_run(&a.common, &a.out, &cfg)?;
     structure.save(&run.path("structure.json"))?;
-    let report = train_structure(&cfg, &l, &structure, &run, quiet)?;
+    let report = train_structure(&cfg, &l, &structure, &run, loop_opts(&a.common, quiet))?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -1,0 +1,106 @@
+//! Training checkpoints for `--resume`: parameters, AdamW moments and step, loop position and the best
+//! dev score so far, in ONE safetensors file written atomically (so its parts always agree). Dropout and
+//! data order are functions of (seed, step), so nothing else is needed to continue bit-identically.
+use crate::error::{Error, Result};
+use crate::optim::AdamW;
+use crate::params::ParamStore;
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoopState {
+    /// Optimiser steps done.
+    pub step: usize,
+    pub best: f64,
+    pub best_step: usize,
+}
+
+fn scalar_f64(v: f64) -> Tensor {
+    Tensor::from_slice(&[v]).to_kind(Kind::Double)
+}
+
+/// Saves `store`'s values and every optimiser's moments under their names, plus the loop state.
+pub fn save(path: &Path, stores: &[(&str, &ParamStore, &AdamW)], st: &LoopState) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vec![
+        ("meta.step".into(), scalar_f64(st.step as f64)),
+        ("meta.best".into(), scalar_f64(st.best)),
+        ("meta.best_step".into(), scalar_f64(st.best_step as f64)),
+    ];
+    for (tag, store, opt) in stores {
+        named.push((format!("{tag}.adam_step"), scalar_f64(opt.step as f64)));
+        for (i, (name, t)) in store.entries().iter().enumerate() {
+            let cpu = |x: &Tensor| x.detach().to_device(Device::Cpu);
+            named.push((format!("{tag}.param.{name}"), cpu(t)));
+            named.push((format!("{tag}.m.{name}"), cpu(&opt.m[i])));
+            named.push((format!("{tag}.v.{name}"), cpu(&opt.v[i])));
+        }
+    }
+    crate::artifact::write_safetensors(path, &named)
+}
+
+/// Restores what [`save`] wrote into the stores and optimisers; returns the loop state.
+pub fn load(path: &Path, stores: &mut [(&str, &ParamStore, &mut AdamW)]) -> Result<LoopState> {
+    let map: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(|e| Error::file(path, format!("corrupt checkpoint: {e}")))?
+        .into_iter()
+        .collect();
+    let get = |k: &str| -> Result<&Tensor> {
+        map.get(k)
+            .ok_or_else(|| Error::Tensor { key: k.into(), msg: format!("missing from {}", path.display()) })
+    };
+    let num = |k: &str| -> Result<f64> { Ok(get(k)?.double_value(&[0])) };
+    for (tag, store, opt) in stores.iter_mut() {
+        opt.step = num(&format!("{tag}.adam_step"))? as i64;
+        tch::no_grad(|| -> Result<()> {
+            for (i, (name, t)) in store.entries().iter().enumerate() {
+                let dev = t.device();
+                for (dst, k) in [(t, "param"), (&opt.m[i], "m"), (&opt.v[i], "v")] {
+                    let src = get(&format!("{tag}.{k}.{name}"))?;
+                    if src.size() != dst.size() {
+                        return Err(Error::Tensor {
+                            key: format!("{tag}.{k}.{name}"),
+                            msg: format!(
+                                "shape {:?} in {} but {:?} expected",
+                                src.size(),
+                                path.display(),
+                                dst.size()
+                            ),
+                        });
+                    }
+                    dst.shallow_clone().copy_(&src.to_device(dev));
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(LoopState {
+        step: num("meta.step")? as usize,
+        best: num("meta.best")?,
+        best_step: num("meta.best_step")? as usize,
+    })
+}
+
+/// Keeps only the lines of a JSONL log whose `step` is at most `step` and whose split is not `test`
+/// (what a resumed run will write again).
+pub fn truncate_log(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["split"] != "test" && v["step"].as_u64().is_some_and(|s| s as usize <= step))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::artifact::write_bytes(path, kept.as_bytes())
+}
+
+/// Set by the SIGINT handler: loops save a checkpoint and stop at the next step boundary.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}

@@ -1,0 +1,93 @@
+//! A training run killed with SIGKILL at random points and resumed each time ends with the same best
+//! step, metrics and weights as an uninterrupted run (CPU, one thread).
+mod common;
+use common::{task_dir, tiny_dir};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn cmd(args: &[&str], data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_s3pet"));
+    c.args(args)
+        .env("S3PET_MODEL", tiny_dir())
+        .env("S3PET_DATA", data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+fn report(dir: &Path) -> (Value, Vec<u8>) {
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let keep = serde_json::json!({"dev": r["dev"], "test": r["test"], "best_step": r["best_step"], "steps": r["steps"]});
+    (keep, std::fs::read(dir.join("weights.safetensors")).unwrap())
+}
+
+#[test]
+fn killed_and_resumed_training_matches_uninterrupted() {
+    let d = task_dir();
+    let task = d.path().join("task.toml");
+    let t = task.to_str().unwrap();
+    let base = [
+        "--task",
+        t,
+        "--method",
+        "lora",
+        "--max-steps",
+        "400",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "7",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--lr",
+        "5e-3",
+    ];
+    let full = d.path().join("full");
+    let st = cmd(&[&["-q", "train", "--out", full.to_str().unwrap()], &base[..]].concat(), d.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let want = report(&full);
+
+    let out = d.path().join("killed");
+    let o = out.to_str().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let (mut kills, mut resumed) = (0, 0);
+    for attempt in 0..40 {
+        let resume = out.join("config.json").is_file();
+        let args: Vec<&str> = if resume {
+            vec!["-q", "train", "--task", t, "--out", o, "--resume", "--threads", "1"]
+        } else {
+            [&["-q", "train", "--overwrite", "--out", o], &base[..]].concat()
+        };
+        let mut child = cmd(&args, d.path()).spawn().unwrap();
+        if attempt < 6 {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(150..900)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                resumed += out.join("checkpoint.safetensors").is_file() as i32;
+                continue;
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "attempt {attempt} failed");
+        break;
+    }
+    assert!(
+        kills >= 3 && resumed >= 2,
+        "the test must really interrupt training ({kills} kills, {resumed} with a checkpoint)"
+    );
+    let got = report(&out);
+    assert_eq!(got.0, want.0, "metrics after {kills} kills");
+    assert!(got.1 == want.1, "best weights differ after {kills} kills");
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let want_log = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    assert_eq!(log, want_log, "metrics.jsonl is the same line for line");
+}

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Runs `s3pet bench` and tools/bench_peer.py row by row and prints a markdown table of the two.
+
+    python tools/compare_bench.py --s3pet target/release/s3pet --shape minilm,bert-base \
+        --workload full,lora,retrain,search1,search2 --batch-size 16 --seq-len 128 --warmup 2 --steps 5 \
+        --device cpu --threads 4 --hardware cpu --json docs/performance.json [-- EXTRA ARGS FOR BOTH]
+
+For every shape and workload, one `s3pet bench` process, then (full and lora only) one bench_peer.py
+process with the same shape, batch, sequence length, warm-up, steps, device and thread count, so that
+the two see the same machine state. ratio = pytorch_ms / s3pet_ms (above 1: s3pet is faster). Rows
+without a peer (retrain, search1, search2) show s3pet only; a search row also gives its time over the
+same shape's retrain row. With --json the rows are appended to that JSON list (created if missing).
+Arguments after `--` go to both programs; --s3pet-arg / --peer-arg (repeatable) to one of them.
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER_WORKLOADS = ("full", "lora")
+
+
+def json_lines(text):
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return rows
+
+
+def run(cmd):
+    print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rows = json_lines(p.stdout)
+    if p.returncode != 0 or not rows:
+        tail = "\n".join((p.stderr or "").strip().splitlines()[-15:])
+        print(f"  failed (exit {p.returncode}):\n{tail}", file=sys.stderr, flush=True)
+        return None
+    return rows[-1]
+
+
+def fmt(x, digits=1):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--s3pet", default="target/release/s3pet", help="the s3pet binary")
+    ap.add_argument("--python", default=sys.executable, help="the interpreter for bench_peer.py")
+    ap.add_argument("--shape", default="minilm,bert-base")
+    ap.add_argument("--workload", default="full,lora,retrain,search1,search2")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                    help="bench_peer.py's --dtype; passed to s3pet bench only when not fp32")
+    ap.add_argument("--hardware", default=None, help='label stored in the JSON rows, e.g. "cpu" or "h100" '
+                    '(default: "cpu" on --device cpu, else "gpu")')
+    ap.add_argument("--json", default=None, help="append the rows to this JSON list file")
+    ap.add_argument("--s3pet-arg", action="append", default=[], help="an extra argument for s3pet bench only")
+    ap.add_argument("--peer-arg", action="append", default=[], help="an extra argument for bench_peer.py only")
+    a = ap.parse_args(argv)
+    hardware = a.hardware or ("cpu" if a.device == "cpu" else "gpu")
+
+    common = ["--batch-size", str(a.batch_size), "--seq-len", str(a.seq_len), "--warmup", str(a.warmup),
+              "--steps", str(a.steps), "--device", a.device]
+    if a.threads:
+        common += ["--threads", str(a.threads)]
+    s3_dtype = ["--dtype", a.dtype] if a.dtype != "fp32" else []
+
+    results = []
+    for shape in a.shape.split(","):
+        retrain_ms = None
+        for workload in a.workload.split(","):
+            s3 = run([a.s3pet, "bench", "-q", "--shape", shape, "--workload", workload] + common + s3_dtype
+                     + a.s3pet_arg + extra)
+            peer = None
+            if workload in PEER_WORKLOADS:
+                peer = run([a.python, os.path.join(HERE, "bench_peer.py"), "--shape", shape, "--workload",
+                            workload, "--dtype", a.dtype] + common + a.peer_arg + extra)
+            s3_ms = s3["ms_per_step"] if s3 else None
+            py_ms = peer["ms_per_step"] if peer else None
+            if workload == "retrain":
+                retrain_ms = s3_ms
+            r = {
+                "hardware": hardware,
+                "shape": shape,
+                "workload": workload,
+                "s3pet_ms": s3_ms,
+                "pytorch_ms": py_ms,
+                "ratio": py_ms / s3_ms if s3_ms and py_ms else None,
+                "batch": a.batch_size,
+                "seq_len": a.seq_len,
+                "threads": (s3 or peer or {}).get("threads", a.threads),
+                "dtype": a.dtype,
+                "device": a.device,
+                "warmup": a.warmup,
+                "steps": a.steps,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "commit": git_commit(),
+                "s3pet_trainable_params": s3.get("trainable_params") if s3 else None,
+                "pytorch_trainable_params": peer.get("trainable_params") if peer else None,
+                "s3pet_peak_bytes": s3.get("peak_rss_bytes") if s3 else None,
+                "pytorch_peak_bytes": peer.get("peak_mem_bytes") if peer else None,
+            }
+            if peer:
+                r["pytorch_threads"] = peer.get("threads")
+                r["torch"] = peer.get("torch")
+                r["transformers"] = peer.get("transformers")
+            if workload.startswith("search") and s3_ms and retrain_ms:
+                r["over_retrain"] = s3_ms / retrain_ms
+            if extra or a.s3pet_arg or a.peer_arg:
+                r["extra_args"] = {"both": extra, "s3pet": a.s3pet_arg, "peer": a.peer_arg}
+            results.append(r)
+            print(f"  {shape} {workload}: s3pet {fmt(s3_ms)} ms, pytorch {fmt(py_ms)} ms", file=sys.stderr,
+                  flush=True)
+
+    print(f"\n{hardware}, device {a.device}, {a.dtype}, batch {a.batch_size} x {a.seq_len}, threads "
+          f"{results[0]['threads'] if results else a.threads}, {a.steps} timed steps after {a.warmup}\n")
+    print("| shape | workload | s3pet ms | pytorch ms | ratio (pytorch / s3pet) | note |")
+    print("|---|---|---:|---:|---:|---|")
+    for r in results:
+        note = ""
+        if "over_retrain" in r:
+            note = f"{r['over_retrain']:.2f}x the retrain step"
+        elif r["s3pet_ms"] is None:
+            note = "s3pet failed"
+        elif r["workload"] in PEER_WORKLOADS and r["pytorch_ms"] is None:
+            note = "pytorch failed"
+        print(f"| {r['shape']} | {r['workload']} | {fmt(r['s3pet_ms'])} | {fmt(r['pytorch_ms'])} | "
+              f"{fmt(r['ratio'], 2)} | {note} |")
+
+    if a.json:
+        rows = []
+        if os.path.exists(a.json):
+            with open(a.json) as f:
+                rows = json.load(f)
+            if not isinstance(rows, list):
+                sys.exit(f"{a.json}: not a JSON list")
+        rows.extend(results)
+        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+            f.write("\n")
+        print(f"\nappended {len(results)} rows to {a.json}", file=sys.stderr)
+    return 0 if all(r["s3pet_ms"] is not None for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
