@@ -42,7 +42,7 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 pub fn write_safetensors<S: AsRef<str>>(path: &Path, named: &[(S, Tensor)]) -> Result<()> {
     let tmp = tmp_path(path);
     let res = Tensor::write_safetensors(named, &tmp)
-        .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))
+        .map_err(|e| Error::safetensors(path, "write", &e))
         .and_then(|_| {
             let f = std::fs::File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;

@@ -45,4 +45,31 @@ impl Error {
     pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Config { key: key.into(), msg: msg.into() }
     }
+
+    /// A safetensors file that cannot be read or written (`doing`: "read", "write"), with the likely
+    /// cause in words: truncated, corrupt header, or the OS error (e.g. no space left on device).
+    pub fn safetensors(path: impl Into<PathBuf>, doing: &str, e: &tch::TchError) -> Self {
+        let raw = match e {
+            tch::TchError::SafeTensorError { err, .. } => format!("{err:?}"),
+            e => e.to_string(),
+        };
+        let starts = |keys: &[&str]| keys.iter().any(|k| raw.starts_with(k));
+        let cause = if starts(&["HeaderTooSmall", "InvalidHeaderLength", "MetadataIncompleteBuffer"]) {
+            format!("the file is truncated or its size does not match its header (an interrupted download or copy?) [{raw}]")
+        } else if starts(&[
+            "InvalidHeader",
+            "InvalidOffset",
+            "HeaderTooLarge",
+            "JsonError",
+            "TensorInvalidInfo",
+            "ValidationOverflow",
+        ]) {
+            format!("the header is corrupt (not a safetensors file?) [{raw}]")
+        } else if let Some(msg) = raw.split("message: \"").nth(1).and_then(|m| m.split('"').next()) {
+            msg.to_string() // an OS error, e.g. "No space left on device"
+        } else {
+            raw
+        };
+        Error::file(path, format!("cannot {doing} safetensors: {cause}"))
+    }
 }

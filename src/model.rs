@@ -39,8 +39,16 @@ impl ModelDir {
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join("tokenizer.json")
     }
+    /// The checkpoint's tensors, each checked against config.json (name and shape) now, so that a model
+    /// directory whose config and weights disagree fails before anything is written.
     pub fn load_weights(&self, device: Device) -> Result<Weights> {
-        Weights::load(&self.weights_path(), device)
+        let weights = Weights::load(&self.weights_path(), device)?;
+        let mut store = ParamStore::new(device);
+        Bert::load(&weights, &self.cfg, &mut SiteFactory { placements: &[], store: &mut store }, false)
+            .map_err(|e| {
+                Error::file(self.dir.join("config.json"), format!("does not describe the weights: {e}"))
+            })?;
+        Ok(weights)
     }
 }
 

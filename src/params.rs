@@ -80,8 +80,7 @@ impl ParamStore {
 
     /// Loads values saved by [`ParamStore::save`]; every entry must be present with its shape.
     pub fn load(&self, path: &Path) -> Result<()> {
-        let list = Tensor::read_safetensors(path)
-            .map_err(|e| Error::file(path, format!("cannot read safetensors: {e}")))?;
+        let list = Tensor::read_safetensors(path).map_err(|e| Error::safetensors(path, "read", &e))?;
         let map: std::collections::HashMap<String, Tensor> = list.into_iter().collect();
         tch::no_grad(|| {
             for (name, t) in &self.entries {

@@ -79,7 +79,7 @@ impl Space {
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count()).unwrap_or(0);
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(0);
             Error::parse(path, line, e.message().to_string())
         })
     }
@@ -145,14 +145,24 @@ pub fn budget_params(
         (Some(f), None) => return Err(Error::Budget(format!("fraction {f} must be a positive number"))),
         (None, None) => return Err(Error::Budget("give --budget FRACTION or --budget-params N".into())),
     };
-    let smallest = candidates.iter().filter_map(|m| m.params).min().unwrap_or(0);
+    let what = match (fraction, absolute) {
+        (Some(f), None) => format!("{b} parameters ({f} of the backbone's {backbone})"),
+        _ => format!("{b} parameters"),
+    };
+    let smallest = candidates.iter().filter(|m| m.params.is_some()).min_by_key(|m| m.params);
     let total: i64 = candidates.iter().filter_map(|m| m.params).sum();
-    if b < smallest {
-        return Err(Error::Budget(format!("{b} parameters is below the smallest candidate ({smallest})")));
+    if let Some(m) = smallest.filter(|m| b < m.params.unwrap_or(0)) {
+        return Err(Error::Budget(format!(
+            "{what} is below the smallest candidate ({}, {} at site `{}`)",
+            m.params.unwrap_or(0),
+            m.kind.name(),
+            m.site
+        )));
     }
     if b >= total {
         return Err(Error::Budget(format!(
-            "{b} parameters is at least the whole space ({total}): nothing to search"
+            "{what} is at least the whole space ({total} parameters in {} candidates): nothing to search",
+            candidates.len()
         )));
     }
     Ok(b)

@@ -17,8 +17,7 @@ impl Weights {
         if !path.exists() {
             return Err(Error::file(path, "model weights not found"));
         }
-        let list = Tensor::read_safetensors(path)
-            .map_err(|e| Error::file(path, format!("cannot read safetensors: {e}")))?;
+        let list = Tensor::read_safetensors(path).map_err(|e| Error::safetensors(path, "read", &e))?;
         let tensors = list
             .into_iter()
             .map(|(name, t)| {

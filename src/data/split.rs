@@ -39,6 +39,16 @@ pub fn default_data_dir() -> Option<PathBuf> {
 /// The same seed gives the same split. Any empty split is an error.
 pub fn load_task(spec: &TaskSpec, data_dir: &Path, seed: u64) -> Result<TaskData> {
     spec.validate()?;
+    let mut relative = [Some(&spec.train), Some(&spec.dev), spec.test.as_ref()].into_iter().flatten();
+    if let Some(first) = relative.find(|p| p.is_relative()) {
+        if !data_dir.is_dir() {
+            let msg = format!(
+                "data directory not found (needed for {}; set --data-dir or S3PET_DATA)",
+                first.display()
+            );
+            return Err(Error::file(data_dir, msg));
+        }
+    }
     let train_path = data_dir.join(&spec.train);
     let dev_path = data_dir.join(&spec.dev);
     let train_units = read_units(spec, &train_path)?;
