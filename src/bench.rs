@@ -7,7 +7,7 @@ use crate::data::Target;
 use crate::delta::Ctx;
 use crate::error::{Error, Result};
 use crate::model::{HeadInit, Model};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::search::bilevel::{SearchConfig, Stepper, Supernet};
 use crate::space::{budget_params, Space};
 use crate::structure::method_modules;
@@ -146,12 +146,12 @@ pub fn bench(
     let cands = Space::builtin("mix").ok_or_else(|| Error::Msg("no mix space".into()))?.candidates(cfg)?;
     let budget = budget_params(Some(o.budget), None, bert_param_count(cfg), &cands)?;
     let train_step = |model: &Model| -> Result<f64> {
-        let mut opt = AdamW::new(model.store.tensors(), AdamWConfig::new(1e-5, 0.0));
+        let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-5, 0.0));
         time_steps(o.device, o.warmup, o.steps, || {
-            opt.zero_grad();
-            model.loss(&b, &Ctx::train()).backward();
-            opt.clip_grad_norm(1.0);
-            opt.step(1e-5);
+            let loss = model.loss(&b, &Ctx::train());
+            let g = model.store.grads(&loss);
+            let _ = clip_grad_norm(&g, 1.0);
+            opt.step(&model.store, &g, 1e-5);
             Ok(())
         })
     };
@@ -190,7 +190,7 @@ pub fn bench(
             let mut st = Stepper::new(&mut net, &scfg);
             let mut i = 0;
             let ms = time_steps(o.device, o.warmup, o.steps, || {
-                st.alpha_step(&b, &b, 3e-4, 0.1, i)?;
+                let _ = st.alpha_step(&b, &b, 3e-4, 0.1)?;
                 st.w_step(&b, 3e-4, i)?;
                 i += 1;
                 Ok(())

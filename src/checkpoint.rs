@@ -28,13 +28,11 @@ pub fn save(path: &Path, stores: &[(&str, &ParamStore, &AdamW)], st: &LoopState)
         ("meta.best_step".into(), scalar_f64(st.best_step as f64)),
     ];
     for (tag, store, opt) in stores {
+        let cpu = |x: &Tensor| x.detach().to_device(Device::Cpu);
         named.push((format!("{tag}.adam_step"), scalar_f64(opt.step as f64)));
-        for (i, (name, t)) in store.entries().iter().enumerate() {
-            let cpu = |x: &Tensor| x.detach().to_device(Device::Cpu);
-            named.push((format!("{tag}.param.{name}"), cpu(t)));
-            named.push((format!("{tag}.m.{name}"), cpu(&opt.m[i])));
-            named.push((format!("{tag}.v.{name}"), cpu(&opt.v[i])));
-        }
+        named.push((format!("{tag}.params"), cpu(store.flat())));
+        named.push((format!("{tag}.m"), cpu(&opt.m)));
+        named.push((format!("{tag}.v"), cpu(&opt.v)));
     }
     crate::artifact::write_safetensors(path, &named)
 }
@@ -53,23 +51,20 @@ pub fn load(path: &Path, stores: &mut [(&str, &ParamStore, &mut AdamW)]) -> Resu
     for (tag, store, opt) in stores.iter_mut() {
         opt.step = num(&format!("{tag}.adam_step"))? as i64;
         tch::no_grad(|| -> Result<()> {
-            for (i, (name, t)) in store.entries().iter().enumerate() {
-                let dev = t.device();
-                for (dst, k) in [(t, "param"), (&opt.m[i], "m"), (&opt.v[i], "v")] {
-                    let src = get(&format!("{tag}.{k}.{name}"))?;
-                    if src.size() != dst.size() {
-                        return Err(Error::Tensor {
-                            key: format!("{tag}.{k}.{name}"),
-                            msg: format!(
-                                "shape {:?} in {} but {:?} expected",
-                                src.size(),
-                                path.display(),
-                                dst.size()
-                            ),
-                        });
-                    }
-                    dst.shallow_clone().copy_(&src.to_device(dev));
+            for (dst, k) in [(store.flat(), "params"), (&opt.m, "m"), (&opt.v, "v")] {
+                let src = get(&format!("{tag}.{k}"))?;
+                if src.size() != dst.size() {
+                    return Err(Error::Tensor {
+                        key: format!("{tag}.{k}"),
+                        msg: format!(
+                            "shape {:?} in {} but {:?} expected",
+                            src.size(),
+                            path.display(),
+                            dst.size()
+                        ),
+                    });
                 }
+                dst.shallow_clone().copy_(&src.to_device(dst.device()));
             }
             Ok(())
         })?;

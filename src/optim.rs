@@ -1,7 +1,9 @@
-//! AdamW with explicit state (so that the search can take a virtual step from a copy of it, and
-//! checkpoints can save it), a linear schedule with optional warm-up, and gradient-norm clipping.
-//! The update is torch.optim.AdamW's (decoupled weight decay, bias correction).
-use tch::Tensor;
+//! AdamW over one flat buffer: every trainable tensor of a [`ParamStore`] aliases a slice of a single
+//! contiguous tensor, so an update is a dozen kernels whatever the number of tensors (a search space
+//! has hundreds). The state is explicit (the search takes a virtual step from a copy of it; checkpoints
+//! save it). The update is torch.optim.AdamW's (decoupled weight decay, bias correction).
+use crate::params::ParamStore;
+use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWConfig {
@@ -19,103 +21,62 @@ impl AdamWConfig {
 
 pub struct AdamW {
     pub cfg: AdamWConfig,
-    pub params: Vec<Tensor>,
-    pub m: Vec<Tensor>,
-    pub v: Vec<Tensor>,
+    /// First and second moments, flat like the store.
+    pub m: Tensor,
+    pub v: Tensor,
     pub step: i64,
 }
 
 impl AdamW {
-    pub fn new(params: Vec<Tensor>, cfg: AdamWConfig) -> Self {
-        let m = params.iter().map(|p| p.zeros_like()).collect();
-        let v = params.iter().map(|p| p.zeros_like()).collect();
-        AdamW { cfg, params, m, v, step: 0 }
+    pub fn new(store: &ParamStore, cfg: AdamWConfig) -> Self {
+        let m = store.flat().zeros_like();
+        AdamW { cfg, v: m.zeros_like(), m, step: 0 }
     }
 
-    /// The update direction each parameter would take at learning rate `lr` (without applying it),
-    /// advancing copies of the moments by the current gradients: returns the new values p'.
-    /// The real state is untouched (the search's virtual step).
-    pub fn virtual_values(&self, lr: f64) -> Vec<Tensor> {
-        tch::no_grad(|| {
-            let t = self.step + 1;
-            self.params
-                .iter()
-                .zip(self.m.iter().zip(&self.v))
-                .map(|(p, (m, v))| {
-                    let g = p.grad();
-                    let g = if g.defined() { g } else { p.zeros_like() };
-                    let (m, v) = (m.copy(), v.copy());
-                    self.update(&p.detach().copy(), &g, m, v, t, lr)
-                })
-                .collect()
-        })
-    }
-
-    fn update(&self, p: &Tensor, g: &Tensor, mut m: Tensor, mut v: Tensor, t: i64, lr: f64) -> Tensor {
+    /// p' for gradient `g` at learning rate `lr`, advancing (m, v) in place, at step `t`.
+    fn update(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, t: i64, lr: f64) {
         let (b1, b2) = self.cfg.betas;
-        let mut p = p.shallow_clone();
         if self.cfg.weight_decay != 0.0 {
             let _ = p.g_mul_scalar_(1.0 - lr * self.cfg.weight_decay);
         }
-        let _ = m.g_mul_scalar_(b1);
-        let _ = m.g_add_(&(g * (1.0 - b1)));
-        let _ = v.g_mul_scalar_(b2);
-        let _ = v.g_add_(&(g * g * (1.0 - b2)));
+        let _ = m.lerp_(g, 1.0 - b1); // m = b1 m + (1 - b1) g, as torch
+        let _ = v.g_mul_scalar_(b2).g_add_(&(g * g * (1.0 - b2))); // v = b2 v + (1 - b2) g^2
         let bc1 = 1.0 - b1.powi(t as i32);
         let bc2 = 1.0 - b2.powi(t as i32);
         let denom = v.sqrt() / bc2.sqrt() + self.cfg.eps;
-        let _ = p.g_sub_(&(m / denom * (lr / bc1)));
-        p
+        let _ = p.g_sub_(&(m.shallow_clone() / denom * (lr / bc1)));
     }
 
-    /// One AdamW step at learning rate `lr` with the parameters' current gradients.
-    pub fn step(&mut self, lr: f64) {
+    /// One step on the store's values with the flat gradient `g`.
+    pub fn step(&mut self, store: &ParamStore, g: &Tensor, lr: f64) {
         self.step += 1;
         let t = self.step;
         tch::no_grad(|| {
-            for i in 0..self.params.len() {
-                let g = self.params[i].grad();
-                if !g.defined() {
-                    continue;
-                }
-                let p = self.params[i].shallow_clone();
-                let (m, v) = (self.m[i].shallow_clone(), self.v[i].shallow_clone());
-                let _ = self.update(&p, &g, m, v, t, lr);
-            }
+            let (mut p, mut m, mut v) =
+                (store.flat().shallow_clone(), self.m.shallow_clone(), self.v.shallow_clone());
+            self.update(&mut p, g, &mut m, &mut v, t, lr);
         });
     }
 
-    pub fn zero_grad(&self) {
-        for p in &self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
-        }
-    }
-
-    /// Rescales all gradients so that their global L2 norm is at most `max_norm` (as
-    /// torch.nn.utils.clip_grad_norm_); returns the norm before clipping.
-    pub fn clip_grad_norm(&self, max_norm: f64) -> f64 {
-        clip_grad_norm(&self.params, max_norm)
+    /// The values one step would give, from a COPY of the state (the real state is untouched): the
+    /// search's virtual step.
+    pub fn virtual_values(&self, store: &ParamStore, g: &Tensor, lr: f64) -> Tensor {
+        tch::no_grad(|| {
+            let (mut p, mut m, mut v) = (store.flat().copy(), self.m.copy(), self.v.copy());
+            self.update(&mut p, g, &mut m, &mut v, self.step + 1, lr);
+            p
+        })
     }
 }
 
-pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
+/// Scales `g` so that its L2 norm is at most `max_norm` (as torch.nn.utils.clip_grad_norm_, on the
+/// device, without a host round trip); returns the norm before clipping as a 0-d tensor.
+pub fn clip_grad_norm(g: &Tensor, max_norm: f64) -> Tensor {
     tch::no_grad(|| {
-        let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
-        if grads.is_empty() {
-            return 0.0;
-        }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().unsqueeze(0)).collect();
-        let total = Tensor::cat(&norms, 0).norm().double_value(&[]);
-        let coef = max_norm / (total + 1e-6);
-        if coef < 1.0 {
-            for g in &grads {
-                let _ = g.shallow_clone().g_mul_scalar_(coef);
-            }
-        }
-        total
+        let norm = g.norm();
+        let coef = (max_norm / (&norm + 1e-6)).clamp_max(1.0);
+        let _ = g.shallow_clone().g_mul_(&coef);
+        norm.to_kind(Kind::Double)
     })
 }
 
@@ -131,6 +92,7 @@ pub fn linear_lr(base: f64, step: i64, warmup: i64, total: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     #[test]
     fn schedule_decays_linearly_to_zero() {
@@ -142,27 +104,41 @@ mod tests {
     }
 
     #[test]
-    fn adamw_first_step_moves_by_lr_times_sign() {
-        // with bias correction the first step is lr * g / (|g| + eps') = lr * sign(g)
-        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
-        let loss = (&p * Tensor::from_slice(&[3.0f32, -0.5])).sum(tch::Kind::Float);
-        loss.backward();
-        let virt = AdamW::new(vec![p.shallow_clone()], AdamWConfig::new(0.1, 0.0)).virtual_values(0.1);
-        let mut opt = AdamW::new(vec![p.shallow_clone()], AdamWConfig::new(0.1, 0.0));
-        opt.step(0.1);
-        let got = Vec::<f32>::try_from(&p.detach()).unwrap();
-        assert!((got[0] - 0.9).abs() < 1e-6 && (got[1] + 1.9).abs() < 1e-6, "{got:?}");
-        let v = Vec::<f32>::try_from(&virt[0]).unwrap();
-        assert_eq!(v, got, "virtual step equals the real one");
+    fn adamw_matches_the_reference_update() {
+        // two steps by hand: m, v with bias correction, decoupled weight decay
+        let mut store = ParamStore::new(Device::Cpu);
+        let p = store.add("p", Tensor::from_slice(&[1.0f32, -2.0]));
+        let mut opt = AdamW::new(&store, AdamWConfig::new(0.1, 0.01));
+        let grads = [[3.0f64, -0.5], [1.0, 2.0]];
+        let (mut want, mut m, mut v) = ([1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2]);
+        for (t, g) in grads.iter().enumerate() {
+            let virt = opt.virtual_values(&store, &Tensor::from_slice(g).to_kind(Kind::Float), 0.1);
+            opt.step(&store, &Tensor::from_slice(g).to_kind(Kind::Float), 0.1);
+            for i in 0..2 {
+                want[i] *= 1.0 - 0.1 * 0.01;
+                m[i] = 0.9 * m[i] + 0.1 * g[i];
+                v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i];
+                let (bc1, bc2) = (1.0 - 0.9f64.powi(t as i32 + 1), 1.0 - 0.999f64.powi(t as i32 + 1));
+                want[i] -= 0.1 / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + 1e-8);
+            }
+            let got = Vec::<f32>::try_from(&p.detach()).unwrap();
+            let vg = Vec::<f32>::try_from(&virt).unwrap();
+            for i in 0..2 {
+                assert!((got[i] as f64 - want[i]).abs() < 1e-6, "step {t}: {got:?} vs {want:?}");
+            }
+            assert_eq!(vg, got, "the virtual step equals the real one");
+        }
     }
 
     #[test]
     fn clipping_scales_to_max_norm() {
-        let p = Tensor::from_slice(&[0.0f32, 0.0]).set_requires_grad(true);
-        (&p * Tensor::from_slice(&[3.0f32, 4.0])).sum(tch::Kind::Float).backward();
-        let n = clip_grad_norm(&[p.shallow_clone()], 1.0);
+        let g = Tensor::from_slice(&[3.0f32, 4.0]);
+        let n = clip_grad_norm(&g, 1.0).double_value(&[]);
         assert!((n - 5.0).abs() < 1e-5);
-        let g = Vec::<f32>::try_from(&p.grad()).unwrap();
-        assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5, "{g:?}");
+        let v = Vec::<f32>::try_from(&g).unwrap();
+        assert!((v[0] - 0.6).abs() < 1e-5 && (v[1] - 0.8).abs() < 1e-5, "{v:?}");
+        let small = Tensor::from_slice(&[0.3f32]);
+        let _ = clip_grad_norm(&small, 1.0);
+        assert_eq!(Vec::<f32>::try_from(&small).unwrap(), vec![0.3]);
     }
 }

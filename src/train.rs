@@ -8,7 +8,7 @@ use crate::data::{load_task, TaskData, TaskSpec};
 use crate::delta::Ctx;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::optim::{linear_lr, AdamW, AdamWConfig};
+use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
 use crate::tokenize::{Encoded, TextEncoder};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -130,7 +130,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
     let per_epoch = data.train.len().div_ceil(bs);
     let total = total_steps(cfg, data.train.len());
     let warmup = (cfg.warmup_ratio * total as f64).round() as i64;
-    let mut opt = AdamW::new(model.store.tensors(), AdamWConfig::new(cfg.lr, cfg.weight_decay));
+    let mut opt = AdamW::new(&model.store, AdamWConfig::new(cfg.lr, cfg.weight_decay));
     let metrics_path = out.join("metrics.jsonl");
     let weights_path = out.join("weights.safetensors");
     let ckpt_path = out.join("checkpoint.safetensors");
@@ -172,12 +172,12 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
         tch::manual_seed(step_seed(cfg.seed, st.step));
         let loss = model.loss(&b, &Ctx::train());
         let lv = loss.double_value(&[]);
-        opt.zero_grad();
-        let norm = if lv.is_finite() {
-            loss.backward();
-            opt.clip_grad_norm(cfg.clip_norm)
+        let (g, norm) = if lv.is_finite() {
+            let g = model.store.grads(&loss);
+            let norm = clip_grad_norm(&g, cfg.clip_norm).double_value(&[]);
+            (Some(g), norm)
         } else {
-            f64::NAN
+            (None, f64::NAN)
         };
         if !norm.is_finite() {
             let what = if lv.is_finite() { format!("gradient norm {norm}") } else { format!("loss {lv}") };
@@ -192,9 +192,8 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
                 )));
             }
             tracing::warn!(step = st.step, "skipping a batch with non-finite {what}");
-            opt.zero_grad();
-        } else {
-            opt.step(linear_lr(cfg.lr, st.step as i64, warmup, total as i64));
+        } else if let Some(g) = g {
+            opt.step(&model.store, &g, linear_lr(cfg.lr, st.step as i64, warmup, total as i64));
         }
         st.step += 1;
         seen += b.len();

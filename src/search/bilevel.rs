@@ -9,6 +9,7 @@ use crate::delta::{Ctx, ModuleSpec};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
+use crate::params::flat_grads;
 use crate::params::ParamStore;
 use crate::tokenize::Encoded;
 use crate::train::{epoch_order, evaluate, primary, Metrics};
@@ -43,6 +44,8 @@ pub struct Supernet {
     pub alpha: Tensor,
     n: Vec<f64>,
     shift: Option<f64>,
+    /// The shift is valid for the current alpha (no host round trip until alpha changes).
+    shift_fresh: bool,
     beta: f64,
 }
 
@@ -52,7 +55,7 @@ impl Supernet {
         let k = candidates.len() as i64;
         let alpha = alpha_store.add("alpha", Tensor::zeros([k], (Kind::Float, model.device)));
         let n = candidates.iter().map(|c| c.params.unwrap_or(0) as f64).collect();
-        Supernet { model, candidates, budget, alpha_store, alpha, n, shift: None, beta }
+        Supernet { model, candidates, budget, alpha_store, alpha, n, shift: None, shift_fresh: false, beta }
     }
 
     pub fn alpha_values(&self) -> Vec<f64> {
@@ -60,11 +63,24 @@ impl Supernet {
             .unwrap_or_default()
     }
 
-    /// Solves the shift for the current alpha (warm-started) and returns p (carrying alpha's gradient).
+    /// Solves the shift for the current alpha (warm-started; once per alpha value) and returns p
+    /// (carrying alpha's gradient).
     pub fn probs(&mut self) -> Result<Tensor> {
-        let b = solve_shift(&self.alpha_values(), &self.n, self.budget as f64, self.beta, self.shift)?;
-        self.shift = Some(b);
+        let b = match (self.shift_fresh, self.shift) {
+            (true, Some(b)) => b,
+            _ => {
+                let b =
+                    solve_shift(&self.alpha_values(), &self.n, self.budget as f64, self.beta, self.shift)?;
+                (self.shift, self.shift_fresh) = (Some(b), true);
+                b
+            }
+        };
         Ok(gate_probs(&self.alpha, b, self.beta))
+    }
+
+    /// Call after alpha is written: the next [`Supernet::probs`] solves the shift again.
+    pub fn alpha_changed(&mut self) {
+        self.shift_fresh = false;
     }
 
     pub fn shift(&self) -> Option<f64> {
@@ -80,12 +96,6 @@ fn to_vec(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(&t.detach().to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default()
 }
 
-fn set_requires_grad(ts: &[Tensor], on: bool) {
-    for t in ts {
-        let _ = t.set_requires_grad(on);
-    }
-}
-
 fn check(v: f64, what: &str, step: usize) -> Result<f64> {
     if v.is_finite() {
         Ok(v)
@@ -99,16 +109,18 @@ pub struct Stepper<'a> {
     pub net: &'a mut Supernet,
     pub w_opt: AdamW,
     pub a_opt: AdamW,
+    /// The gradient that reached alpha in the last alpha step, before clipping.
+    pub last_alpha_grad: Option<Tensor>,
     rng: rand_chacha::ChaCha8Rng,
     cfg: SearchConfig,
 }
 
 impl<'a> Stepper<'a> {
     pub fn new(net: &'a mut Supernet, cfg: &SearchConfig) -> Self {
-        let w_opt = AdamW::new(net.model.store.tensors(), AdamWConfig::new(cfg.w_lr, 0.0));
-        let a_opt = AdamW::new(net.alpha_store.tensors(), AdamWConfig::new(cfg.alpha_lr, 0.0));
+        let w_opt = AdamW::new(&net.model.store, AdamWConfig::new(cfg.w_lr, 0.0));
+        let a_opt = AdamW::new(&net.alpha_store, AdamWConfig::new(cfg.alpha_lr, 0.0));
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x005E_ED0F_A1FA);
-        Stepper { net, w_opt, a_opt, rng, cfg: cfg.clone() }
+        Stepper { net, w_opt, a_opt, last_alpha_grad: None, rng, cfg: cfg.clone() }
     }
 
     /// u ~ U(0, 1), one per candidate, from the search's seeded generator.
@@ -119,10 +131,11 @@ impl<'a> Stepper<'a> {
     }
 
     /// The alpha update on a D_alpha batch (`ba`); second order also uses the D_w batch (`bw`).
-    /// `xi` is the current w learning rate. Returns the validation loss.
-    pub fn alpha_step(&mut self, bw: &Batch, ba: &Batch, xi: f64, lr_a: f64, step: usize) -> Result<f64> {
+    /// `xi` is the current w learning rate. Returns the validation loss (a 0-d tensor: reading it
+    /// would wait for the device).
+    pub fn alpha_step(&mut self, bw: &Batch, ba: &Batch, xi: f64, lr_a: f64) -> Result<Tensor> {
         let u = self.noise();
-        self.alpha_step_with(bw, ba, &u, xi, lr_a, step)
+        self.alpha_step_with(bw, ba, &u, xi, lr_a)
     }
 
     /// [`Stepper::alpha_step`] with the step's shared noise `u` given.
@@ -133,78 +146,53 @@ impl<'a> Stepper<'a> {
         u: &Tensor,
         xi: f64,
         lr_a: f64,
-        step: usize,
-    ) -> Result<f64> {
-        self.a_opt.zero_grad();
-        let val = if self.cfg.order == 1 {
+    ) -> Result<Tensor> {
+        let (g, val) = if self.cfg.order == 1 {
             let z = relax(&self.net.probs()?, u);
             let loss = self.net.loss(ba, &z);
-            loss.backward();
-            loss.double_value(&[])
+            (flat_grads(&loss, &[&self.net.alpha]), loss.detach())
         } else {
             self.second_order_grad(bw, ba, u, xi)?
         };
-        check(val, "validation loss", step)?;
-        self.w_opt.zero_grad();
-        clip_grad_norm(&self.a_opt.params, self.cfg.clip_norm);
-        self.a_opt.step(lr_a);
+        self.last_alpha_grad = Some(g.copy());
+        let _ = clip_grad_norm(&g, self.cfg.clip_norm);
+        self.a_opt.step(&self.net.alpha_store, &g, lr_a);
+        self.net.alpha_changed();
         Ok(val)
     }
 
-    /// alpha.grad = d_alpha L_val(w', alpha) - xi * (d_alpha L_train(w+) - d_alpha L_train(w-)) / (2 eps).
-    fn second_order_grad(&mut self, bw: &Batch, ba: &Batch, u: &Tensor, xi: f64) -> Result<f64> {
-        let ws = self.net.model.store.tensors();
-        // (1) virtual step: w' = one AdamW update from a copy of the real state
+    /// d_alpha L_val(w', alpha) - xi * (d_alpha L_train(w+) - d_alpha L_train(w-)) / (2 eps), with
+    /// w' one virtual AdamW step and w± = w ± eps dw', eps = 0.01 / ||dw'||. All on flat buffers, no
+    /// host round trip.
+    fn second_order_grad(&mut self, bw: &Batch, ba: &Batch, u: &Tensor, xi: f64) -> Result<(Tensor, Tensor)> {
+        let k = self.net.candidates.len() as i64;
+        // (1) virtual step from a copy of the real optimiser state
         let z = relax(&self.net.probs()?.detach(), u);
-        self.w_opt.zero_grad();
-        self.net.loss(bw, &z).backward();
-        let w_prime = self.w_opt.virtual_values(xi);
+        let g = self.net.model.store.grads(&self.net.loss(bw, &z));
+        let w_prime = self.w_opt.virtual_values(&self.net.model.store, &g, xi);
         let w0 = self.net.model.store.snapshot();
         self.net.model.store.restore(&w_prime);
         // (2) d L_val(w', alpha) wrt alpha and w'
-        self.w_opt.zero_grad();
         let z = relax(&self.net.probs()?, u);
         let val_loss = self.net.loss(ba, &z);
-        val_loss.backward();
-        let d_alpha = self.net.alpha.grad().copy();
-        let dw: Vec<Tensor> = ws
-            .iter()
-            .map(|w| {
-                let g = w.grad();
-                if g.defined() {
-                    g.copy()
-                } else {
-                    w.zeros_like()
-                }
-            })
-            .collect();
-        let norm = tch::no_grad(|| {
-            let sq: Vec<Tensor> = dw.iter().map(|g| g.square().sum(Kind::Float).unsqueeze(0)).collect();
-            Tensor::cat(&sq, 0).sum(Kind::Float).sqrt().double_value(&[])
-        });
-        let eps = 0.01 / norm.max(1e-12);
-        // (3), (4) d L_train(w ± eps dw', alpha) wrt alpha only
-        set_requires_grad(&ws, false);
+        let mut inputs: Vec<&Tensor> = vec![&self.net.alpha];
+        inputs.extend(self.net.model.store.entries().iter().map(|(_, t)| t));
+        let both = flat_grads(&val_loss, &inputs);
+        let (d_alpha, dw) = (both.narrow(0, 0, k), both.narrow(0, k, both.size()[0] - k));
+        let eps = tch::no_grad(|| 0.01 / dw.norm().clamp_min(1e-12)); // 0-d, on the device
+                                                                      // (3), (4) d L_train(w +- eps dw', alpha) wrt alpha only
         let mut side = |sign: f64| -> Result<Tensor> {
-            let moved: Vec<Tensor> =
-                tch::no_grad(|| w0.iter().zip(&dw).map(|(w, g)| w + g * (sign * eps)).collect());
+            let moved = tch::no_grad(|| &w0 + &dw * &eps * sign);
             self.net.model.store.restore(&moved);
-            self.a_opt.zero_grad();
             let z = relax(&self.net.probs()?, u);
-            self.net.loss(bw, &z).backward();
-            Ok(self.net.alpha.grad().copy())
+            Ok(flat_grads(&self.net.loss(bw, &z), &[&self.net.alpha]))
         };
         let plus = side(1.0);
         let minus = side(-1.0);
         self.net.model.store.restore(&w0);
-        set_requires_grad(&ws, true);
         let (plus, minus) = (plus?, minus?);
-        let hvp = (plus - minus) / (2.0 * eps);
-        tch::no_grad(|| {
-            let mut g = self.net.alpha.grad();
-            g.copy_(&(d_alpha - hvp * xi));
-        });
-        Ok(val_loss.double_value(&[]))
+        let g = tch::no_grad(|| &d_alpha - (plus - minus) / (&eps * 2.0) * xi);
+        Ok((g, val_loss.detach()))
     }
 
     /// The weight update on a D_w batch with fresh noise; returns the training loss.
@@ -216,12 +204,11 @@ impl<'a> Stepper<'a> {
     /// [`Stepper::w_step`] with the noise `u` given.
     pub fn w_step_with(&mut self, bw: &Batch, u: &Tensor, lr_w: f64, step: usize) -> Result<f64> {
         let z = relax(&self.net.probs()?.detach(), u);
-        self.w_opt.zero_grad();
         let loss = self.net.loss(bw, &z);
         let v = check(loss.double_value(&[]), "training loss", step)?;
-        loss.backward();
-        clip_grad_norm(&self.w_opt.params, self.cfg.clip_norm);
-        self.w_opt.step(lr_w);
+        let g = self.net.model.store.grads(&loss);
+        let _ = clip_grad_norm(&g, self.cfg.clip_norm);
+        self.w_opt.step(&self.net.model.store, &g, lr_w);
         Ok(v)
     }
 }
@@ -278,12 +265,13 @@ pub fn search(
             let (bw, ba) = (Batch::new(&iw, device), Batch::new(&ia, device));
             let lr_w = linear_lr(cfg.w_lr, step as i64, 0, total as i64);
             let lr_a = linear_lr(cfg.alpha_lr, step as i64, 0, total as i64);
-            let lv = st.alpha_step(&bw, &ba, lr_w, lr_a, step)?;
+            let val = st.alpha_step(&bw, &ba, lr_w, lr_a)?;
             let lt = st.w_step(&bw, lr_w, step)?;
             step += 1;
             bar.inc(1);
-            bar.set_message(format!("train {lt:.4} val {lv:.4}"));
+            bar.set_message(format!("train {lt:.4}"));
             if cfg.eval_every.is_some_and(|k| step % k == 0) || i + 1 == len || step == total {
+                let lv = check(val.double_value(&[]), "validation loss", step)?;
                 let p = tch::no_grad(|| st.net.probs())?;
                 let dev_m = evaluate(
                     &st.net.model,
