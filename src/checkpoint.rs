@@ -40,7 +40,7 @@ pub fn save(path: &Path, stores: &[(&str, &ParamStore, &AdamW)], st: &LoopState)
 /// Restores what [`save`] wrote into the stores and optimisers; returns the loop state.
 pub fn load(path: &Path, stores: &mut [(&str, &ParamStore, &mut AdamW)]) -> Result<LoopState> {
     let map: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-        .map_err(|e| Error::file(path, format!("corrupt checkpoint: {e}")))?
+        .map_err(|e| Error::safetensors(path, "read", &e))?
         .into_iter()
         .collect();
     let get = |k: &str| -> Result<&Tensor> {

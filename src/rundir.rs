@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// Every file a run writes (removed by --overwrite).
-pub const ARTIFACTS: [&str; 10] = [
+pub const ARTIFACTS: [&str; 9] = [
     "metrics.jsonl",
     "report.json",
     "weights.safetensors",
@@ -14,7 +14,6 @@ pub const ARTIFACTS: [&str; 10] = [
     "alphas.jsonl",
     "candidates.tsv",
     "search.json",
-    "search_checkpoint.safetensors",
 ];
 
 pub struct RunDir {
@@ -35,8 +34,7 @@ impl RunDir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let run = RunDir { dir: dir.to_path_buf() };
         if busy {
-            for f in ["metrics.jsonl", "report.json", "weights.safetensors", "structure.json", "config.json"]
-            {
+            for f in ARTIFACTS {
                 let _ = std::fs::remove_file(run.dir.join(f));
             }
         }

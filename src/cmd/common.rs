@@ -35,6 +35,8 @@ pub fn train_config(
 ) -> Result<TrainConfig> {
     let data_dir = match &c.data_dir {
         Some(d) => d.clone(),
+        // a resumed run reads its data directory from its saved config
+        None if c.resume => PathBuf::new(),
         None => s3pet::data::default_data_dir().context(
             "no data directory: pass --data-dir, set S3PET_DATA, or place the data in ../shared/data",
         )?,
@@ -102,14 +104,16 @@ pub fn train_structure(
     let model = Model::build(&l.md.cfg, &l.weights, &placements, structure.full, head, cfg.seed)?;
     let backbone = model.bert.backbone_params();
     let trainable = model.store.numel();
-    eprintln!(
-        "trainable parameters: {trainable} of {} ({:.4}%): deltas {} ({:.4}% of the backbone), head {}",
-        backbone + model.head_params,
-        100.0 * trainable as f64 / (backbone + model.head_params) as f64,
-        model.delta_params,
-        100.0 * model.delta_params as f64 / backbone as f64,
-        model.head_params
-    );
+    if !opts.quiet {
+        eprintln!(
+            "trainable parameters: {trainable} of {} ({:.4}%): deltas {} ({:.4}% of the backbone), head {}",
+            backbone + model.head_params,
+            100.0 * trainable as f64 / (backbone + model.head_params) as f64,
+            model.delta_params,
+            100.0 * model.delta_params as f64 / backbone as f64,
+            model.head_params
+        );
+    }
     tracing::info!(config = %serde_json::to_string(cfg)?, "resolved config");
     let out = train(&model, &l.data, cfg, &run.dir, opts)?;
     let report = json!({
