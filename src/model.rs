@@ -106,6 +106,8 @@ impl Model {
 
     /// Task logits, one row per batch row: (rows, num_labels).
     pub fn logits(&self, batch: &Batch, ctx: &Ctx) -> Tensor {
+        let gates = ctx.split_gates();
+        let ctx = &Ctx { gates: ctx.z.map(|_| gates.as_slice()), ..*ctx };
         let hidden = self.bert.encode(&batch.ids, &batch.mask, &batch.types, ctx, false);
         let last = hidden
             .last()

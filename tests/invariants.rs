@@ -69,10 +69,10 @@ fn closed_gates_leave_backbone_bit_identical() {
         .unwrap();
         randomize(&m);
         let z = Tensor::zeros([modules.len() as i64], (tch::Kind::Float, Device::Cpu));
-        let out = tch::no_grad(|| m.logits(&batch(), &Ctx { train: false, z: Some(&z) }));
+        let out = tch::no_grad(|| m.logits(&batch(), &Ctx { train: false, z: Some(&z), gates: None }));
         assert!(out.equal(&bare), "{method}: closed gates change the output");
         let open = Tensor::ones([modules.len() as i64], (tch::Kind::Float, Device::Cpu));
-        let out1 = tch::no_grad(|| m.logits(&batch(), &Ctx { train: false, z: Some(&open) }));
+        let out1 = tch::no_grad(|| m.logits(&batch(), &Ctx { train: false, z: Some(&open), gates: None }));
         assert!(out1.equal(&logits(&m)), "{method}: open gates differ from ungated");
     }
 }

@@ -23,22 +23,30 @@ use tch::Tensor;
 pub struct Ctx<'a> {
     pub train: bool,
     pub z: Option<&'a Tensor>,
+    /// z split into one 0-d tensor per gate, once per forward pass (one autograd node for all
+    /// gates instead of one select per gate); made by [`Ctx::split_gates`].
+    pub gates: Option<&'a [Tensor]>,
 }
 
 impl<'a> Ctx<'a> {
     pub fn eval() -> Self {
-        Ctx { train: false, z: None }
+        Ctx { train: false, z: None, gates: None }
     }
     pub fn train() -> Self {
-        Ctx { train: true, z: None }
+        Ctx { train: true, z: None, gates: None }
     }
     pub fn with_gates(self, z: Option<&'a Tensor>) -> Self {
-        Ctx { z, ..self }
+        Ctx { z, gates: None, ..self }
+    }
+    /// The per-gate tensors of z (empty when gates are off), to pass back through [`Ctx::gates`].
+    pub fn split_gates(&self) -> Vec<Tensor> {
+        self.z.map(|z| z.unbind(0)).unwrap_or_default()
     }
     /// `y` scaled by gate `gate` when gates are active.
     pub fn gated(&self, gate: Option<usize>, y: Tensor) -> Tensor {
-        match (gate, self.z) {
-            (Some(i), Some(z)) => y * z.get(i as i64),
+        match (gate, self.gates, self.z) {
+            (Some(i), Some(g), _) => y * &g[i],
+            (Some(i), None, Some(z)) => y * z.get(i as i64),
             _ => y,
         }
     }

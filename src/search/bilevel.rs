@@ -88,7 +88,7 @@ impl Supernet {
     }
 
     pub fn loss(&self, b: &Batch, z: &Tensor) -> Tensor {
-        self.model.loss(b, &Ctx { train: true, z: Some(z) })
+        self.model.loss(b, &Ctx { train: true, z: Some(z), gates: None })
     }
 }
 
@@ -278,7 +278,7 @@ pub fn search(
                     dev,
                     spec,
                     cfg.eval_batch_size,
-                    &Ctx { train: false, z: Some(&p) },
+                    &Ctx { train: false, z: Some(&p), gates: None },
                 )?;
                 let (alpha, pv) = (st.net.alpha_values(), to_vec(&p));
                 artifact::append_line(
