@@ -17,19 +17,13 @@ $BIN bench --device cuda --shape minilm --workload all --batch-size 32 --seq-len
 python3 tools/bench_peer.py --device cuda --shape minilm --workload full,lora --batch-size 32 --seq-len 128 --warmup 3 --steps 20 > $R/bench-peer-minilm.jsonl 2> $R/bench-peer.err
 $BIN bench --device cuda --shape bert-base,bert-large --workload full,lora,retrain,search1,search2 --batch-size 32 --seq-len 128 --warmup 3 --steps 10 >> $R/bench-s3pet-big.jsonl 2>> $R/bench-s3pet.err
 python3 tools/bench_peer.py --device cuda --shape bert-base,bert-large --workload full,lora --batch-size 32 --seq-len 128 --warmup 3 --steps 10 >> $R/bench-peer-big.jsonl 2>> $R/bench-peer.err
-for t in mrpc cola sst2 rte; do
-  extra=""; [ "$t" = sst2 ] && extra="--max-train-examples 4000"
-  $BIN -q data export --task $t --seed 42 --data-dir gpu/data $extra --out gpu/exports/$t-42 > /dev/null
-done
-tools/gpu/peer_parity.sh $R/parity 4 &
+tools/gpu/parity_jobs.sh $BIN $R/parity "mrpc cola sst2 rte" 42 "full lora bitfit" 3 2e-5 5e-4 | xargs -P 8 -I{} bash -c '{}' &
 P1=$!
-tools/gpu/s3pet_parity.sh $BIN $R/parity 4 &
-P2=$!
 tools/gpu/search_vs_random.sh $BIN $R/search "mrpc cola" "42 43 44" $SE $RE 2 6 --lr $LR &
 P3=$!
 tools/gpu/search_vs_random.sh $BIN $R/search "mrpc cola" "42" $SE $RE 1 2 --lr $LR &
 P4=$!
-wait $P1 $P2 $P3 $P4
+wait $P1 $P3 $P4
 kill $TAR
 find $R -name weights.safetensors -delete; find $R -name checkpoint.safetensors -delete
 tar czf $OUT/results.tar.gz --exclude='*.safetensors' -C /tmp results
