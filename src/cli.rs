@@ -41,6 +41,34 @@ pub enum Command {
     Data(DataCommand),
     /// Training-step throughput: full, lora, retrain, search1, search2 on a model or a named shape.
     Bench(BenchArgs),
+    /// Predictions of a finished run for new text (one JSON object per input line).
+    Predict(PredictArgs),
+    /// Fold a run's linear deltas into a plain Hugging Face BertForSequenceClassification directory.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// TSV without a header (one or two text columns) or JSONL with text_a / text_b; `-` for stdin.
+    #[arg(long)]
+    pub input: String,
+    /// tsv or jsonl (default: from the file's extension, else tsv).
+    #[arg(long)]
+    pub input_format: Option<String>,
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -58,6 +58,60 @@ fn train_then_eval_write_the_run_directory() {
     // eval rebuilds the model from the run's files and gets the same test metrics
     let e = ok(s3pet(&["eval", "--run", o], d.path()));
     assert_eq!(e["metrics"], r["test"]);
+    // predict: TSV (one or two columns) and JSONL give one JSON object per line, from the same weights
+    let tsv = d.path().join("in.tsv");
+    std::fs::write(&tsv, "the man is in the house\tthe man is in the house\nthe city of water\n").unwrap();
+    let p = s3pet(&["predict", "--run", o, "--input", tsv.to_str().unwrap()], d.path());
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&p.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert!(["same", "different"].contains(&l["label"].as_str().unwrap()), "{l}");
+        assert_eq!(l["logits"].as_array().unwrap().len(), 2);
+    }
+    let jsonl = d.path().join("in.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"text_a\": \"the man is in the house\", \"text_b\": \"the man is in the house\"}\n",
+    )
+    .unwrap();
+    let pj = s3pet(&["predict", "--run", o, "--input", jsonl.to_str().unwrap()], d.path());
+    let first: Value =
+        serde_json::from_str(String::from_utf8_lossy(&pj.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first, lines[0], "the same pair gives the same prediction from TSV and JSONL");
+    let bad = d.path().join("bad.tsv");
+    std::fs::write(&bad, "a\tb\tc\n").unwrap();
+    let pb = s3pet(&["predict", "--run", o, "--input", bad.to_str().unwrap()], d.path());
+    assert!(!pb.status.success() && String::from_utf8_lossy(&pb.stderr).contains("bad.tsv:1"));
+    // merge: the folded model, loaded as a plain checkpoint (bert.* + classifier), predicts the same logits
+    let merged = d.path().join("merged");
+    ok(s3pet(&["merge", "--run", o, "--out", merged.to_str().unwrap()], d.path()));
+    let cfg: Value = read_json(merged.join("config.json"));
+    assert_eq!(cfg["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(cfg["id2label"]["1"], "same");
+    let md = s3pet::model::ModelDir::open(&merged).unwrap();
+    let w = md.load_weights(tch::Device::Cpu).unwrap();
+    let plain = s3pet::model::Model::build(
+        &md.cfg,
+        &w,
+        &[],
+        false,
+        s3pet::model::HeadInit::FromCheckpoint { num_labels: 2 },
+        0,
+    )
+    .unwrap();
+    let enc = s3pet::tokenize::TextEncoder::load(&md.tokenizer_path(), 128).unwrap();
+    let row = enc.encode_pair("the man is in the house", Some("the man is in the house")).unwrap();
+    let item =
+        s3pet::tokenize::Encoded { rows: vec![row], target: s3pet::data::Target::Class(0), group: None };
+    let b = s3pet::batch::Batch::new(&[&item], tch::Device::Cpu);
+    let got: Vec<f32> =
+        Vec::try_from(&tch::no_grad(|| plain.logits(&b, &s3pet::delta::Ctx::eval())).reshape([-1])).unwrap();
+    let want: Vec<f64> = lines[0]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((*g as f64 - w).abs() < 1e-4, "merged logits {got:?} vs unmerged {want:?}");
+    }
     // an existing run directory is not overwritten silently
     let again = s3pet(&[&["train", "--task", &task(&d), "--out", o], &QUICK[..]].concat(), d.path());
     assert!(!again.status.success());
@@ -214,6 +268,18 @@ fn bad_inputs_fail_with_a_clear_message() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: error should name `{needle}`: {err}");
     }
+    // a structure with low-rank adapters cannot be merged into plain weights: a clear refusal
+    let lra = d.path().join("lra");
+    ok(s3pet(
+        &[&["train", "--task", &t, "--method", "lra", "--out", lra.to_str().unwrap()], &QUICK[..]].concat(),
+        d.path(),
+    ));
+    let m = s3pet(
+        &["merge", "--run", lra.to_str().unwrap(), "--out", d.path().join("m").to_str().unwrap()],
+        d.path(),
+    );
+    assert!(!m.status.success());
+    assert!(String::from_utf8_lossy(&m.stderr).contains("cannot be folded"));
     let missing = Command::new(env!("CARGO_BIN_EXE_s3pet"))
         .args(["train", "--task", &task(&d), "--out", o.to_str().unwrap(), "--model", "/nonexistent/model"])
         .env("S3PET_DATA", d.path())

@@ -3,31 +3,47 @@ use crate::cli::EvalArgs;
 use anyhow::{bail, Result};
 use s3pet::backbone::Placement;
 use s3pet::config::TrainConfig;
+use s3pet::data::TaskSpec;
 use s3pet::delta::Ctx;
 use s3pet::model::{HeadInit, Model, ModelDir};
 use s3pet::rundir::RunDir;
 use s3pet::structure::Structure;
 use s3pet::train::{evaluate, prepare};
 use serde_json::json;
+use std::path::Path;
 
-pub fn run(a: EvalArgs) -> Result<()> {
-    let run = RunDir::open(&a.run)?;
+/// A finished run's model: its config, model directory, task spec and trained weights.
+pub struct RunModel {
+    pub cfg: TrainConfig,
+    pub md: ModelDir,
+    pub spec: TaskSpec,
+    pub model: Model,
+}
+
+pub fn load_run_model(dir: &Path, device: Option<String>) -> Result<RunModel> {
+    let run = RunDir::open(dir)?;
     let mut cfg = TrainConfig::load(&run.path("config.json"))?;
-    if let Some(d) = a.data_dir {
-        cfg.data_dir = d;
-    }
-    if let Some(d) = a.device {
+    if let Some(d) = device {
         cfg.device = d;
     }
     let md = ModelDir::open(&cfg.model)?;
+    let spec = TaskSpec::resolve(&cfg.task)?;
     let structure = Structure::load(&run.path("structure.json"), &md.cfg)?;
     let weights = md.load_weights(cfg.device()?)?;
-    let data = prepare(&cfg, &md.tokenizer_path())?;
     let placements: Vec<Placement> =
         structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
-    let head = HeadInit::Fresh { num_labels: data.spec.num_labels() as i64 };
+    let head = HeadInit::Fresh { num_labels: spec.num_labels() as i64 };
     let model = Model::build(&md.cfg, &weights, &placements, structure.full, head, cfg.seed)?;
     model.store.load(&run.path("weights.safetensors"))?;
+    Ok(RunModel { cfg, md, spec, model })
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let RunModel { mut cfg, md, model, .. } = load_run_model(&a.run, a.device)?;
+    if let Some(d) = a.data_dir {
+        cfg.data_dir = d;
+    }
+    let data = prepare(&cfg, &md.tokenizer_path())?;
     let split = match a.split.as_str() {
         "dev" => &data.dev,
         "test" => &data.test,

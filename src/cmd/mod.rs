@@ -4,6 +4,8 @@ mod common;
 mod data;
 mod eval;
 mod inspect;
+mod merge;
+mod predict;
 mod search;
 mod train;
 
@@ -20,5 +22,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Structure(StructureCommand::Random(a)) => search::run_random(a),
         Command::Data(DataCommand::Export(a)) => data::export(a),
         Command::Bench(a) => bench::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Merge(a) => merge::run(a),
     }
 }
