@@ -58,15 +58,7 @@ fn closed_gates_leave_backbone_bit_identical() {
     let bare = logits(&tiny_model(&[], false, true, 1));
     for method in METHODS {
         let modules = fixture_modules(method, &cfg);
-        let m = Model::build(
-            &cfg,
-            &tiny_weights(),
-            &placements(&modules, true),
-            false,
-            HeadInit::FromCheckpoint { num_labels: 3 },
-            1,
-        )
-        .unwrap();
+        let m = tiny_gated_model(&modules, true, 1);
         randomize(&m);
         let z = Tensor::zeros([modules.len() as i64], (tch::Kind::Float, Device::Cpu));
         let out = tch::no_grad(|| m.logits(&batch(), &Ctx { train: false, z: Some(&z), gates: None }));

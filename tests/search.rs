@@ -2,7 +2,6 @@
 //! first- and second-order search against a PyTorch re-implementation (tools/make_search_fixture.py).
 mod common;
 use common::*;
-use s3pet::model::{HeadInit, Model};
 use s3pet::search::bilevel::{SearchConfig, Stepper, Supernet};
 use s3pet::search::gates::{gate_probs, relax, solve_shift};
 use s3pet::space::Space;
@@ -10,17 +9,8 @@ use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
 fn supernet(seed: u64, budget: i64) -> Supernet {
-    let cfg = tiny_cfg(false);
-    let cands = Space::builtin("mix").unwrap().candidates(&cfg).unwrap();
-    let model = Model::build(
-        &cfg,
-        &tiny_weights(),
-        &placements(&cands, true),
-        false,
-        HeadInit::FromCheckpoint { num_labels: 3 },
-        seed,
-    )
-    .unwrap();
+    let cands = Space::builtin("mix").unwrap().candidates(&tiny_cfg(false)).unwrap();
+    let model = tiny_gated_model(&cands, false, seed);
     Supernet::new(model, cands, budget, 1.0)
 }
 

@@ -460,12 +460,17 @@ def make_minilm():
     print(f"minilm: batch {tuple(ids.shape)}, lengths {mask.sum(1).tolist()}")
 
 
-def main():
+def quiet_deterministic():
+    """One CPU thread, deterministic kernels, no transformers chatter (shared by the fixture scripts)."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def main():
+    quiet_deterministic()
     # PEFT's LN tuning warns that nn.LayerNorm is an "unsupported layer type" (it only means PEFT
     # cannot read in/out features from it); the layer is wrapped and trained as intended.
     warnings.filterwarnings("ignore", message="Unsupported layer type")

@@ -19,7 +19,6 @@ torch.optim.AdamW's, and a central finite-difference check of the first-order al
 """
 import math
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,7 +27,6 @@ import make_fixtures as mf  # noqa: E402  (tiny-model loader, seeding and fp32 h
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
 
 CALC = mf.CALC  # float64
 TINY = mf.TINY
@@ -393,11 +391,7 @@ def save(rec, path):
 
 
 def main():
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    mf.quiet_deterministic()
 
     net = GatedBert()
     assert len(CANDIDATES) == 38 and sum(net.n) > BUDGET

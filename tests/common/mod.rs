@@ -88,16 +88,18 @@ pub fn placements(modules: &[ModuleSpec], gated: bool) -> Vec<Placement> {
 }
 
 pub fn tiny_model(modules: &[ModuleSpec], full: bool, dropout: bool, seed: u64) -> Model {
+    build_tiny(&placements(modules, false), full, dropout, seed)
+}
+
+/// The tiny model with every module behind its own gate (gate i = module i).
+pub fn tiny_gated_model(modules: &[ModuleSpec], dropout: bool, seed: u64) -> Model {
+    build_tiny(&placements(modules, true), false, dropout, seed)
+}
+
+fn build_tiny(placements: &[Placement], full: bool, dropout: bool, seed: u64) -> Model {
     let cfg = tiny_cfg(dropout);
-    Model::build(
-        &cfg,
-        &tiny_weights(),
-        &placements(modules, false),
-        full,
-        HeadInit::FromCheckpoint { num_labels: 3 },
-        seed,
-    )
-    .unwrap()
+    let head = HeadInit::FromCheckpoint { num_labels: 3 };
+    Model::build(&cfg, &tiny_weights(), placements, full, head, seed).unwrap()
 }
 
 /// A batch of the golden inputs (3 rows with padding, one a pair) with the given labels.
