@@ -91,3 +91,57 @@ fn killed_and_resumed_training_matches_uninterrupted() {
     let want_log = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
     assert_eq!(log, want_log, "metrics.jsonl is the same line for line");
 }
+
+/// Ctrl-C (SIGINT) finishes the step, saves a checkpoint and exits non-zero with a message; --resume
+/// then ends where an uninterrupted run ends.
+#[test]
+fn sigint_saves_and_resume_completes() {
+    let d = task_dir();
+    let task = d.path().join("task.toml");
+    let t = task.to_str().unwrap();
+    let base = [
+        "--task",
+        t,
+        "--method",
+        "bitfit",
+        "--max-steps",
+        "1500",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "50",
+        "--threads",
+        "1",
+        "--lr",
+        "5e-3",
+    ];
+    let full = d.path().join("full");
+    assert!(cmd(&[&["-q", "train", "--out", full.to_str().unwrap()], &base[..]].concat(), d.path())
+        .status()
+        .unwrap()
+        .success());
+    let out = d.path().join("int");
+    let child = cmd(&[&["-q", "train", "--out", out.to_str().unwrap()], &base[..]].concat(), d.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc_kill(pid, 2) }, 0, "send SIGINT");
+    let res = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "the run must stop at the interrupt, not finish");
+    assert!(err.contains("interrupted") && err.contains("--resume"), "{err}");
+    assert!(out.join("checkpoint.safetensors").is_file());
+    let o = out.to_str().unwrap();
+    assert!(cmd(&["-q", "train", "--task", t, "--out", o, "--resume", "--threads", "1"], d.path())
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(report(&out), report(&full));
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
