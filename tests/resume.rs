@@ -24,29 +24,26 @@ fn report(dir: &Path) -> (Value, Vec<u8>) {
     (keep, std::fs::read(dir.join("weights.safetensors")).unwrap())
 }
 
+/// A short single-thread training on the synthetic task, batch 4, lr 5e-3.
+fn train_args<'a>(
+    task: &'a str,
+    method: &'a str,
+    steps: &'a str,
+    eval_every: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut v = vec!["--task", task, "--method", method, "--max-steps", steps, "--batch-size", "4"];
+    v.extend(["--eval-every", eval_every, "--threads", "1", "--lr", "5e-3"]);
+    v.extend_from_slice(extra);
+    v
+}
+
 #[test]
 fn killed_and_resumed_training_matches_uninterrupted() {
     let d = task_dir();
     let task = d.path().join("task.toml");
     let t = task.to_str().unwrap();
-    let base = [
-        "--task",
-        t,
-        "--method",
-        "lora",
-        "--max-steps",
-        "400",
-        "--batch-size",
-        "4",
-        "--eval-every",
-        "7",
-        "--threads",
-        "1",
-        "--checkpoint-every",
-        "1",
-        "--lr",
-        "5e-3",
-    ];
+    let base = train_args(t, "lora", "400", "7", &["--checkpoint-every", "1"]);
     let full = d.path().join("full");
     let st = cmd(&[&["-q", "train", "--out", full.to_str().unwrap()], &base[..]].concat(), d.path())
         .status()
@@ -99,22 +96,7 @@ fn sigint_saves_and_resume_completes() {
     let d = task_dir();
     let task = d.path().join("task.toml");
     let t = task.to_str().unwrap();
-    let base = [
-        "--task",
-        t,
-        "--method",
-        "bitfit",
-        "--max-steps",
-        "1500",
-        "--batch-size",
-        "4",
-        "--eval-every",
-        "50",
-        "--threads",
-        "1",
-        "--lr",
-        "5e-3",
-    ];
+    let base = train_args(t, "bitfit", "1500", "50", &[]);
     let full = d.path().join("full");
     assert!(cmd(&[&["-q", "train", "--out", full.to_str().unwrap()], &base[..]].concat(), d.path())
         .status()
