@@ -35,7 +35,7 @@ pub fn shape_config(shape: &str) -> Result<BertConfig> {
 /// Random weights (N(0, 0.02), norms at 1 / 0) for a config: for shapes without a checkpoint.
 pub fn random_weights(cfg: &BertConfig, device: Device) -> Weights {
     tch::manual_seed(0);
-    let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let d = cfg.hidden_size;
     let opts = (Kind::Float, device);
     let mut t = vec![
         ("embeddings.word_embeddings.weight".to_string(), Tensor::randn([cfg.vocab_size, d], opts) * 0.02),
@@ -62,7 +62,6 @@ pub fn random_weights(cfg: &BertConfig, device: Device) -> Weights {
             }
         }
     }
-    let _ = f;
     Weights::from_tensors(Path::new("<random>"), t, device)
 }
 

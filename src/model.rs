@@ -86,8 +86,9 @@ impl Model {
             let mut factory = SiteFactory { placements, store: &mut store };
             Bert::load(weights, cfg, &mut factory, full)?
         };
+        let sites = crate::backbone::bert_sites(cfg);
         for p in placements {
-            if !crate::backbone::bert_sites(cfg).iter().any(|(s, _)| *s == p.spec.site) {
+            if !sites.iter().any(|(s, _)| *s == p.spec.site) {
                 return Err(Error::site(&p.spec.site, "no such site in this model"));
             }
         }

@@ -71,25 +71,12 @@ impl ParamStore {
         &self.entries
     }
 
-    pub fn tensors(&self) -> Vec<Tensor> {
-        self.entries.iter().map(|(_, t)| t.shallow_clone()).collect()
-    }
-
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
     pub fn numel(&self) -> i64 {
         self.entries.iter().map(|(_, t)| t.numel() as i64).sum()
-    }
-
-    pub fn zero_grad(&self) {
-        for (_, t) in &self.entries {
-            let mut g = t.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
-        }
     }
 
     /// A copy of every value, flat (a snapshot that later updates do not touch).

@@ -35,9 +35,6 @@ impl<'a> Ctx<'a> {
     pub fn train() -> Self {
         Ctx { train: true, z: None, gates: None }
     }
-    pub fn with_gates(self, z: Option<&'a Tensor>) -> Self {
-        Ctx { z, gates: None, ..self }
-    }
     /// The per-gate tensors of z (empty when gates are off), to pass back through [`Ctx::gates`].
     pub fn split_gates(&self) -> Vec<Tensor> {
         self.z.map(|z| z.unbind(0)).unwrap_or_default()
