@@ -20,8 +20,14 @@ fn scalar_f64(v: f64) -> Tensor {
     Tensor::from_slice(&[v]).to_kind(Kind::Double)
 }
 
-/// Saves `store`'s values and every optimiser's moments under their names, plus the loop state.
-pub fn save(path: &Path, stores: &[(&str, &ParamStore, &AdamW)], st: &LoopState) -> Result<()> {
+/// Saves `store`'s values and every optimiser's moments under their names, the loop state and `extra`
+/// tensors (e.g. the search's best alpha).
+pub fn save(
+    path: &Path,
+    stores: &[(&str, &ParamStore, &AdamW)],
+    st: &LoopState,
+    extra: &[(&str, Tensor)],
+) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vec![
         ("meta.step".into(), scalar_f64(st.step as f64)),
         ("meta.best".into(), scalar_f64(st.best)),
@@ -34,11 +40,19 @@ pub fn save(path: &Path, stores: &[(&str, &ParamStore, &AdamW)], st: &LoopState)
         named.push((format!("{tag}.m"), cpu(&opt.m)));
         named.push((format!("{tag}.v"), cpu(&opt.v)));
     }
+    for (k, t) in extra {
+        named.push((format!("extra.{k}"), t.detach().to_device(Device::Cpu)));
+    }
     crate::artifact::write_safetensors(path, &named)
 }
 
-/// Restores what [`save`] wrote into the stores and optimisers; returns the loop state.
-pub fn load(path: &Path, stores: &mut [(&str, &ParamStore, &mut AdamW)]) -> Result<LoopState> {
+/// Restores what [`save`] wrote into the stores and optimisers; returns the loop state and the `extra`
+/// tensors named.
+pub fn load(
+    path: &Path,
+    stores: &mut [(&str, &ParamStore, &mut AdamW)],
+    extra: &[&str],
+) -> Result<(LoopState, Vec<Tensor>)> {
     let map: HashMap<String, Tensor> = Tensor::read_safetensors(path)
         .map_err(|e| Error::safetensors(path, "read", &e))?
         .into_iter()
@@ -69,11 +83,14 @@ pub fn load(path: &Path, stores: &mut [(&str, &ParamStore, &mut AdamW)]) -> Resu
             Ok(())
         })?;
     }
-    Ok(LoopState {
+    let st = LoopState {
         step: num("meta.step")? as usize,
         best: num("meta.best")?,
         best_step: num("meta.best_step")? as usize,
-    })
+    };
+    let extra: Result<Vec<Tensor>> =
+        extra.iter().map(|k| get(&format!("extra.{k}")).map(|t| t.shallow_clone())).collect();
+    Ok((st, extra?))
 }
 
 /// Keeps only the lines of a JSONL log whose `step` is at most `step` and whose split is not `test`

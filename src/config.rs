@@ -38,6 +38,31 @@ pub struct TrainConfig {
     /// Skip batches whose loss or gradient is not finite instead of stopping.
     #[serde(default)]
     pub skip_nonfinite: bool,
+    /// The search settings of `search` and `run` (absent for `train` / `retrain`).
+    #[serde(default)]
+    pub search: Option<SearchSettings>,
+}
+
+/// What `search` and `run` add to a training config: the space, the budget and the bi-level optimiser.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// `s3pet` (search) or `random` (a random structure of the same space and budget).
+    pub strategy: String,
+    /// mix, lora or a space TOML file.
+    pub space: String,
+    /// Budget as a fraction of the backbone.
+    pub budget: Option<f64>,
+    /// Budget as a parameter count.
+    pub budget_params: Option<i64>,
+    /// 1: first order; 2: second order.
+    pub order: u8,
+    pub alpha_lr: f64,
+    pub beta: f64,
+    /// Search epochs (default: epochs).
+    pub search_epochs: Option<usize>,
+    /// Retraining epochs (default: epochs).
+    pub retrain_epochs: Option<usize>,
 }
 
 impl TrainConfig {

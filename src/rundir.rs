@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// Every file a run writes (removed by --overwrite).
-pub const ARTIFACTS: [&str; 9] = [
+pub const ARTIFACTS: [&str; 10] = [
     "metrics.jsonl",
     "report.json",
     "weights.safetensors",
@@ -14,6 +14,7 @@ pub const ARTIFACTS: [&str; 9] = [
     "alphas.jsonl",
     "candidates.tsv",
     "search.json",
+    "search_checkpoint.safetensors",
 ];
 
 pub struct RunDir {

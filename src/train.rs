@@ -137,7 +137,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
     let mut st = LoopState { step: 0, best: f64::NEG_INFINITY, best_step: 0 };
     let mut best_dev = Metrics::new();
     if o.resume && ckpt_path.is_file() {
-        st = checkpoint::load(&ckpt_path, &mut [("w", &model.store, &mut opt)])?;
+        st = checkpoint::load(&ckpt_path, &mut [("w", &model.store, &mut opt)], &[])?.0;
         checkpoint::truncate_log(&metrics_path, st.step)?;
         best_dev = logged_dev(&metrics_path, st.best_step);
         tracing::info!(step = st.step, best_step = st.best_step, "resumed from {}", ckpt_path.display());
@@ -145,7 +145,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
         let _ = std::fs::remove_file(&metrics_path);
     }
     let save_ckpt =
-        |opt: &AdamW, st: &LoopState| checkpoint::save(&ckpt_path, &[("w", &model.store, opt)], st);
+        |opt: &AdamW, st: &LoopState| checkpoint::save(&ckpt_path, &[("w", &model.store, opt)], st, &[]);
     let start = Instant::now();
     let mut seen = 0usize;
     let bar = crate::progress::bar(total as u64, "train", o.quiet);

@@ -38,6 +38,37 @@ fn train_args<'a>(
     v
 }
 
+/// Runs `fresh` into `out`, SIGKILLs it at seeded random moments and continues with `resume` each
+/// time, until it finishes; returns (kills, kills that found a checkpoint to resume from).
+fn kill_and_resume(fresh: &[&str], resume: &[&str], out: &Path, data: &Path, seed: u64) -> (i32, i32) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut kills, mut resumed) = (0, 0);
+    for attempt in 0..40 {
+        let args = if out.join("config.json").is_file() { resume } else { fresh };
+        let mut child = cmd(args, data).spawn().unwrap();
+        if attempt < 6 {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(150..900)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                resumed += ["checkpoint.safetensors", "search_checkpoint.safetensors"]
+                    .iter()
+                    .any(|f| out.join(f).is_file()) as i32;
+                continue;
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "attempt {attempt} failed");
+        break;
+    }
+    assert!(
+        kills >= 3 && resumed >= 2,
+        "the test must really interrupt the run ({kills} kills, {resumed} with a checkpoint)"
+    );
+    (kills, resumed)
+}
+
 #[test]
 fn killed_and_resumed_training_matches_uninterrupted() {
     let d = task_dir();
@@ -53,40 +84,67 @@ fn killed_and_resumed_training_matches_uninterrupted() {
 
     let out = d.path().join("killed");
     let o = out.to_str().unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
-    let (mut kills, mut resumed) = (0, 0);
-    for attempt in 0..40 {
-        let resume = out.join("config.json").is_file();
-        let args: Vec<&str> = if resume {
-            vec!["-q", "train", "--task", t, "--out", o, "--resume", "--threads", "1"]
-        } else {
-            [&["-q", "train", "--overwrite", "--out", o], &base[..]].concat()
-        };
-        let mut child = cmd(&args, d.path()).spawn().unwrap();
-        if attempt < 6 {
-            std::thread::sleep(Duration::from_millis(rng.gen_range(150..900)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-                resumed += out.join("checkpoint.safetensors").is_file() as i32;
-                continue;
-            }
-        }
-        let status = child.wait().unwrap();
-        assert!(status.success(), "attempt {attempt} failed");
-        break;
-    }
-    assert!(
-        kills >= 3 && resumed >= 2,
-        "the test must really interrupt training ({kills} kills, {resumed} with a checkpoint)"
-    );
+    let fresh = [&["-q", "train", "--overwrite", "--out", o], &base[..]].concat();
+    let resume = ["-q", "train", "--task", t, "--out", o, "--resume", "--threads", "1"];
+    let (kills, _) = kill_and_resume(&fresh, &resume, &out, d.path(), 17);
     let got = report(&out);
     assert_eq!(got.0, want.0, "metrics after {kills} kills");
     assert!(got.1 == want.1, "best weights differ after {kills} kills");
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let want_log = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
     assert_eq!(log, want_log, "metrics.jsonl is the same line for line");
+}
+
+/// `s3pet run` (second-order search, then retraining) killed during the search and the retraining ends
+/// with the same structure, alphas, metrics and weights as an uninterrupted run.
+#[test]
+fn killed_and_resumed_search_run_matches_uninterrupted() {
+    let d = task_dir();
+    let task = d.path().join("task.toml");
+    let t = task.to_str().unwrap();
+    let base = [
+        "--task",
+        t,
+        "--space",
+        "mix",
+        "--budget-params",
+        "500",
+        "--order",
+        "2",
+        "--max-steps",
+        "150",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "7",
+        "--threads",
+        "1",
+        "--lr",
+        "5e-3",
+        "--checkpoint-every",
+        "1",
+    ];
+    let full = d.path().join("full");
+    let st = cmd(&[&["-q", "run", "--out", full.to_str().unwrap()], &base[..]].concat(), d.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = d.path().join("killed");
+    let o = out.to_str().unwrap();
+    let fresh = [&["-q", "run", "--overwrite", "--out", o], &base[..]].concat();
+    let resume = ["-q", "run", "--task", t, "--out", o, "--resume", "--threads", "1"];
+    let (kills, _) = kill_and_resume(&fresh, &resume, &out, d.path(), 29);
+    let read = |dir: &Path, f: &str| std::fs::read(dir.join(f)).unwrap();
+    for f in ["structure.json", "alphas.jsonl", "candidates.tsv", "metrics.jsonl", "weights.safetensors"] {
+        assert!(read(&out, f) == read(&full, f), "{f} differs after {kills} kills");
+    }
+    let r = |dir: &Path| -> Value {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        serde_json::json!({"dev": v["dev"], "test": v["test"], "structure": v["structure"],
+                           "best": v["search"]["best_step"], "steps": v["search"]["steps"]})
+    };
+    assert_eq!(r(&out), r(&full), "report after {kills} kills");
 }
 
 /// Ctrl-C (SIGINT) finishes the step, saves a checkpoint and exits non-zero with a message; --resume

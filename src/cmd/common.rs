@@ -64,6 +64,7 @@ pub fn train_config(
         threads: c.threads,
         checkpoint_every: c.checkpoint_every,
         skip_nonfinite: c.skip_nonfinite,
+        search: None,
     })
 }
 

@@ -1,16 +1,16 @@
 //! `s3pet search`, `s3pet run` and `s3pet structure random`.
-use super::common::{
-    load, loop_opts, open_run, resolve_run, train_config, train_structure, Defaults, Loaded,
-};
+use super::common::{loop_opts, open_run, resolve_run, train_config, train_structure, Defaults, Loaded};
 use crate::cli::{RandomArgs, RunArgs, SearchArgs, SearchOpts, SpaceArgs};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use s3pet::backbone::{bert_param_count, BertConfig, Placement};
+use s3pet::config::SearchSettings;
 use s3pet::config::TrainConfig;
 use s3pet::delta::ModuleSpec;
 use s3pet::model::{HeadInit, Model};
 use s3pet::rundir::RunDir;
+use s3pet::search::bilevel::SearchLoop;
 use s3pet::search::{discretize, random_structure, search, SearchConfig, SearchOutcome, Supernet};
 use s3pet::space::{budget_params, Space};
 use s3pet::structure::Structure;
@@ -24,6 +24,29 @@ pub fn space_and_budget(a: &SpaceArgs, cfg: &BertConfig) -> Result<(Vec<ModuleSp
     let candidates = Space::resolve(&a.space)?.candidates(cfg)?;
     let budget = budget_params(a.budget, a.budget_params, bert_param_count(cfg), &candidates)?;
     Ok((candidates, budget))
+}
+
+fn settings(
+    strategy: &str,
+    sa: &SpaceArgs,
+    so: &SearchOpts,
+    epochs: (Option<usize>, Option<usize>),
+) -> SearchSettings {
+    SearchSettings {
+        strategy: strategy.into(),
+        space: sa.space.clone(),
+        budget: sa.budget,
+        budget_params: sa.budget_params,
+        order: so.order,
+        alpha_lr: so.alpha_lr,
+        beta: so.beta,
+        search_epochs: epochs.0,
+        retrain_epochs: epochs.1,
+    }
+}
+
+fn space_args(s: &SearchSettings) -> SpaceArgs {
+    SpaceArgs { space: s.space.clone(), budget: s.budget, budget_params: s.budget_params }
 }
 
 fn structure_of(
@@ -79,7 +102,7 @@ fn write_candidates(path: &Path, cands: &[ModuleSpec], o: &SearchOutcome, chosen
     Ok(s3pet::artifact::write_bytes(path, text.as_bytes())?)
 }
 
-fn search_config(cfg: &TrainConfig, o: &SearchOpts) -> SearchConfig {
+fn search_config(cfg: &TrainConfig, o: &SearchSettings) -> SearchConfig {
     SearchConfig {
         order: o.order,
         w_lr: cfg.lr,
@@ -99,11 +122,11 @@ fn search_config(cfg: &TrainConfig, o: &SearchOpts) -> SearchConfig {
 fn do_search(
     cfg: &TrainConfig,
     l: &Loaded,
-    sa: &SpaceArgs,
-    so: &SearchOpts,
+    so: &SearchSettings,
     run: &RunDir,
-    quiet: bool,
+    lo: SearchLoop,
 ) -> Result<(Structure, Value)> {
+    let sa = &space_args(so);
     let (cands, budget) = space_and_budget(sa, &l.md.cfg)?;
     let placements: Vec<Placement> =
         cands.iter().enumerate().map(|(i, c)| Placement { spec: c.clone(), gate: Some(i) }).collect();
@@ -119,16 +142,8 @@ fn do_search(
     let (d_w, d_alpha) = halves(&l.data.train, cfg.seed);
     let mut net = Supernet::new(model, cands.clone(), budget, so.beta);
     s3pet::progress::reset_peak_rss();
-    let o = search(
-        &mut net,
-        &d_w,
-        &d_alpha,
-        &l.data.dev,
-        &l.data.spec,
-        &search_config(cfg, so),
-        &run.dir,
-        quiet,
-    )?;
+    let o =
+        search(&mut net, &d_w, &d_alpha, &l.data.dev, &l.data.spec, &search_config(cfg, so), &run.dir, lo)?;
     let peak = s3pet::progress::peak_rss_bytes();
     let chosen = discretize(&o.best_p, &cands, budget);
     let structure = structure_of("s3pet", sa, &l.md.cfg, &cands, &chosen, budget);
@@ -156,14 +171,19 @@ fn summary(s: &Structure) -> Value {
            "by_type": by_type.into_iter().map(|(k, (n, p))| (k.to_string(), json!({"modules": n, "params": p}))).collect::<serde_json::Map<_, _>>()})
 }
 
+fn search_loop(c: &crate::cli::CommonArgs, cfg: &TrainConfig, quiet: bool) -> SearchLoop {
+    SearchLoop { resume: c.resume, checkpoint_every: cfg.checkpoint_every, quiet }
+}
+
 pub fn run_search(a: SearchArgs, quiet: bool) -> Result<()> {
-    let cfg = train_config(&a.common, &a.task, "s3pet", None, Defaults::search())?;
-    let l = load(&cfg)?;
-    space_and_budget(&a.space, &l.md.cfg)?;
-    let run = RunDir::create(&a.out, a.common.overwrite)?;
-    cfg.save(&run.path("config.json"))?;
-    let (structure, s) = do_search(&cfg, &l, &a.space, &a.search, &run, quiet)?;
-    let report = json!({"task": l.data.spec.name, "seed": cfg.seed, "space": a.space.space, "search": s, "structure": summary(&structure)});
+    let mut cfg = train_config(&a.common, &a.task, "s3pet", None, Defaults::search())?;
+    cfg.search = Some(settings("s3pet", &a.space, &a.search, (None, None)));
+    let (cfg, l) = resolve_run(&a.common, &a.out, cfg)?;
+    let so = cfg.search.clone().context("the run's config.json has no search settings")?;
+    space_and_budget(&space_args(&so), &l.md.cfg)?; // a bad space or budget fails before anything is written
+    let run = open_run(&a.common, &a.out, &cfg)?;
+    let (structure, s) = do_search(&cfg, &l, &so, &run, search_loop(&a.common, &cfg, quiet))?;
+    let report = json!({"task": l.data.spec.name, "seed": cfg.seed, "space": so.space, "search": s, "structure": summary(&structure)});
     s3pet::artifact::write_json(&run.path("report.json"), &report)?;
     println!("{report}");
     Ok(())
@@ -175,25 +195,28 @@ pub fn run_all(a: RunArgs, quiet: bool) -> Result<()> {
         "random" => "random",
         s => bail!("unknown strategy `{s}` (s3pet, random)"),
     };
-    let cfg = train_config(&a.common, &a.task, method, None, Defaults::search())?;
+    let mut cfg = train_config(&a.common, &a.task, method, None, Defaults::search())?;
+    cfg.search = Some(settings(method, &a.space, &a.search, (a.search_epochs, a.retrain_epochs)));
     let (mut cfg, l) = resolve_run(&a.common, &a.out, cfg)?;
-    space_and_budget(&a.space, &l.md.cfg)?; // a bad space or budget fails before anything is written
+    let so = cfg.search.clone().context("the run's config.json has no search settings")?;
+    let sa = space_args(&so);
+    space_and_budget(&sa, &l.md.cfg)?; // a bad space or budget fails before anything is written
     let run = open_run(&a.common, &a.out, &cfg)?;
     let started = Instant::now();
     let done = run.path("search.json");
-    // a resumed run keeps a finished search (its structure is final); a search cut short starts over
+    // a resumed run keeps a finished search (its structure is final) and continues one cut short
     let (structure, search_summary) = if a.common.resume && done.is_file() {
         let summary: Value = serde_json::from_str(&std::fs::read_to_string(&done)?)?;
         (Structure::load(&run.path("structure.json"), &l.md.cfg)?, summary)
-    } else if method == "s3pet" {
+    } else if so.strategy == "s3pet" {
         let mut scfg = cfg.clone();
-        scfg.epochs = a.search_epochs.unwrap_or(cfg.epochs);
-        do_search(&scfg, &l, &a.space, &a.search, &run, quiet)?
+        scfg.epochs = so.search_epochs.unwrap_or(cfg.epochs);
+        do_search(&scfg, &l, &so, &run, search_loop(&a.common, &cfg, quiet))?
     } else {
-        let (cands, budget) = space_and_budget(&a.space, &l.md.cfg)?;
+        let (cands, budget) = space_and_budget(&sa, &l.md.cfg)?;
         let s = structure_of(
             "random",
-            &a.space,
+            &sa,
             &l.md.cfg,
             &cands,
             &random_structure(&cands, budget, cfg.seed),
@@ -203,14 +226,15 @@ pub fn run_all(a: RunArgs, quiet: bool) -> Result<()> {
         (s, json!({"strategy": "random", "seed": cfg.seed}))
     };
     s3pet::artifact::write_json(&done, &search_summary)?;
-    cfg.epochs = a.retrain_epochs.unwrap_or(cfg.epochs);
+    let method = so.strategy.clone();
+    cfg.epochs = so.retrain_epochs.unwrap_or(cfg.epochs);
     cfg.method = "structure".into();
     cfg.structure = Some(run.path("structure.json"));
     s3pet::progress::reset_peak_rss();
     let retrain = train_structure(&cfg, &l, &structure, &run, loop_opts(&a.common, quiet))?;
     let report = json!({
-        "task": l.data.spec.name, "method": format!("{method}-{}", a.space.space), "strategy": method,
-        "seed": cfg.seed, "space": a.space.space, "budget": a.space.budget,
+        "task": l.data.spec.name, "method": format!("{method}-{}", so.space), "strategy": method,
+        "seed": cfg.seed, "space": so.space, "budget": so.budget,
         "backbone_params": retrain["backbone_params"], "delta_params": retrain["delta_params"],
         "head_params": retrain["head_params"], "structure": summary(&structure),
         "search": search_summary, "retrain": retrain.clone(),

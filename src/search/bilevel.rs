@@ -3,7 +3,8 @@
 //! Hessian-vector product). Only the deltas are ever copied; the frozen backbone is shared.
 use super::gates::{gate_probs, relax, solve_shift};
 use crate::artifact;
-use crate::batch::{batches, Batch};
+use crate::batch::Batch;
+use crate::checkpoint::{self, LoopState};
 use crate::data::TaskSpec;
 use crate::delta::{Ctx, ModuleSpec};
 use crate::error::{Error, Result};
@@ -87,6 +88,12 @@ impl Supernet {
         self.shift
     }
 
+    /// Restores alpha and the shift solved for it (a resumed search continues bit-identically).
+    pub fn restore(&mut self, alpha: &Tensor, shift: Option<f64>) {
+        tch::no_grad(|| self.alpha.shallow_clone().copy_(alpha));
+        (self.shift, self.shift_fresh) = (shift, shift.is_some());
+    }
+
     pub fn loss(&self, b: &Batch, z: &Tensor) -> Tensor {
         self.model.loss(b, &Ctx { train: true, z: Some(z), gates: None })
     }
@@ -121,6 +128,14 @@ impl<'a> Stepper<'a> {
         let a_opt = AdamW::new(&net.alpha_store, AdamWConfig::new(cfg.alpha_lr, 0.0));
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x005E_ED0F_A1FA);
         Stepper { net, w_opt, a_opt, last_alpha_grad: None, rng, cfg: cfg.clone() }
+    }
+
+    /// Re-seeds the noise generator and libtorch's (dropout) from (seed, step): a step draws the same
+    /// numbers whatever happened before it, so a resumed search repeats an uninterrupted one.
+    pub fn seed_step(&mut self, step: usize) {
+        let s = crate::train::step_seed(self.cfg.seed ^ 0x005E_ED0F_A1FA, step);
+        self.rng = rand_chacha::ChaCha8Rng::seed_from_u64(s as u64);
+        tch::manual_seed(crate::train::step_seed(self.cfg.seed, step));
     }
 
     /// u ~ U(0, 1), one per candidate, from the search's seeded generator.
@@ -224,6 +239,28 @@ pub struct SearchOutcome {
     pub final_p: Vec<f64>,
 }
 
+/// Where a search starts and what it saves: `search_checkpoint.safetensors` in `out` at every evaluation,
+/// every `checkpoint_every` steps and on SIGINT; `resume` continues from it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SearchLoop {
+    pub resume: bool,
+    pub checkpoint_every: Option<usize>,
+    pub quiet: bool,
+}
+
+pub const SEARCH_CHECKPOINT: &str = "search_checkpoint.safetensors";
+
+/// The dev metrics logged in alphas.jsonl at `step`.
+fn logged_dev(path: &Path, step: usize) -> Metrics {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["step"].as_u64() == Some(step as u64))
+        .filter_map(|v| serde_json::from_value(v["dev"].clone()).ok())
+        .next_back()
+        .unwrap_or_default()
+}
+
 /// Runs the bi-level search; writes `alphas.jsonl` (alpha and p of every candidate at each evaluation)
 /// under `out`. Evaluates dev with z = p every `eval_every` steps and at each epoch's end; keeps the alpha
 /// of the best dev score (ties: later wins).
@@ -236,76 +273,140 @@ pub fn search(
     spec: &TaskSpec,
     cfg: &SearchConfig,
     out: &Path,
-    quiet: bool,
+    lo: SearchLoop,
 ) -> Result<SearchOutcome> {
-    let per_epoch = d_w.len().min(d_alpha.len()).div_ceil(cfg.batch_size.max(1));
+    let n = d_w.len().min(d_alpha.len());
+    let bs = cfg.batch_size.max(1);
+    let per_epoch = n.div_ceil(bs);
     if per_epoch == 0 {
         return Err(Error::Train("too few training examples to split into D_w and D_alpha".into()));
     }
     let total = cfg.max_steps.unwrap_or(per_epoch * cfg.epochs).max(1);
     let device = net.model.device;
     let log = out.join("alphas.jsonl");
+    let ckpt_path = out.join(SEARCH_CHECKPOINT);
+    let k = net.candidates.len() as i64;
     let mut st = Stepper::new(net, cfg);
-    let (mut step, mut best, mut best_step) = (0usize, f64::NEG_INFINITY, 0usize);
+    let mut ls = LoopState { step: 0, best: f64::NEG_INFINITY, best_step: 0 };
     let (mut best_alpha, mut best_dev) = (Vec::new(), Metrics::new());
+    if lo.resume && ckpt_path.is_file() {
+        let (w_store, a_store) = (&st.net.model.store, &st.net.alpha_store);
+        let (state, extra) = checkpoint::load(
+            &ckpt_path,
+            &mut [("w", w_store, &mut st.w_opt), ("alpha", a_store, &mut st.a_opt)],
+            &["best_alpha", "shift"],
+        )?;
+        ls = state;
+        let shift = extra[1].double_value(&[0]);
+        let alpha = st.net.alpha.detach().copy();
+        st.net.restore(&alpha, shift.is_finite().then_some(shift));
+        best_alpha = Vec::<f64>::try_from(&extra[0]).unwrap_or_default();
+        checkpoint::truncate_log(&log, ls.step)?;
+        best_dev = logged_dev(&log, ls.best_step);
+        tracing::info!(
+            step = ls.step,
+            best_step = ls.best_step,
+            "search resumed from {}",
+            ckpt_path.display()
+        );
+    } else {
+        let _ = std::fs::remove_file(&log);
+    }
+    let save = |st: &Stepper, ls: &LoopState, best_alpha: &[f64]| -> Result<()> {
+        let best = if best_alpha.is_empty() {
+            Tensor::zeros([0], (Kind::Double, tch::Device::Cpu))
+        } else {
+            Tensor::from_slice(best_alpha)
+        };
+        let shift = Tensor::from_slice(&[st.net.shift().unwrap_or(f64::NAN)]);
+        checkpoint::save(
+            &ckpt_path,
+            &[("w", &st.net.model.store, &st.w_opt), ("alpha", &st.net.alpha_store, &st.a_opt)],
+            ls,
+            &[("best_alpha", best), ("shift", shift)],
+        )
+    };
     let start = Instant::now();
-    let mut epoch = 0;
-    'outer: while step < total {
-        let n = d_w.len().min(d_alpha.len());
-        let ow: Vec<usize> = epoch_order(d_w.len(), cfg.seed, epoch).into_iter().take(n).collect();
-        let oa: Vec<usize> =
-            epoch_order(d_alpha.len(), cfg.seed ^ 0xA1FA, epoch).into_iter().take(n).collect();
-        let pairs: Vec<_> = batches(d_w, &ow, cfg.batch_size)
-            .into_iter()
-            .zip(batches(d_alpha, &oa, cfg.batch_size))
-            .collect();
-        let bar = crate::progress::bar(pairs.len() as u64, &format!("search epoch {}", epoch + 1), quiet);
-        let len = pairs.len();
-        for (i, (iw, ia)) in pairs.into_iter().enumerate() {
-            let (bw, ba) = (Batch::new(&iw, device), Batch::new(&ia, device));
-            let lr_w = linear_lr(cfg.w_lr, step as i64, 0, total as i64);
-            let lr_a = linear_lr(cfg.alpha_lr, step as i64, 0, total as i64);
-            let val = st.alpha_step(&bw, &ba, lr_w, lr_a)?;
-            let lt = st.w_step(&bw, lr_w, step)?;
-            step += 1;
-            bar.inc(1);
-            bar.set_message(format!("train {lt:.4}"));
-            if cfg.eval_every.is_some_and(|k| step % k == 0) || i + 1 == len || step == total {
-                let lv = check(val.double_value(&[]), "validation loss", step)?;
-                let p = tch::no_grad(|| st.net.probs())?;
-                let dev_m = evaluate(
-                    &st.net.model,
-                    dev,
-                    spec,
-                    cfg.eval_batch_size,
-                    &Ctx { train: false, z: Some(&p), gates: None },
-                )?;
-                let (alpha, pv) = (st.net.alpha_values(), to_vec(&p));
-                artifact::append_line(
-                    &log,
-                    &json!({"step": step, "epoch": epoch + 1, "train_loss": lt, "val_loss": lv,
-                            "shift": st.net.shift(), "dev": dev_m, "alpha": alpha, "p": pv})
-                    .to_string(),
-                )?;
-                let score = primary(spec, &dev_m);
-                if score >= best {
-                    (best, best_step, best_alpha, best_dev) = (score, step, alpha, dev_m);
-                }
-            }
-            if step >= total {
-                bar.finish_and_clear();
-                break 'outer;
+    let bar = crate::progress::bar(total as u64, "search", lo.quiet);
+    bar.set_position(ls.step as u64);
+    let mut orders: (usize, Vec<usize>, Vec<usize>) = (usize::MAX, Vec::new(), Vec::new());
+    while ls.step < total {
+        if checkpoint::interrupted() {
+            save(&st, &ls, &best_alpha)?;
+            return Err(Error::Interrupted(format!(
+                "search stopped at step {}; continue with --resume (checkpoint {})",
+                ls.step,
+                ckpt_path.display()
+            )));
+        }
+        let (epoch, i) = (ls.step / per_epoch, ls.step % per_epoch);
+        if orders.0 != epoch {
+            let ow = epoch_order(d_w.len(), cfg.seed, epoch).into_iter().take(n).collect();
+            let oa = epoch_order(d_alpha.len(), cfg.seed ^ 0xA1FA, epoch).into_iter().take(n).collect();
+            orders = (epoch, ow, oa);
+        }
+        let range = i * bs..((i + 1) * bs).min(n);
+        let pick = |data: &[Encoded], order: &[usize]| {
+            let items: Vec<&Encoded> = order[range.clone()].iter().map(|&j| &data[j]).collect();
+            Batch::new(&items, device)
+        };
+        let (bw, ba) = (pick(d_w, &orders.1), pick(d_alpha, &orders.2));
+        let lr_w = linear_lr(cfg.w_lr, ls.step as i64, 0, total as i64);
+        let lr_a = linear_lr(cfg.alpha_lr, ls.step as i64, 0, total as i64);
+        st.seed_step(ls.step);
+        let val = st.alpha_step(&bw, &ba, lr_w, lr_a)?;
+        let lt = st.w_step(&bw, lr_w, ls.step)?;
+        ls.step += 1;
+        bar.set_position(ls.step as u64);
+        bar.set_message(format!("epoch {} train {lt:.4}", epoch + 1));
+        let eval_now = cfg.eval_every.is_some_and(|k| ls.step.is_multiple_of(k))
+            || ls.step.is_multiple_of(per_epoch)
+            || ls.step == total;
+        if eval_now {
+            let lv = check(val.double_value(&[]), "validation loss", ls.step)?;
+            let p = tch::no_grad(|| st.net.probs())?;
+            let dev_m = evaluate(
+                &st.net.model,
+                dev,
+                spec,
+                cfg.eval_batch_size,
+                &Ctx { train: false, z: Some(&p), gates: None },
+            )?;
+            let (alpha, pv) = (st.net.alpha_values(), to_vec(&p));
+            artifact::append_line(
+                &log,
+                &json!({"step": ls.step, "epoch": epoch + 1, "train_loss": lt, "val_loss": lv,
+                        "shift": st.net.shift(), "dev": dev_m, "alpha": alpha, "p": pv})
+                .to_string(),
+            )?;
+            let score = primary(spec, &dev_m);
+            if score >= ls.best {
+                (ls.best, ls.best_step, best_alpha, best_dev) = (score, ls.step, alpha, dev_m);
             }
         }
-        bar.finish_and_clear();
-        epoch += 1;
+        if eval_now || lo.checkpoint_every.is_some_and(|c| ls.step.is_multiple_of(c)) {
+            save(&st, &ls, &best_alpha)?;
+        }
     }
+    bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let final_alpha = st.net.alpha_values();
     let final_p = to_vec(&tch::no_grad(|| st.net.probs())?);
+    if best_alpha.len() != k as usize {
+        return Err(Error::Train("the search ended without a dev evaluation".into()));
+    }
     let best_p = {
         let b = solve_shift(&best_alpha, &st.net.n, st.net.budget as f64, st.net.beta, st.net.shift)?;
         best_alpha.iter().map(|a| 1.0 / (1.0 + (-(a - b) / st.net.beta).exp())).collect()
     };
-    Ok(SearchOutcome { best_alpha, best_p, best_step, best_dev, steps: step, seconds, final_alpha, final_p })
+    Ok(SearchOutcome {
+        best_alpha,
+        best_p,
+        best_step: ls.best_step,
+        best_dev,
+        steps: ls.step,
+        seconds,
+        final_alpha,
+        final_p,
+    })
 }
