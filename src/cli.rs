@@ -6,7 +6,9 @@ use std::path::PathBuf;
 #[command(
     name = "s3pet",
     version,
-    about = "Sparse structure search for delta tuning of pre-trained transformers"
+    about = "Sparse structure search for delta tuning of pre-trained transformers",
+    after_help = "Every subcommand also takes --config FILE.toml: `key = value` lines named like its long \
+                  options (e.g. configs/rte-mix.toml); options given on the command line win."
 )]
 pub struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
@@ -321,4 +323,67 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// `--config FILE` (TOML, flat `key = value` pairs named like the command's long options, `_` or `-`):
+/// the file's options are inserted after the subcommand, except those also given on the command line,
+/// which win. Booleans set a flag when true. Unknown keys fail with the file and key named.
+pub fn expand_config(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    use anyhow::{bail, Context};
+    use clap::CommandFactory;
+    let strs: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let Some(at) = strs.iter().position(|a| a == "--config" || a.starts_with("--config=")) else {
+        return Ok(args);
+    };
+    let (path, drop) = match strs[at].strip_prefix("--config=") {
+        Some(p) => (p.to_string(), 1),
+        None => (strs.get(at + 1).cloned().context("--config needs a file")?, 2),
+    };
+    let cmd = Cli::command();
+    let sub_at = strs
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, a)| cmd.find_subcommand(a.as_str()).is_some())
+        .map(|(i, _)| i)
+        .context("--config goes after a subcommand, e.g. `s3pet run --config FILE`")?;
+    let sub = cmd.find_subcommand(&strs[sub_at]).expect("found above");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("{path}: cannot read the config file"))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{path}: {}", e.message()))?;
+    let known: Vec<String> = sub.get_arguments().filter_map(|a| a.get_long().map(String::from)).collect();
+    let given =
+        |long: &str| strs.iter().any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let mut inserted: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in &table {
+        let long = key.replace('_', "-");
+        if long == "config" || !known.contains(&long) {
+            bail!("{path}: unknown key `{key}` for `s3pet {}` (known: {})", strs[sub_at], known.join(", "));
+        }
+        if given(&long) {
+            continue; // the command line wins
+        }
+        let flag = format!("--{long}").into();
+        match value {
+            toml::Value::Boolean(true) => inserted.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => inserted.extend([flag, s.into()]),
+            toml::Value::Integer(i) => inserted.extend([flag, i.to_string().into()]),
+            toml::Value::Float(f) => inserted.extend([flag, format!("{f:e}").into()]),
+            other => {
+                bail!("{path}: key `{key}` must be a string, number or boolean, not {}", other.type_str())
+            }
+        }
+    }
+    let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(args.len() + inserted.len());
+    for (i, a) in args.into_iter().enumerate() {
+        if i >= at && i < at + drop {
+            continue;
+        }
+        out.push(a);
+        if i == sub_at {
+            out.append(&mut inserted);
+        }
+    }
+    Ok(out)
 }

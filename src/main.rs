@@ -2,7 +2,14 @@ mod cli;
 mod cmd;
 
 fn main() {
-    let cli = <cli::Cli as clap::Parser>::parse();
+    let args = match cli::expand_config(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = <cli::Cli as clap::Parser>::parse_from(args);
     cli::init_logging(cli.verbose, cli.quiet);
     // First Ctrl-C: finish the step, save a checkpoint, exit; a second one exits at once.
     let _ = ctrlc::set_handler(|| {

@@ -288,3 +288,42 @@ fn bad_inputs_fail_with_a_clear_message() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/model"));
 }
+
+/// `--config FILE`: the file's options apply, the command line wins, the resolved config is saved;
+/// unknown keys name the file and the key; every shipped config parses for `run`.
+#[test]
+fn config_files_with_command_line_overrides() {
+    let d = task_dir();
+    let cfg = d.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "task = \"{}\"\nspace = \"mix\"\nbudget_params = 500\norder = 1\nseed = 7\nbatch-size = 8\n\
+             max_steps = 2\nthreads = 1\nskip_nonfinite = true\n",
+            task(&d)
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("r");
+    let c = cfg.to_str().unwrap();
+    ok(s3pet(&["-q", "run", "--config", c, "--seed", "9", "--out", out.to_str().unwrap()], d.path()));
+    let saved = read_json(out.join("config.json"));
+    assert_eq!(saved["seed"], 9, "the command line wins: {saved}");
+    assert_eq!(saved["batch_size"], 8);
+    assert_eq!(saved["skip_nonfinite"], true);
+    assert_eq!(saved["search"]["order"], 1);
+    assert_eq!(saved["search"]["budget_params"], 500);
+    std::fs::write(&cfg, "task = \"rte\"\nlearning_rate = 0.1\n").unwrap();
+    let bad = s3pet(&["run", "--config", c, "--out", "x"], d.path());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("c.toml") && err.contains("learning_rate"), "{err}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut n = 0;
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path();
+        let o = s3pet(&["run", "--config", p.to_str().unwrap(), "--help"], d.path());
+        assert!(o.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&o.stderr));
+        n += 1;
+    }
+    assert!(n >= 6);
+}
