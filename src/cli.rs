@@ -47,6 +47,55 @@ pub enum Command {
     Predict(PredictArgs),
     /// Fold a run's linear deltas into a plain Hugging Face BertForSequenceClassification directory.
     Merge(MergeArgs),
+    /// Run a plan of tasks x methods x budgets x seeds (resumable; N cells at once) into results/.
+    Experiment(ExperimentArgs),
+    /// Render results/RESULTS.md and its plots from results/runs.jsonl.
+    Report(ReportArgs),
+    /// Plots of one run: the structure (heatmap) or the training curves.
+    #[command(subcommand)]
+    Plot(PlotCommand),
+}
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// The plan (TOML): seeds, options, [[grid]] of tasks x methods x budgets.
+    #[arg(long)]
+    pub plan: PathBuf,
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Cells run at once (default: the plan's `parallel`).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Start no new cell after this many minutes (running ones finish); run again to continue.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    /// List the cells still to run and their commands, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The experiment's output directory (runs.jsonl, cells/).
+    #[arg(default_value = "results")]
+    pub dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum PlotCommand {
+    /// Heatmap of the searched p (or of the chosen modules), layer x site type, PNG and SVG.
+    Structure(PlotArgs),
+    /// Training loss and dev metrics against steps, PNG and SVG.
+    Curves(PlotArgs),
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// A run directory.
+    pub run: PathBuf,
+    /// Output path without extension (default: <run>/structure or <run>/curves).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -3,9 +3,12 @@ mod bench;
 mod common;
 mod data;
 mod eval;
+mod experiment;
 mod inspect;
 mod merge;
+mod plot;
 mod predict;
+mod report;
 mod search;
 mod train;
 
@@ -24,5 +27,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Experiment(a) => experiment::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Plot(p) => plot::run(p),
     }
 }

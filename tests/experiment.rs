@@ -1,0 +1,125 @@
+//! `s3pet experiment` on the tiny model: every cell once in runs.jsonl, skipped budgets recorded, a
+//! second run (or one after a kill) finishes what is missing and repeats nothing; `s3pet report` and
+//! `s3pet plot` draw from what it wrote.
+mod common;
+use common::{task_dir, tiny_dir};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn s3pet(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_s3pet"));
+    c.args(args).env("S3PET_MODEL", tiny_dir());
+    c
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn lines(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn experiment_runs_resumes_and_reports() {
+    let d = task_dir();
+    let t1 = d.path().join("task.toml");
+    let t2 = d.path().join("other.toml");
+    let spec = std::fs::read_to_string(&t1).unwrap().replace("name = \"same\"", "name = \"other\"");
+    std::fs::write(&t2, spec).unwrap();
+    let (t1, t2) = (t1.display().to_string(), t2.display().to_string());
+    let plan = d.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "seeds = [1, 2]\nparallel = 2\n[options]\ndata_dir = \"{data}\"\nmax_steps = 3\nbatch_size = 8\n\
+             threads = 1\n[method_options.full]\nlr = 1e-4\n\
+             [[grid]]\ntasks = [\"{t1}\", \"{t2}\"]\nmethods = [\"full\", \"bitfit\"]\n\
+             [[grid]]\ntasks = [\"{t1}\"]\nmethods = [\"s3pet-mix\", \"random-mix\"]\nbudgets = [0.003, 0.01, 0.02, 0.5]\n\
+             [[grid]]\ntasks = [\"{t1}\"]\nmethods = [\"s3pet-mix\"]\nbudgets = [0.01]\norders = [1]\n\
+             [[grid]]\ntasks = [\"{t2}\"]\nmethods = [\"transfer-mix\"]\nbudgets = [0.01]\nsources = [\"{t1}\"]\n",
+            data = d.path().display()
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("results");
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    // (2 tasks x 2 manual + 4 budgets x 2 searched + 1 first order + 1 transfer) x 2 seeds = 28 cells
+    let dry = ok(s3pet(&["experiment", "--plan", p, "--out", o, "--dry-run"]).output().unwrap());
+    assert!(dry.contains("28 cells, 0 finished, 4 to skip (budget outside the space), 24 to run"), "{dry}");
+    // kill the first attempt part-way, then finish
+    let mut child = s3pet(&["experiment", "--plan", p, "--out", o]).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = lines(&out.join("runs.jsonl")).len();
+    assert!(partial < 28, "the kill came too late to test resumption ({partial} lines)");
+    ok(s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap());
+    let runs = lines(&out.join("runs.jsonl"));
+    assert_eq!(runs.len(), 28);
+    let mut ids: Vec<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 28, "every cell exactly once");
+    let skipped: Vec<&Value> = runs.iter().filter(|r| r["skipped"].is_string()).collect();
+    assert_eq!(skipped.len(), 4, "budget 0.5 is above the space, for both methods and seeds");
+    for r in runs.iter().filter(|r| !r["skipped"].is_string()) {
+        for k in ["task", "method", "seed", "test", "trainable_params", "retrain_seconds", "machine"] {
+            assert!(!r[k].is_null(), "{k} missing: {r}");
+        }
+        assert!(r.get("budget").is_some() && r.get("order").is_some() && r.get("source_task").is_some());
+    }
+    let transfer = runs.iter().find(|r| r["method"] == "transfer-mix").unwrap();
+    assert_eq!(transfer["source_task"], Value::String(t1.clone()));
+    assert_eq!(transfer["budget"], 0.01);
+    let full = runs.iter().find(|r| r["method"] == "full").unwrap();
+    assert!(full["budget"].is_null());
+    // nothing left: a third run changes nothing
+    let again = ok(s3pet(&["experiment", "--plan", p, "--out", o, "--dry-run"]).output().unwrap());
+    assert!(
+        again.contains("28 cells, 28 finished, 0 to skip (budget outside the space), 0 to run"),
+        "{again}"
+    );
+    ok(s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap());
+    assert_eq!(lines(&out.join("runs.jsonl")).len(), 28);
+
+    ok(s3pet(&["report", o]).output().unwrap());
+    let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    for want in [
+        "## Main table",
+        "Fine-tuning",
+        "S3PET-M @ 1.000e-2",
+        "## Budget sweep",
+        "skipped:",
+        "## Transfer",
+        "## First vs second order",
+    ] {
+        assert!(md.contains(want), "RESULTS.md lacks `{want}`:\n{md}");
+    }
+    for f in ["budget-task", "structure-task", "transfer-1e-2"] {
+        for ext in ["png", "svg"] {
+            let path = out.join("plots").join(format!("{f}.{ext}"));
+            assert!(std::fs::metadata(&path).map(|m| m.len() > 1000).unwrap_or(false), "{}", path.display());
+        }
+    }
+    // plots of single runs
+    let cell = out.join("cells/task.s3pet-mix.b1e-2.o2.s1");
+    let files = ok(s3pet(&["plot", "structure", cell.to_str().unwrap()]).output().unwrap());
+    assert!(files.contains("structure.png") && cell.join("structure.svg").is_file(), "{files}");
+    ok(s3pet(&["plot", "curves", cell.to_str().unwrap()]).output().unwrap());
+    assert!(cell.join("curves-loss.png").is_file() && cell.join("curves-metrics.svg").is_file());
+    let manual = out.join("cells/task.bitfit.s1");
+    ok(s3pet(&["plot", "structure", manual.to_str().unwrap()]).output().unwrap());
+    // a bad option in the plan fails before anything runs, naming the cell
+    std::fs::write(
+        &plan,
+        std::fs::read_to_string(&plan).unwrap().replace("lr = 1e-4", "learning_rate = 1e-4"),
+    )
+    .unwrap();
+    let bad = s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("full") && err.contains("learning-rate"), "{err}");
+}
