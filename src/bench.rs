@@ -79,6 +79,8 @@ pub struct BenchRow {
     pub tokens_per_s: f64,
     pub trainable_params: i64,
     pub peak_rss_bytes: Option<u64>,
+    /// Dtype of the frozen backbone matrices (fp32 or bf16; full fine-tuning is always fp32).
+    pub backbone_dtype: String,
 }
 
 fn sync(device: Device) {
@@ -216,5 +218,10 @@ pub fn bench(
         tokens_per_s: (o.batch * o.seq_len) as f64 * 1e3 / ms,
         trainable_params: trainable,
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
+        backbone_dtype: if workload == "full" || weights.frozen_kind() == tch::Kind::Float {
+            "fp32".into()
+        } else {
+            "bf16".into()
+        },
     })
 }

@@ -161,6 +161,9 @@ pub struct BenchArgs {
     /// Budget (fraction of the backbone) of the retrain and search workloads.
     #[arg(long, default_value_t = 1.39e-4)]
     pub budget: f64,
+    /// Frozen backbone matrices in fp32 or bf16 (the full workload always trains fp32).
+    #[arg(long, default_value = "fp32")]
+    pub backbone_dtype: String,
     /// Use the real all-MiniLM-L6-v2 weights (--model) for the minilm shape.
     #[arg(long)]
     pub real_minilm: bool,
@@ -199,6 +202,9 @@ pub struct SearchOpts {
     /// Temperature beta of the shifted global sigmoid.
     #[arg(long, default_value_t = 1.0)]
     pub beta: f64,
+    /// Batch size of the search's D_w and D_alpha batches (default: --batch-size).
+    #[arg(long)]
+    pub search_batch_size: Option<usize>,
 }
 
 #[derive(Args)]
@@ -297,6 +303,9 @@ pub struct CommonArgs {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Frozen backbone matrices in fp32 or bf16 (deltas, head, norms, optimiser state stay fp32).
+    #[arg(long, default_value = "fp32")]
+    pub backbone_dtype: String,
     /// Replace an existing run directory.
     #[arg(long)]
     pub overwrite: bool,

@@ -38,6 +38,10 @@ pub struct TrainConfig {
     /// Skip batches whose loss or gradient is not finite instead of stopping.
     #[serde(default)]
     pub skip_nonfinite: bool,
+    /// Dtype of the frozen backbone matrices: `fp32` or `bf16` (deltas, head, norms and optimiser
+    /// state stay fp32).
+    #[serde(default = "fp32")]
+    pub backbone_dtype: String,
     /// The search settings of `search` and `run` (absent for `train` / `retrain`).
     #[serde(default)]
     pub search: Option<SearchSettings>,
@@ -63,6 +67,22 @@ pub struct SearchSettings {
     pub search_epochs: Option<usize>,
     /// Retraining epochs (default: epochs).
     pub retrain_epochs: Option<usize>,
+    /// Batch size of the search's D_w and D_alpha batches (default: batch_size).
+    #[serde(default)]
+    pub search_batch_size: Option<usize>,
+}
+
+fn fp32() -> String {
+    "fp32".into()
+}
+
+/// The libtorch kind of a `--backbone-dtype` value.
+pub fn frozen_kind(dtype: &str) -> Result<tch::Kind> {
+    match dtype {
+        "fp32" | "float32" => Ok(tch::Kind::Float),
+        "bf16" | "bfloat16" => Ok(tch::Kind::BFloat16),
+        d => Err(Error::config("backbone_dtype", format!("unknown dtype `{d}` (fp32, bf16)"))),
+    }
 }
 
 impl TrainConfig {

@@ -5,7 +5,7 @@ use super::sites::{LinearSite, NormSite, SiteFactory};
 use super::weights::Weights;
 use crate::delta::{Ctx, SiteShape};
 use crate::error::Result;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 struct Layer {
     query: LinearSite,
@@ -74,12 +74,18 @@ impl Loader<'_, '_> {
         Ok(if self.full { self.factory.store.add(key, t.copy()) } else { t })
     }
 
+    /// A frozen matrix (embedding table, linear weight or bias) in the weights' frozen dtype.
+    fn matrix(&mut self, key: &str, shape: &[i64]) -> Result<Tensor> {
+        let t = self.tensor(key, shape)?;
+        Ok(if self.full { t } else { t.to_kind(self.w.frozen_kind()) })
+    }
+
     fn linear(&mut self, name: &str, shape: SiteShape) -> Result<LinearSite> {
         let SiteShape::Linear { d_in, d_out, .. } = shape else {
             return Err(crate::error::Error::site(name, "expected a Linear site"));
         };
-        let weight = self.tensor(&format!("{name}.weight"), &[d_out, d_in])?;
-        let bias = self.tensor(&format!("{name}.bias"), &[d_out])?;
+        let weight = self.matrix(&format!("{name}.weight"), &[d_out, d_in])?;
+        let bias = self.matrix(&format!("{name}.bias"), &[d_out])?;
         let deltas = self.factory.deltas(name, shape)?;
         Ok(LinearSite { name: name.into(), weight, bias, shape, deltas })
     }
@@ -101,10 +107,10 @@ impl Bert {
     pub fn load(weights: &Weights, cfg: &BertConfig, factory: &mut SiteFactory, full: bool) -> Result<Self> {
         let d = cfg.hidden_size;
         let mut l = Loader { w: weights, factory, full, count: 0, eps: cfg.layer_norm_eps };
-        let word = l.tensor("embeddings.word_embeddings.weight", &[cfg.vocab_size, d])?;
+        let word = l.matrix("embeddings.word_embeddings.weight", &[cfg.vocab_size, d])?;
         let position =
-            l.tensor("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, d])?;
-        let token_type = l.tensor("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, d])?;
+            l.matrix("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, d])?;
+        let token_type = l.matrix("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, d])?;
         let emb_ln = l.norm("embeddings.LayerNorm", d)?;
         let sites = bert_sites(cfg);
         let mut layers = Vec::new();
@@ -154,6 +160,7 @@ impl Bert {
         let emb = Tensor::embedding(&self.word, ids, -1, false, false)
             + pos
             + Tensor::embedding(&self.token_type, types, -1, false, false); // (b, t, d)
+        let emb = emb.to_kind(Kind::Float); // a no-op unless the tables are bf16
         let mut x = self.emb_ln.forward(&emb, ctx).dropout(pdrop, ctx.train);
         let keep = mask.to_kind(tch::Kind::Bool).view([b, 1, 1, t]); // (b, 1, 1, t)
         let (h, dh) = (self.cfg.num_attention_heads, self.cfg.head_dim());
@@ -210,9 +217,15 @@ impl Bert {
     /// `None` names a site whose deltas cannot be folded.
     pub fn folded_tensors(&self) -> std::result::Result<Vec<(String, Tensor)>, String> {
         let mut out = vec![
-            ("embeddings.word_embeddings.weight".to_string(), self.word.detach()),
-            ("embeddings.position_embeddings.weight".to_string(), self.position.detach()),
-            ("embeddings.token_type_embeddings.weight".to_string(), self.token_type.detach()),
+            ("embeddings.word_embeddings.weight".to_string(), self.word.detach().to_kind(Kind::Float)),
+            (
+                "embeddings.position_embeddings.weight".to_string(),
+                self.position.detach().to_kind(Kind::Float),
+            ),
+            (
+                "embeddings.token_type_embeddings.weight".to_string(),
+                self.token_type.detach().to_kind(Kind::Float),
+            ),
         ];
         for s in self.norm_sites() {
             let (w, b) = s.folded().ok_or_else(|| s.name.clone())?;

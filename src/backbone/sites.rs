@@ -38,15 +38,20 @@ pub struct LinearSite {
 
 impl LinearSite {
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
-        let base = x.linear(&self.weight, Some(&self.bias));
+        let base = if self.weight.kind() == x.kind() {
+            x.linear(&self.weight, Some(&self.bias))
+        } else {
+            // a bf16 frozen weight: the matmul in bf16, the result (and the deltas) in fp32
+            x.to_kind(self.weight.kind()).linear(&self.weight, Some(&self.bias)).to_kind(x.kind())
+        };
         apply_deltas(&self.deltas, base, x, ctx, 0.0)
     }
 
     /// Folds the linear deltas (LoRA, BitFit) into (weight, bias) with gates at 1; `None` if the site holds
     /// a delta that cannot be folded (LRA, adapter).
     pub fn folded(&self) -> Option<(Tensor, Tensor)> {
-        let mut w = self.weight.detach().copy();
-        let mut b = self.bias.detach().copy();
+        let mut w = self.weight.detach().to_kind(tch::Kind::Float).copy();
+        let mut b = self.bias.detach().to_kind(tch::Kind::Float).copy();
         for d in &self.deltas {
             match &d.module {
                 DeltaModule::Lora(m) => w += m.delta_weight().detach(),

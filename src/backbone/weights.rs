@@ -8,6 +8,10 @@ pub struct Weights {
     path: PathBuf,
     device: Device,
     tensors: HashMap<String, Tensor>,
+    /// Dtype of the frozen matrices (embeddings, linear weights and biases) a model built from these
+    /// weights computes with: fp32, or bf16 to halve their memory and run the frozen matmuls on bf16
+    /// tensor cores. Norms, deltas, the head and full fine-tuning stay fp32.
+    frozen_kind: Kind,
 }
 
 impl Weights {
@@ -26,13 +30,22 @@ impl Weights {
                 (name, t.to_device(device))
             })
             .collect();
-        Ok(Weights { path: path.to_path_buf(), device, tensors })
+        Ok(Weights { path: path.to_path_buf(), device, tensors, frozen_kind: Kind::Float })
     }
 
     /// Weights from named tensors (e.g. a model with deltas folded in); `label` names them in errors.
     pub fn from_tensors(label: &Path, tensors: Vec<(String, Tensor)>, device: Device) -> Self {
         let tensors = tensors.into_iter().map(|(k, t)| (k, t.to_device(device))).collect();
-        Weights { path: label.to_path_buf(), device, tensors }
+        Weights { path: label.to_path_buf(), device, tensors, frozen_kind: Kind::Float }
+    }
+
+    /// Keep frozen matrices in `kind` (Float or BFloat16); see [`Weights::frozen_kind`].
+    pub fn set_frozen_kind(&mut self, kind: Kind) {
+        self.frozen_kind = kind;
+    }
+
+    pub fn frozen_kind(&self) -> Kind {
+        self.frozen_kind
     }
 
     pub fn device(&self) -> Device {

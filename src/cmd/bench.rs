@@ -25,13 +25,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     for shape in a.shape.split(',') {
         let cfg = shape_config(shape)?;
-        let weights = match shape {
+        let mut weights = match shape {
             "minilm" | "bert-base" | "bert-large" if !a.real_minilm || shape != "minilm" => {
                 random_weights(&cfg, device)
             }
             "minilm" => ModelDir::open(&a.model)?.load_weights(device)?,
             dir => ModelDir::open(std::path::Path::new(dir))?.load_weights(device)?,
         };
+        weights.set_frozen_kind(s3pet::config::frozen_kind(&a.backbone_dtype)?);
         for w in &workloads {
             s3pet::progress::reset_peak_rss();
             let row = bench(shape, &cfg, &weights, w, &o)?;

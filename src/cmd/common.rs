@@ -64,6 +64,7 @@ pub fn train_config(
         threads: c.threads,
         checkpoint_every: c.checkpoint_every,
         skip_nonfinite: c.skip_nonfinite,
+        backbone_dtype: c.backbone_dtype.clone(),
         search: None,
     })
 }
@@ -81,7 +82,14 @@ pub fn load(cfg: &TrainConfig) -> Result<Loaded> {
     }
     let device = cfg.device()?;
     let md = ModelDir::open(&cfg.model)?;
-    let weights = md.load_weights(device)?;
+    let mut weights = md.load_weights(device)?;
+    weights.set_frozen_kind(s3pet::config::frozen_kind(&cfg.backbone_dtype)?);
+    if cfg.method == "full" && cfg.backbone_dtype != "fp32" {
+        anyhow::bail!(
+            "--backbone-dtype {} is for delta tuning: full fine-tuning trains the backbone in fp32",
+            cfg.backbone_dtype
+        );
+    }
     let data = prepare(cfg, &md.tokenizer_path())?;
     tracing::info!(
         task = %data.spec.name, train = data.train.len(), dev = data.dev.len(), test = data.test.len(),

@@ -29,7 +29,8 @@ pub fn load_run_model(dir: &Path, device: Option<String>) -> Result<RunModel> {
     let md = ModelDir::open(&cfg.model)?;
     let spec = TaskSpec::resolve(&cfg.task)?;
     let structure = Structure::load(&run.path("structure.json"), &md.cfg)?;
-    let weights = md.load_weights(cfg.device()?)?;
+    let mut weights = md.load_weights(cfg.device()?)?;
+    weights.set_frozen_kind(s3pet::config::frozen_kind(&cfg.backbone_dtype)?);
     let placements: Vec<Placement> =
         structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
     let head = HeadInit::Fresh { num_labels: spec.num_labels() as i64 };

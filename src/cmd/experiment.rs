@@ -121,7 +121,7 @@ fn push_options(args: &mut Vec<String>, t: &toml::Table, skip: &[&str]) -> Resul
 }
 
 /// Options that only `run` knows (left out of train / retrain cells).
-const RUN_ONLY: [&str; 2] = ["search-epochs", "retrain-epochs"];
+const RUN_ONLY: [&str; 3] = ["search-epochs", "retrain-epochs", "search-batch-size"];
 
 impl Plan {
     pub fn load(path: &Path) -> Result<Plan> {
@@ -186,13 +186,12 @@ impl Plan {
                 vec!["-q".to_string(), sub.to_string(), "--task".into(), task.into(), "--seed".into()];
             a.push(seed.to_string());
             let skip: &[&str] = if sub == "run" { &[] } else { &RUN_ONLY };
-            push_options(&mut a, &self.options, skip)?;
-            if let Some(t) = self.task_options.get(task) {
-                push_options(&mut a, t, skip)?;
+            // plan-wide options, then the task's, then the method's: the later wins
+            let mut merged = self.options.clone();
+            for t in [self.task_options.get(task), self.method_options.get(method)].into_iter().flatten() {
+                merged.extend(t.clone());
             }
-            if let Some(t) = self.method_options.get(method) {
-                push_options(&mut a, t, skip)?;
-            }
+            push_options(&mut a, &merged, skip)?;
             Ok(a)
         };
         if MANUAL.contains(&method) {

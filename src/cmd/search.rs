@@ -42,6 +42,7 @@ fn settings(
         beta: so.beta,
         search_epochs: epochs.0,
         retrain_epochs: epochs.1,
+        search_batch_size: so.search_batch_size,
     }
 }
 
@@ -111,7 +112,7 @@ fn search_config(cfg: &TrainConfig, o: &SearchSettings) -> SearchConfig {
         beta: o.beta,
         epochs: cfg.epochs,
         max_steps: cfg.max_steps,
-        batch_size: cfg.batch_size,
+        batch_size: o.search_batch_size.unwrap_or(cfg.batch_size),
         eval_batch_size: cfg.eval_batch_size,
         eval_every: cfg.eval_every,
         seed: cfg.seed,
