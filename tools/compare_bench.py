@@ -77,7 +77,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
-                    help="bench_peer.py's --dtype; passed to s3pet bench only when not fp32")
+                    help="bench_peer.py's --dtype (autocast); s3pet bench gets --backbone-dtype (frozen matrices in bf16)")
     ap.add_argument("--hardware", default=None, help='label stored in the JSON rows, e.g. "cpu" or "h100" '
                     '(default: "cpu" on --device cpu, else "gpu")')
     ap.add_argument("--json", default=None, help="append the rows to this JSON list file")
@@ -90,7 +90,7 @@ def main(argv=None):
               "--steps", str(a.steps), "--device", a.device]
     if a.threads:
         common += ["--threads", str(a.threads)]
-    s3_dtype = ["--dtype", a.dtype] if a.dtype != "fp32" else []
+    s3_dtype = ["--backbone-dtype", a.dtype] if a.dtype != "fp32" else []
 
     results = []
     for shape in a.shape.split(","):
