@@ -6,6 +6,7 @@
 set -uo pipefail
 PART=${1:-a}
 MINUTES=${2:-5}
+PAR=${3:-12}
 source scripts/gpu-env.sh
 BIN=dist/s3pet-cuda
 R=gpu/results
@@ -27,9 +28,11 @@ if [ "$PART" = a ]; then
 fi
 # a watchdog: SIGINT (cells save a checkpoint and stop; the next call resumes them) before the 600 s limit
 LEFT=$(( 540 - SECONDS ))
-timeout -s INT $LEFT $BIN experiment --plan plans/paper.toml --out $R/paper --max-minutes "$MINUTES" \
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 10 > $R/gpu-util-$PART.log 2>&1 &
+timeout -s INT $LEFT $BIN experiment --plan plans/paper.toml --out $R/paper --max-minutes "$MINUTES" --parallel "$PAR" \
   > $R/experiment-$PART.log 2>&1
 tail -3 $R/experiment-$PART.log
+kill %1 2>/dev/null; tail -5 $R/gpu-util-$PART.log
 wc -l $R/paper/runs.jsonl
 tar czf $OUT/session8-$PART.tar.gz --exclude='*.safetensors' $R
 ls -la $OUT
