@@ -125,8 +125,22 @@ pub fn run(a: ReportArgs) -> Result<()> {
         )?;
     }
 
-    // main table
-    let rows = main_rows(&groups);
+    // main table: the tasks with fine-tuning (else every task), the rows present on all of them
+    let main_tasks: Vec<String> = {
+        let with_full: Vec<String> =
+            tasks.iter().filter(|t| find(&groups, t, "full", None, None, None).is_some()).cloned().collect();
+        if with_full.is_empty() {
+            tasks.clone()
+        } else {
+            with_full
+        }
+    };
+    let rows: Vec<(String, Option<f64>)> = main_rows(&groups)
+        .into_iter()
+        .filter(|(m, b)| main_tasks.iter().all(|t| find(&groups, t, m, *b, Some(2), None).is_some()))
+        .collect();
+    let tasks_all = tasks.clone();
+    let tasks = main_tasks;
     writeln!(md, "## Main table (test, first metric of each task)\n")?;
     let mut head = String::from("| method | trainable % of backbone |");
     let mut rule = String::from("|---|---|");
@@ -167,17 +181,18 @@ pub fn run(a: ReportArgs) -> Result<()> {
                 _ => " – |".into(),
             };
         } else {
-            line += &format!(" ({n} of {} tasks) | – |", tasks.len());
+            line += " – | – |";
         }
         writeln!(md, "{line}")?;
     }
     writeln!(
         md,
-        "\nAverage: mean over the tasks of the per-task means (only rows with every task). \"% of fine-tuning\" \
-         = that average / fine-tuning's average.\n"
+        "\nRows: the methods run on every task that has fine-tuning. Average: the mean over these tasks of the \
+         per-task means. \"% of fine-tuning\" = that average / fine-tuning's average.\n"
     )?;
 
     // per-task detail with every metric
+    let tasks = tasks_all;
     writeln!(md, "## Every metric, per task\n")?;
     for t in &tasks {
         let ms = task_metrics(t);
@@ -220,15 +235,31 @@ pub fn run(a: ReportArgs) -> Result<()> {
     for t in sweep_tasks {
         let pm = primary(t);
         let mut series: Vec<Series> = Vec::new();
+        // each method at the search order with the most budgets (the sweep's own)
+        let sweep_order = |m: &str| -> Option<u64> {
+            let n = |o: Option<u64>| {
+                groups
+                    .iter()
+                    .filter(|(k, _)| &k.task == t && k.method == m && k.source.is_none() && k.order == o)
+                    .count()
+            };
+            [Some(2), Some(1), None].into_iter().max_by_key(|o| (n(*o), o.unwrap_or(0))).flatten()
+        };
         for m in ["s3pet-mix", "s3pet-lora", "random-mix", "random-lora"] {
+            let order = sweep_order(m);
             let mut pts: Vec<(f64, f64, f64)> = groups
                 .iter()
-                .filter(|(k, _)| &k.task == t && k.method == m && k.source.is_none() && k.order != Some(1))
+                .filter(|(k, _)| &k.task == t && k.method == m && k.source.is_none() && k.order == order)
                 .filter_map(|(k, v)| stat(v, &pm).map(|s| (k.budget.unwrap_or(0.0), s.mean, s.std)))
                 .collect();
             pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
             if !pts.is_empty() {
-                series.push((label(m), pts));
+                let o = match order {
+                    Some(1) => " (1st order)",
+                    Some(_) => " (2nd order)",
+                    None => "",
+                };
+                series.push((format!("{}{o}", label(m)), pts));
             }
         }
         let mut manual_names = Vec::new();
@@ -269,7 +300,17 @@ pub fn run(a: ReportArgs) -> Result<()> {
         }
         .save(&plots.join(format!("budget-{}", slug(t))))?;
         writeln!(md, "### {}\n\n![budget sweep]({})\n", slug(t), rel(dir, &files[0]))?;
-        writeln!(md, "| budget | S3PET-M | S3PET-L | random-M |\n|---|---|---|---|")?;
+        let on = |m: &str| match sweep_order(m) {
+            Some(1) => " (1st order)",
+            Some(_) => " (2nd order)",
+            None => "",
+        };
+        writeln!(
+            md,
+            "| budget | S3PET-M{} | S3PET-L{} | random-M |\n|---|---|---|---|",
+            on("s3pet-mix"),
+            on("s3pet-lora")
+        )?;
         let budgets: BTreeSet<String> = groups
             .iter()
             .filter(|(k, _)| &k.task == t && k.budget.is_some())
@@ -279,8 +320,17 @@ pub fn run(a: ReportArgs) -> Result<()> {
         budgets.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         for b in budgets {
             let c = |m: &str| {
-                find(&groups, t, m, Some(b), Some(2), None)
-                    .and_then(|v| stat(v, &pm))
+                let o = sweep_order(m);
+                groups
+                    .iter()
+                    .find(|(k, _)| {
+                        &k.task == t
+                            && k.method == m
+                            && k.budget == Some(b)
+                            && k.source.is_none()
+                            && k.order == o
+                    })
+                    .and_then(|(_, v)| stat(v, &pm))
                     .map(|s| s.cell())
                     .unwrap_or("–".into())
             };
@@ -376,7 +426,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
                 annotate: true,
                 x_label: "retrained on",
             }
-            .save(&plots.join(format!("transfer-{b:e}")))?;
+            .save(&plots.join(format!("transfer-{}", format!("{b:e}").replace('.', "p"))))?;
             writeln!(md, "\n![transfer]({})\n", rel(dir, &files[0]))?;
         }
     }
