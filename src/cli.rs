@@ -45,6 +45,38 @@ pub enum Command {
     Predict(PredictArgs),
     /// Fold a run's linear deltas into a plain Hugging Face BertForSequenceClassification directory.
     Merge(MergeArgs),
+    /// Export a run: PEFT adapters (LoRA, LN_TUNING) or s3pet's own lossless format.
+    Export(ExportArgs),
+    /// Make an s3pet run from a PEFT LoRA / LN_TUNING adapter directory.
+    ImportPeft(ImportPeftArgs),
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// peft (adapter_config.json + adapter_model.safetensors) or native (the run's own files, lossless).
+    #[arg(long, default_value = "peft")]
+    pub format: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args)]
+pub struct ImportPeftArgs {
+    /// The adapter directory (adapter_config.json, adapter_model.safetensors; sub-adapters in subdirectories).
+    pub dir: PathBuf,
+    /// The run directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The task the classifier was trained for (default: the one in s3pet_export.json, if any).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Options recorded in the run's config.json (--model is the adapter's base model).
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Args)]

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod peft;
 pub mod progress;
 pub mod rundir;
 pub mod search;

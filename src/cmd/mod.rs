@@ -3,6 +3,8 @@ mod bench;
 mod common;
 mod data;
 mod eval;
+mod export;
+mod import_peft;
 mod inspect;
 mod merge;
 mod predict;
@@ -24,5 +26,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Export(a) => export::run(a),
+        Command::ImportPeft(a) => import_peft::run(a),
     }
 }
