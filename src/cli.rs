@@ -15,6 +15,9 @@ pub struct Cli {
     /// No progress bars, warnings only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Use only the local hub cache for `--model org/name` (as HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -234,7 +237,8 @@ pub struct RandomArgs {
 /// Model, data and training options shared by every training command.
 #[derive(Args, Clone, Debug)]
 pub struct CommonArgs {
-    /// A Hugging Face BERT-family directory (config.json, model.safetensors, tokenizer.json).
+    /// A Hugging Face BERT-family directory (config.json, model.safetensors, tokenizer.json), or a hub
+    /// model id `org/name` (downloaded once into the hub cache; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE).
     #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     pub model: PathBuf,
     /// Where the GLUE / SuperGLUE files are (else $S3PET_DATA, else ../shared/data).
