@@ -36,6 +36,13 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
         return Ok(model.to_path_buf());
     }
     let id = model.to_string_lossy().to_string();
+    if std::env::var_os("HF_HOME").is_none() && std::env::var_os("HOME").is_none() {
+        // hf-hub's default cache is under the home directory
+        return Err(Error::file(
+            model,
+            "hub model: neither HF_HOME nor HOME is set, so there is no hub cache",
+        ));
+    }
     let cache = hf_hub::Cache::from_env();
     let repo = cache.model(id.clone());
     let mut paths = Vec::new();
