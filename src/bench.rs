@@ -23,7 +23,7 @@ pub fn shape_config(shape: &str) -> Result<BertConfig> {
         "minilm" => (6, 384, 12, 1536),
         "bert-base" => (12, 768, 12, 3072),
         "bert-large" => (24, 1024, 16, 4096),
-        dir => return BertConfig::from_file(&Path::new(dir).join("config.json")),
+        dir => return BertConfig::from_file(&crate::hub::resolve(Path::new(dir))?.join("config.json")),
     };
     let json = format!(
         r#"{{"vocab_size": 30522, "hidden_size": {d}, "num_hidden_layers": {layers}, "num_attention_heads": {heads},

@@ -17,6 +17,9 @@ pub struct Cli {
     /// No progress bars, warnings only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Use only the local hub cache for `--model org/name` (as HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +50,10 @@ pub enum Command {
     Predict(PredictArgs),
     /// Fold a run's linear deltas into a plain Hugging Face BertForSequenceClassification directory.
     Merge(MergeArgs),
+    /// Export a run: PEFT adapters (LoRA, LN_TUNING) or s3pet's own lossless format.
+    Export(ExportArgs),
+    /// Make an s3pet run from a PEFT LoRA / LN_TUNING adapter directory.
+    ImportPeft(ImportPeftArgs),
     /// Run a plan of tasks x methods x budgets x seeds (resumable; N cells at once) into results/.
     Experiment(ExperimentArgs),
     /// Render results/RESULTS.md and its plots from results/runs.jsonl.
@@ -96,6 +103,34 @@ pub struct PlotArgs {
     /// Output path without extension (default: <run>/structure or <run>/curves).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// peft (adapter_config.json + adapter_model.safetensors) or native (the run's own files, lossless).
+    #[arg(long, default_value = "peft")]
+    pub format: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args)]
+pub struct ImportPeftArgs {
+    /// The adapter directory (adapter_config.json, adapter_model.safetensors; sub-adapters in subdirectories).
+    pub dir: PathBuf,
+    /// The run directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The task the classifier was trained for (default: the one in s3pet_export.json, if any).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Options recorded in the run's config.json (--model is the adapter's base model).
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Args)]
@@ -259,7 +294,8 @@ pub struct RandomArgs {
 /// Model, data and training options shared by every training command.
 #[derive(Args, Clone, Debug)]
 pub struct CommonArgs {
-    /// A Hugging Face BERT-family directory (config.json, model.safetensors, tokenizer.json).
+    /// A Hugging Face BERT-family directory (config.json, model.safetensors, tokenizer.json), or a hub
+    /// model id `org/name` (downloaded once into the hub cache; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE).
     #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     pub model: PathBuf,
     /// Where the GLUE / SuperGLUE files are (else $S3PET_DATA, else ../shared/data).

@@ -11,6 +11,9 @@ fn main() {
     };
     let cli = <cli::Cli as clap::Parser>::parse_from(args);
     cli::init_logging(cli.verbose, cli.quiet);
+    if cli.offline {
+        std::env::set_var(s3pet::hub::OFFLINE_ENV, "1");
+    }
     // First Ctrl-C: finish the step, save a checkpoint, exit; a second one exits at once.
     let _ = ctrlc::set_handler(|| {
         use std::sync::atomic::Ordering;

@@ -16,7 +16,9 @@ pub struct ModelDir {
 }
 
 impl ModelDir {
+    /// Opens a local directory, or a hub model id (`org/name`) through the hub cache ([`crate::hub`]).
     pub fn open(dir: &Path) -> Result<Self> {
+        let dir = &crate::hub::resolve(dir)?;
         if !dir.is_dir() {
             return Err(Error::file(
                 dir,

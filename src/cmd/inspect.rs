@@ -7,7 +7,7 @@ use s3pet::structure::{method_modules, Structure};
 use serde_json::json;
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let cfg = BertConfig::from_file(&a.model.join("config.json"))?;
+    let cfg = BertConfig::from_file(&s3pet::hub::resolve(&a.model)?.join("config.json"))?;
     let backbone = bert_param_count(&cfg);
     if let Some(space) = &a.space {
         return inspect_space(&a, space, &cfg, backbone);

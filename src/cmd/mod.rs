@@ -4,6 +4,8 @@ mod common;
 mod data;
 mod eval;
 mod experiment;
+mod export;
+mod import_peft;
 mod inspect;
 mod merge;
 mod plot;
@@ -30,5 +32,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Experiment(a) => experiment::run(a),
         Command::Report(a) => report::run(a),
         Command::Plot(p) => plot::run(p),
+        Command::Export(a) => export::run(a),
+        Command::ImportPeft(a) => import_peft::run(a),
     }
 }

@@ -247,7 +247,7 @@ pub fn run_all(a: RunArgs, quiet: bool) -> Result<()> {
 }
 
 pub fn run_random(a: RandomArgs) -> Result<()> {
-    let cfg = BertConfig::from_file(&a.model.join("config.json"))?;
+    let cfg = BertConfig::from_file(&s3pet::hub::resolve(&a.model)?.join("config.json"))?;
     let (cands, budget) = space_and_budget(&a.space, &cfg)?;
     let s = structure_of("random", &a.space, &cfg, &cands, &random_structure(&cands, budget, a.seed), budget);
     s.save(&a.out)?;

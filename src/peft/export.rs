@@ -1,0 +1,261 @@
+//! A run's deltas as PEFT adapters: LoRA (with BitFit on the same Linear as PEFT's `lora_bias`) and
+//! LN_TUNING (LNFit and BitFit at a LayerNorm folded into the norm's weight and bias).
+use super::{classifier_key, site_key, LN_SUBDIR};
+use crate::delta::{DeltaKind, ModuleSpec};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::structure::{site_shape, Structure};
+use serde_json::{json, Map, Value};
+use tch::{Device, Tensor};
+
+/// One PEFT adapter: its adapter_config.json and adapter_model.safetensors tensors, and where it goes
+/// (`None`: the export directory itself; `Some(sub)`: a subdirectory).
+pub struct PeftAdapter {
+    pub subdir: Option<&'static str>,
+    pub config: Value,
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+pub struct Exported {
+    pub adapters: Vec<PeftAdapter>,
+}
+
+/// The modules of a structure that PEFT has no counterpart for, with the reason for each.
+#[derive(Debug)]
+pub struct Unrepresentable {
+    pub full: bool,
+    pub modules: Vec<(String, DeltaKind, &'static str)>,
+}
+
+impl std::fmt::Display for Unrepresentable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.full {
+            write!(f, "PEFT cannot represent full fine-tuning (every backbone tensor is trained)")?;
+        } else {
+            write!(f, "PEFT cannot represent {} module(s) of this run:", self.modules.len())?;
+            for (i, (site, kind, why)) in self.modules.iter().enumerate() {
+                let sep = if i == 0 { " " } else { "; " };
+                write!(f, "{sep}{} at `{site}` ({why})", kind.name())?;
+            }
+        }
+        write!(
+            f,
+            ". Export it losslessly with `--format native` (s3pet's own run files, for s3pet eval / predict), \
+             or fold the linear deltas into a plain model with `s3pet merge`"
+        )
+    }
+}
+
+/// LoRA at one Linear, with the BitFit bias of the same Linear if the structure has one.
+struct LoraTarget {
+    spec: ModuleSpec,
+    bitfit: bool,
+}
+
+/// What goes where: LoRA targets and the LayerNorm sites of the LN_TUNING adapter.
+struct Plan {
+    lora: Vec<LoraTarget>,
+    norms: Vec<String>,
+}
+
+fn plan(
+    structure: &Structure,
+    cfg: &crate::backbone::BertConfig,
+) -> Result<std::result::Result<Plan, Unrepresentable>> {
+    let mut bad = Vec::new();
+    let mut lora = Vec::new();
+    let mut norms: Vec<String> = Vec::new();
+    let has =
+        |site: &str, kind: DeltaKind| structure.modules.iter().any(|m| m.site == site && m.kind == kind);
+    for m in &structure.modules {
+        let is_norm = matches!(site_shape(cfg, &m.site)?, crate::delta::SiteShape::Norm { .. });
+        match m.kind {
+            DeltaKind::Lora => {
+                lora.push(LoraTarget { spec: m.clone(), bitfit: has(&m.site, DeltaKind::Bitfit) })
+            }
+            DeltaKind::Lnfit => norms.push(m.site.clone()),
+            DeltaKind::Bitfit if is_norm => norms.push(m.site.clone()),
+            DeltaKind::Bitfit if has(&m.site, DeltaKind::Lora) => {}
+            DeltaKind::Bitfit => bad.push((
+                m.site.clone(),
+                m.kind,
+                "BitFit on a Linear without LoRA: PEFT's LoRA bias needs LoRA",
+            )),
+            DeltaKind::Lra => bad.push((m.site.clone(), m.kind, "low-rank adapter: no PEFT counterpart")),
+            DeltaKind::Adapter => bad.push((m.site.clone(), m.kind, "Houlsby adapter: no PEFT counterpart")),
+        }
+    }
+    norms.dedup();
+    if structure.full || !bad.is_empty() {
+        return Ok(Err(Unrepresentable { full: structure.full, modules: bad }));
+    }
+    Ok(Ok(Plan { lora, norms }))
+}
+
+/// The most common value (the smallest among ties), for PEFT's `r` / `lora_alpha` defaults.
+fn mode<T: Copy + PartialOrd>(values: impl Iterator<Item = T>) -> Option<T> {
+    let mut counts: Vec<(T, usize)> = Vec::new();
+    for v in values {
+        match counts.iter_mut().find(|(x, _)| *x == v) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((v, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal)));
+    counts.first().map(|(v, _)| *v)
+}
+
+fn store_tensor(model: &Model, name: &str) -> Result<Tensor> {
+    model
+        .store
+        .get(name)
+        .map(|t| t.detach().to_device(Device::Cpu).contiguous())
+        .ok_or_else(|| Error::Tensor { key: name.into(), msg: "missing from the run's weights".into() })
+}
+
+fn classifier(model: &Model) -> Result<Vec<(String, Tensor)>> {
+    Ok(vec![
+        (classifier_key("weight"), store_tensor(model, "classifier.weight")?),
+        (classifier_key("bias"), store_tensor(model, "classifier.bias")?),
+    ])
+}
+
+fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<PeftAdapter> {
+    let first = &targets.first().ok_or_else(|| Error::Msg("no LoRA module to export".into()))?.spec;
+    let r = mode(targets.iter().map(|t| t.spec.rank())).unwrap_or(first.rank());
+    let alpha = mode(targets.iter().map(|t| t.spec.alpha())).unwrap_or(first.alpha());
+    let dropout = mode(targets.iter().map(|t| t.spec.dropout())).unwrap_or(first.dropout());
+    let with_bias = targets.iter().any(|t| t.bitfit);
+    let (mut ranks, mut alphas) = (Map::new(), Map::new());
+    let mut tensors = classifier(model)?;
+    for t in targets {
+        let site = &t.spec.site;
+        if t.spec.rank() != r {
+            ranks.insert(site.clone(), json!(t.spec.rank()));
+        }
+        if t.spec.alpha() != alpha {
+            alphas.insert(site.clone(), json!(t.spec.alpha()));
+        }
+        tensors.push((site_key(site, "lora_A.weight"), store_tensor(model, &format!("{site}.lora_A"))?));
+        let b = store_tensor(model, &format!("{site}.lora_B"))?;
+        if with_bias {
+            // PEFT scales lora_B's output, bias included: store BitFit's b divided by alpha / r
+            let scale = t.spec.alpha() / t.spec.rank() as f64;
+            let bias = if t.bitfit {
+                store_tensor(model, &format!("{site}.bitfit"))? / scale
+            } else {
+                Tensor::zeros([b.size()[0]], (tch::Kind::Float, Device::Cpu))
+            };
+            tensors.push((site_key(site, "lora_B.bias"), bias.contiguous()));
+        }
+        tensors.push((site_key(site, "lora_B.weight"), b));
+    }
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": "SEQ_CLS",
+        "base_model_name_or_path": base,
+        "revision": null,
+        "inference_mode": true,
+        "r": r,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": targets.iter().map(|t| t.spec.site.clone()).collect::<Vec<_>>(),
+        "rank_pattern": ranks,
+        "alpha_pattern": alphas,
+        "bias": "none",
+        "lora_bias": with_bias,
+        "modules_to_save": ["classifier"],
+        "fan_in_fan_out": false,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "layers_to_transform": null,
+        "layers_pattern": null,
+    });
+    Ok(PeftAdapter { subdir: None, config, tensors })
+}
+
+fn ln_adapter(
+    model: &Model,
+    sites: &[String],
+    base: &str,
+    subdir: Option<&'static str>,
+) -> Result<PeftAdapter> {
+    let mut tensors = classifier(model)?;
+    let norms = model.bert.norm_sites();
+    for site in sites {
+        let norm =
+            norms.iter().find(|n| &n.name == site).ok_or_else(|| Error::site(site, "not a LayerNorm"))?;
+        let (w, b) = norm.folded().ok_or_else(|| Error::site(site, "holds a delta LN_TUNING cannot fold"))?;
+        tensors.push((site_key(site, "ln_tuning_layers.weight"), w.to_device(Device::Cpu).contiguous()));
+        tensors.push((site_key(site, "ln_tuning_layers.bias"), b.to_device(Device::Cpu).contiguous()));
+    }
+    let config = json!({
+        "peft_type": "LN_TUNING",
+        "task_type": "SEQ_CLS",
+        "base_model_name_or_path": base,
+        "revision": null,
+        "inference_mode": true,
+        "target_modules": sites,
+        "exclude_modules": null,
+        "modules_to_save": ["classifier"],
+    });
+    Ok(PeftAdapter { subdir, config, tensors })
+}
+
+/// The PEFT adapters of a run's model built from `structure` (gates at 1), or the modules PEFT
+/// cannot represent. `base` is written as `base_model_name_or_path`.
+pub fn export(
+    model: &Model,
+    structure: &Structure,
+    base: &str,
+) -> Result<std::result::Result<Exported, Unrepresentable>> {
+    let plan = match plan(structure, &model.bert.cfg)? {
+        Ok(p) => p,
+        Err(u) => return Ok(Err(u)),
+    };
+    let mut adapters = Vec::new();
+    if !plan.lora.is_empty() {
+        adapters.push(lora_adapter(model, &plan.lora, base)?);
+    }
+    if !plan.norms.is_empty() {
+        let subdir = if adapters.is_empty() { None } else { Some(LN_SUBDIR) };
+        adapters.push(ln_adapter(model, &plan.norms, base, subdir)?);
+    }
+    if adapters.is_empty() {
+        return Err(Error::Msg("the run has no delta modules to export".into()));
+    }
+    Ok(Ok(Exported { adapters }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_prefers_the_most_common_then_the_smallest() {
+        assert_eq!(mode([8, 4, 8, 2].into_iter()), Some(8));
+        assert_eq!(mode([4, 2].into_iter()), Some(2));
+        assert_eq!(mode(std::iter::empty::<i64>()), None);
+    }
+
+    #[test]
+    fn unrepresentable_names_every_module_and_the_native_format() {
+        let u = Unrepresentable {
+            full: false,
+            modules: vec![
+                (
+                    "encoder.layer.0.output.dense".into(),
+                    DeltaKind::Lra,
+                    "low-rank adapter: no PEFT counterpart",
+                ),
+                ("encoder.layer.1.attention.self.key".into(), DeltaKind::Bitfit, "x"),
+            ],
+        };
+        let s = u.to_string();
+        assert!(s.contains("2 module(s)") && s.contains("lra at `encoder.layer.0.output.dense`"), "{s}");
+        assert!(
+            s.contains("bitfit at `encoder.layer.1.attention.self.key`") && s.contains("--format native")
+        );
+    }
+}

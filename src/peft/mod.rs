@@ -1,0 +1,68 @@
+//! Hugging Face PEFT adapters for transformers' BertForSequenceClassification: export a run's deltas
+//! (LoRA with its bias, LN_TUNING) and import a PEFT LoRA / LN_TUNING adapter as s3pet modules.
+//!
+//! Layout of an exported directory: `adapter_config.json` + `adapter_model.safetensors` (the LoRA
+//! adapter, or the LN_TUNING one when there is no LoRA) and, when both kinds are present,
+//! `ln_tuning/adapter_config.json` + `ln_tuning/adapter_model.safetensors` (PEFT's own layout for a
+//! second, non-default adapter saved next to the first). Each adapter carries the classifier
+//! (`modules_to_save`), so either loads alone onto a fresh BertForSequenceClassification.
+mod export;
+mod import;
+
+pub use export::{export, Exported, PeftAdapter, Unrepresentable};
+pub use import::{import, Imported};
+
+/// The prefix PEFT gives every key of a saved adapter (PeftModel -> base_model -> model).
+pub const KEY_PREFIX: &str = "base_model.model.";
+/// The submodule of BertForSequenceClassification that holds the backbone.
+pub const BACKBONE: &str = "bert.";
+/// Subdirectory of the second adapter (LN_TUNING) when the first is LoRA.
+pub const LN_SUBDIR: &str = "ln_tuning";
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+/// The saved-adapter key of `leaf` (e.g. `lora_A.weight`) at an s3pet site (a BertModel module path).
+pub fn site_key(site: &str, leaf: &str) -> String {
+    format!("{KEY_PREFIX}{BACKBONE}{site}.{leaf}")
+}
+
+/// The saved-adapter key of a classifier tensor (`weight` or `bias`).
+pub fn classifier_key(leaf: &str) -> String {
+    format!("{KEY_PREFIX}classifier.{leaf}")
+}
+
+/// Splits a saved-adapter key into (module path inside BertForSequenceClassification, leaf), where
+/// the leaf starts at the first PEFT marker (`lora_A`, `lora_B`, `ln_tuning_layers`,
+/// `modules_to_save`, `base_layer`), else is the last component (`bias`, `weight`).
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(KEY_PREFIX)?;
+    for marker in [".lora_A.", ".lora_B.", ".ln_tuning_layers.", ".modules_to_save.", ".base_layer."] {
+        if let Some(i) = rest.find(marker) {
+            return Some((&rest[..i], &rest[i + 1..]));
+        }
+    }
+    let i = rest.rfind('.')?;
+    Some((&rest[..i], &rest[i + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = site_key("encoder.layer.3.attention.self.query", "lora_A.weight");
+        assert_eq!(k, "base_model.model.bert.encoder.layer.3.attention.self.query.lora_A.weight");
+        assert_eq!(split_key(&k), Some(("bert.encoder.layer.3.attention.self.query", "lora_A.weight")));
+        assert_eq!(split_key(&classifier_key("bias")), Some(("classifier", "bias")));
+        assert_eq!(
+            split_key("base_model.model.classifier.modules_to_save.weight"),
+            Some(("classifier", "modules_to_save.weight"))
+        );
+        assert_eq!(
+            split_key("base_model.model.bert.encoder.layer.0.output.dense.base_layer.bias"),
+            Some(("bert.encoder.layer.0.output.dense", "base_layer.bias"))
+        );
+        assert_eq!(split_key("bert.encoder.layer.0.output.dense.bias"), None);
+    }
+}
