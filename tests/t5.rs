@@ -1,10 +1,14 @@
 //! T5: the paper's spaces on the T5-large config (exact counts), golden parity of the tiny T5
 //! checkpoints with transformers / PEFT (fixtures from tools/make_t5_fixtures.py).
 mod common;
-use common::fixtures;
-use s3pet::backbone::ModelConfig;
+use common::{assert_close, fixtures, get, read, FWD_TOL, GRAD_TOL};
+use s3pet::backbone::{ModelConfig, Placement, SiteFactory, T5Config, Weights, T5};
+use s3pet::delta::{Ctx, ModuleSpec};
+use s3pet::params::ParamStore;
 use s3pet::space::Space;
+use s3pet::tokenize::TextEncoder;
 use std::process::Command;
+use tch::{Device, Kind};
 
 fn t5_large() -> ModelConfig {
     ModelConfig::from_file(&fixtures().join("t5_large_config.json")).unwrap()
@@ -66,4 +70,105 @@ fn gated_untied_config_counts() {
     let wi1: i64 = mix.iter().filter(|m| m.site.ends_with(".wi_1")).filter_map(|m| m.params).sum();
     assert_eq!(wi1, 48 * (5120 + 4096));
     assert_eq!(mix.iter().filter_map(|m| m.params).sum::<i64>(), 1_881_088 + 48 * (5120 + 4096));
+}
+
+fn t5_dir(version: &str) -> std::path::PathBuf {
+    fixtures().join(format!("tiny_t5_{version}"))
+}
+
+fn t5_cfg(version: &str, dropout: bool) -> T5Config {
+    let mut cfg = T5Config::from_file(&t5_dir(version).join("config.json")).unwrap();
+    if !dropout {
+        cfg.dropout_rate = 0.0;
+    }
+    cfg
+}
+
+fn load_t5(version: &str, placements: &[Placement], dropout: bool) -> (T5, ParamStore) {
+    let w = Weights::load(&t5_dir(version).join("model.safetensors"), Device::Cpu).unwrap();
+    let mut store = ParamStore::new(Device::Cpu);
+    let t5 =
+        T5::load(&w, &t5_cfg(version, dropout), &mut SiteFactory { placements, store: &mut store }, false)
+            .unwrap();
+    (t5, store)
+}
+
+/// Our tokenisation of the golden sources gives transformers' ids; encoder output, teacher-forced
+/// logits and loss, and greedy ids match.
+fn check_forward(version: &str) {
+    let g = read(&t5_dir(version).join("golden.safetensors"));
+    let (ids, mask, labels) = (get(&g, "input_ids"), get(&g, "attention_mask"), get(&g, "labels"));
+    let texts: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(t5_dir(version).join("golden_texts.json")).unwrap())
+            .unwrap();
+    let enc = TextEncoder::load(&t5_dir(version).join("tokenizer.json"), 512).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        let (want, _) = enc.encode_pair(t["source"].as_str().unwrap(), None).unwrap();
+        let n = want.len() as i64;
+        let got: Vec<i64> = Vec::try_from(&ids.get(i as i64).narrow(0, 0, n)).unwrap();
+        assert_eq!(got, want, "{version}: token ids of source {i}");
+        assert_eq!(mask.get(i as i64).sum(Kind::Int64).int64_value(&[]), n);
+    }
+    let (t5, _) = load_t5(version, &[], true);
+    let ctx = Ctx::eval();
+    assert_close(&format!("{version} encoder"), &t5.encode(ids, mask, &ctx), get(&g, "encoder"), FWD_TOL);
+    let logits = t5.logits(ids, mask, labels, &ctx);
+    assert_close(&format!("{version} logits"), &logits, get(&g, "logits"), FWD_TOL);
+    let loss = T5::loss_from_logits(&logits, labels);
+    assert_close(&format!("{version} loss"), &loss, get(&g, "loss"), FWD_TOL);
+    let want = get(&g, "generated");
+    let got = t5.generate(ids, mask, want.size()[1] - 1, &ctx);
+    assert!(got.equal(want), "{version} greedy ids: got {got:?} want {want:?}");
+}
+
+#[test]
+fn tiny_t5_v10_forward_matches_transformers() {
+    check_forward("v10");
+}
+
+#[test]
+fn tiny_t5_v11_forward_matches_transformers() {
+    check_forward("v11");
+}
+
+/// One training step with every S3PET-M candidate at gate 1 (LoRA r2 from PEFT, BitFit, LNFit, LRA)
+/// and LoRA on cross-attention q, v: loss and the gradient of every delta tensor.
+fn check_step(version: &str) {
+    let f = read(&t5_dir(version).join("step.safetensors"));
+    let modules: Vec<ModuleSpec> =
+        serde_json::from_str(&std::fs::read_to_string(t5_dir(version).join("step_modules.json")).unwrap())
+            .unwrap();
+    let placements: Vec<Placement> =
+        modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
+    let (t5, store) = load_t5(version, &placements, false);
+    tch::no_grad(|| {
+        for (name, t) in store.entries() {
+            t.shallow_clone().copy_(get(&f, &format!("init.{name}")));
+        }
+    });
+    let (ids, mask, labels) = (get(&f, "input_ids"), get(&f, "attention_mask"), get(&f, "labels"));
+    let loss = T5::loss_from_logits(&t5.logits(ids, mask, labels, &Ctx::train()), labels);
+    assert_close(&format!("{version} step loss"), &loss, get(&f, "loss"), GRAD_TOL);
+    loss.backward();
+    for (name, t) in store.entries() {
+        assert_close(
+            &format!("{version} grad.{name}"),
+            &t.grad(),
+            get(&f, &format!("grad.{name}")),
+            GRAD_TOL,
+        );
+    }
+    let in_fixture = f.keys().filter(|k| k.starts_with("grad.")).count();
+    assert_eq!(store.len(), in_fixture, "{version}: every fixture gradient has a delta tensor here");
+    assert!(store.len() > 100);
+}
+
+#[test]
+fn tiny_t5_v10_delta_step_matches_peft_and_reference() {
+    check_step("v10");
+}
+
+#[test]
+fn tiny_t5_v11_delta_step_matches_peft_and_reference() {
+    check_step("v11");
 }

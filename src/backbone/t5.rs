@@ -197,7 +197,15 @@ impl T5 {
         let emb_key =
             if weights.contains("shared.weight") { "shared.weight" } else { "encoder.embed_tokens.weight" };
         let shared = l.tensor(emb_key, &[v, d])?;
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(l.tensor("lm_head.weight", &[v, d])?) };
+        // a separate head is used when the file has one that differs from the embedding (as transformers
+        // decides); a config that says untied needs one
+        let untied =
+            weights.contains("lm_head.weight") && !weights.get("lm_head.weight", &[v, d])?.equal(&shared);
+        let lm_head = if untied || !cfg.tie_word_embeddings {
+            Some(l.tensor("lm_head.weight", &[v, d])?)
+        } else {
+            None
+        };
         let table = |s: &str| format!("{s}.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
         let shape = [cfg.relative_attention_num_buckets, cfg.num_heads];
         let enc_table = l.tensor(&table("encoder"), &shape)?;
