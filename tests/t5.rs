@@ -3,10 +3,13 @@
 mod common;
 use common::{assert_close, fixtures, get, read, FWD_TOL, GRAD_TOL};
 use s3pet::backbone::{ModelConfig, Placement, SiteFactory, T5Config, Weights, T5};
+use s3pet::data::{Target, TaskSpec};
 use s3pet::delta::{Ctx, ModuleSpec};
 use s3pet::params::ParamStore;
 use s3pet::space::Space;
+use s3pet::text2text::Verbalizer;
 use s3pet::tokenize::TextEncoder;
+use std::path::Path;
 use std::process::Command;
 use tch::{Device, Kind};
 
@@ -171,4 +174,154 @@ fn tiny_t5_v10_delta_step_matches_peft_and_reference() {
 #[test]
 fn tiny_t5_v11_delta_step_matches_peft_and_reference() {
     check_step("v11");
+}
+
+/// Label words go through the tokenizer and back: their own ids decode to their class, anything else
+/// to "no label"; STS-B scores round to 0.2 and decode to numbers.
+#[test]
+fn label_words_round_trip() {
+    let tok = t5_dir("v10").join("tokenizer.json");
+    let rte = Verbalizer::new(&TaskSpec::builtin("rte").unwrap(), &tok, 1).unwrap();
+    assert_eq!(rte.words, ["entailment", "not_entailment"]);
+    for c in 0..2 {
+        let mut generated = vec![0];
+        generated.extend(rte.target_ids(&Target::Class(c)));
+        generated.extend([0, 0]);
+        assert_eq!(rte.decode(&generated), Target::Class(c));
+        assert_eq!(*rte.target_ids(&Target::Class(c)).last().unwrap(), 1, "ends with </s>");
+    }
+    let first = rte.target_ids(&Target::Class(0))[0];
+    assert_eq!(rte.decode(&[0, first, 1]), Target::Class(2), "a prefix of a word is no label");
+    let stsb = Verbalizer::new(&TaskSpec::builtin("stsb").unwrap(), &tok, 1).unwrap();
+    assert_eq!(stsb.words.len(), 26);
+    assert_eq!(stsb.words[stsb.index(&Target::Score(3.77))], "3.8");
+    assert_eq!(stsb.words[stsb.index(&Target::Score(5.0))], "5.0");
+    let mut generated = vec![0];
+    generated.extend(stsb.target_ids(&Target::Score(1.2)));
+    assert_eq!(stsb.decode(&generated), Target::Score(1.2));
+    assert_eq!(stsb.decode(&[0, 1]), Target::Score(-1.0), "no number");
+}
+
+fn s3pet(args: &[&str], data: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_s3pet")).args(args).env("S3PET_DATA", data).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+}
+
+const QUICK: [&str; 8] = ["--max-steps", "3", "--batch-size", "8", "--eval-every", "2", "--threads", "1"];
+
+/// `run` (S3PET-M search + retrain), `search`, `retrain`, `eval` and `predict` on the tiny v1.1 T5 with a
+/// text-to-text task ("same" / "different" label words).
+#[test]
+fn t5_search_retrain_eval_predict_end_to_end() {
+    let d = common::task_dir();
+    let task = d.path().join("task.toml");
+    let model = t5_dir("v11");
+    let (task, model) = (task.to_str().unwrap(), model.to_str().unwrap());
+    let run = d.path().join("run");
+    let base = ["--model", model, "--task", task];
+    let r = s3pet(
+        &[&["run"], &base[..], &["--out", run.to_str().unwrap(), "--budget-params", "1500"], &QUICK[..]]
+            .concat(),
+        d.path(),
+    );
+    assert_eq!(r["search"]["candidates"], 110, "{r}");
+    assert_eq!(r["search"]["candidate_params"], 2930);
+    let total = r["structure"]["total_params"].as_i64().unwrap();
+    assert!(total > 0 && total <= 1500, "{r}");
+    assert_eq!(r["delta_params"], total);
+    assert_eq!(r["head_params"], 0, "the LM head is part of the frozen backbone");
+    assert!(r["test"]["accuracy"].is_number() && r["dev"]["f1"].is_number(), "{r}");
+    let structure: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("structure.json")).unwrap()).unwrap();
+    for m in structure["modules"].as_array().unwrap() {
+        let site = m["site"].as_str().unwrap();
+        assert!(site.starts_with("encoder.") || site.starts_with("decoder."), "{site}");
+        assert!(!site.contains("EncDecAttention."), "{site}");
+    }
+    // eval rebuilds the model from the run's files and gets the same test metrics
+    let e = s3pet(&["eval", "--run", run.to_str().unwrap()], d.path());
+    assert_eq!(e["metrics"], r["test"]);
+    // predict: one object per line with the generated text and its label (null when it is none)
+    let input = d.path().join("in.tsv");
+    std::fs::write(
+        &input,
+        "the man is in the house\tthe man is in the house\nthe city of water\tthe world\n",
+    )
+    .unwrap();
+    let p = Command::new(env!("CARGO_BIN_EXE_s3pet"))
+        .args(["predict", "--run", run.to_str().unwrap(), "--input", input.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&p.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert!(l["text"].is_string(), "{l}");
+        assert!(l["label"].is_null() || ["same", "different"].contains(&l["label"].as_str().unwrap()), "{l}");
+    }
+    // search alone, then retrain its structure from scratch
+    let s = d.path().join("search");
+    let sr = s3pet(
+        &[
+            &["search"],
+            &base[..],
+            &["--out", s.to_str().unwrap(), "--space", "lora", "--budget-params", "400", "--order", "1"],
+            &QUICK[..],
+        ]
+        .concat(),
+        d.path(),
+    );
+    assert_eq!(
+        sr["search"]["candidates"], 35,
+        "LoRA on 4 self-attention and 3 FFN linears in each of 2 + 3 blocks"
+    );
+    let st = s.join("structure.json");
+    let rt = d.path().join("retrain");
+    let rr = s3pet(
+        &[
+            &["retrain"],
+            &base[..],
+            &["--structure", st.to_str().unwrap(), "--out", rt.to_str().unwrap()],
+            &QUICK[..],
+        ]
+        .concat(),
+        d.path(),
+    );
+    assert_eq!(rr["delta_params"], sr["structure"]["total_params"]);
+    assert!(rr["delta_params"].as_i64().unwrap() <= 400);
+}
+
+/// Teacher forcing trains the label words: after full fine-tuning the greedy decodes are label words
+/// (a random tiny T5 emits none of them, so accuracy would be 0).
+#[test]
+fn t5_training_learns_to_emit_label_words() {
+    let d = common::task_dir();
+    let task = d.path().join("task.toml");
+    let out = d.path().join("full");
+    let r = s3pet(
+        &[
+            "train",
+            "--model",
+            t5_dir("v10").to_str().unwrap(),
+            "--task",
+            task.to_str().unwrap(),
+            "--method",
+            "full",
+            "--out",
+            out.to_str().unwrap(),
+            "--lr",
+            "1e-2",
+            "--max-steps",
+            "60",
+            "--batch-size",
+            "16",
+            "--threads",
+            "1",
+        ],
+        d.path(),
+    );
+    assert!(r["test"]["accuracy"].as_f64().unwrap() > 0.0, "{r}");
 }
