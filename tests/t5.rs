@@ -325,3 +325,68 @@ fn t5_training_learns_to_emit_label_words() {
     );
     assert!(r["test"]["accuracy"].as_f64().unwrap() > 0.0, "{r}");
 }
+
+/// A batch of the golden sources with RTE targets (classes 0, 1, 0).
+fn golden_batch(version: &str) -> s3pet::batch::Batch {
+    let g = read(&t5_dir(version).join("golden.safetensors"));
+    let ids = get(&g, "input_ids").shallow_clone();
+    let targets = vec![Target::Class(0), Target::Class(1), Target::Class(0)];
+    s3pet::batch::Batch {
+        types: ids.zeros_like(),
+        mask: get(&g, "attention_mask").shallow_clone(),
+        labels: tch::Tensor::from_slice(&[0i64, 1, 0]),
+        tokens: get(&g, "attention_mask").sum(Kind::Int64).int64_value(&[]),
+        ids,
+        targets,
+        groups: vec![None; 3],
+        choices: 1,
+    }
+}
+
+/// Closed gates (z = 0) leave the T5 bit-identical to the bare backbone; open gates with non-zero deltas
+/// change it; the loss is the cross-entropy of the label words, and predictions are labels or "none".
+#[test]
+fn t5_model_gates_and_label_word_loss() {
+    let version = "v11";
+    let md = s3pet::model::ModelDir::open(&t5_dir(version)).unwrap();
+    let w = md.load_weights(Device::Cpu).unwrap();
+    let spec = TaskSpec::builtin("rte").unwrap();
+    let head = || s3pet::model::HeadInit::for_task(&spec, &md).unwrap();
+    let bare = s3pet::model::Model::build(&md.cfg, &w, &[], false, head(), 0).unwrap();
+    let cands = Space::builtin("mix").unwrap().candidates(&md.cfg).unwrap();
+    let placements: Vec<Placement> =
+        cands.iter().enumerate().map(|(i, c)| Placement { spec: c.clone(), gate: Some(i) }).collect();
+    let gated = s3pet::model::Model::build(&md.cfg, &w, &placements, false, head(), 0).unwrap();
+    assert_eq!(gated.delta_params, 2930);
+    assert_eq!((gated.head_params, gated.backbone_params()), (0, md.cfg.param_count()));
+    tch::no_grad(|| {
+        for (_, t) in gated.store.entries() {
+            t.shallow_clone().copy_(&(tch::Tensor::randn_like(t) * 0.1));
+        }
+    });
+    let b = golden_batch(version);
+    let k = cands.len() as i64;
+    let closed = tch::Tensor::zeros([k], (Kind::Float, Device::Cpu));
+    let open = closed.ones_like();
+    let logits = |m: &s3pet::model::Model, z: Option<&tch::Tensor>| {
+        tch::no_grad(|| m.logits(&b, &Ctx { train: false, z, gates: None }))
+    };
+    let want = logits(&bare, None);
+    assert!(logits(&gated, Some(&closed)).equal(&want), "closed gates change the output");
+    assert!(!logits(&gated, Some(&open)).equal(&want), "open gates with non-zero deltas change nothing");
+    // the loss is the mean cross-entropy of the label words' tokens (</s> included)
+    let words = bare.words().unwrap();
+    let lp = want.log_softmax(-1, Kind::Float);
+    let (mut sum, mut n) = (0.0, 0);
+    for (row, c) in [0usize, 1, 0].iter().enumerate() {
+        for (pos, &id) in words.ids[*c].iter().enumerate() {
+            sum -= lp.double_value(&[row as i64, pos as i64, id]);
+            n += 1;
+        }
+    }
+    let loss = bare.loss_from_logits(&want, &b).double_value(&[]);
+    assert!((loss - sum / n as f64).abs() < 1e-5, "loss {loss} vs {}", sum / n as f64);
+    let preds = bare.predict(&b, &Ctx::eval());
+    assert_eq!(preds.len(), 3);
+    assert!(preds.iter().all(|p| matches!(p, Target::Class(c) if *c <= 2)), "{preds:?}");
+}
