@@ -6,7 +6,7 @@
 //!
 //! MODEL_DIR defaults to models/all-MiniLM-L6-v2 (scripts/setup.sh fetches it); any Hugging Face BERT
 //! directory works, e.g. tests/fixtures/tiny_bert.
-use s3pet::backbone::{bert_sites, Placement};
+use s3pet::backbone::Placement;
 use s3pet::batch::Batch;
 use s3pet::data::Target;
 use s3pet::delta::{Ctx, DeltaKind, ModuleSpec};
@@ -22,7 +22,7 @@ fn main() -> s3pet::Result<()> {
 
     // where the deltas go: sites are the checkpoint's own module paths
     let mut placements = Vec::new();
-    for (site, _shape) in bert_sites(&md.cfg) {
+    for (site, _shape) in md.cfg.sites() {
         let spec = if site.ends_with("attention.self.query") || site.ends_with("attention.self.value") {
             ModuleSpec { rank: Some(4), alpha: Some(8.0), ..ModuleSpec::new(&site, DeltaKind::Lora) }
         } else if site.ends_with("LayerNorm") {
@@ -38,7 +38,7 @@ fn main() -> s3pet::Result<()> {
         placements.len(),
         model.delta_params,
         model.head_params,
-        model.bert.backbone_params()
+        model.backbone_params()
     );
 
     // two labelled pairs (1: paraphrase, 0: not)

@@ -391,6 +391,9 @@ pub struct EvalArgs {
 pub struct InspectArgs {
     #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     pub model: PathBuf,
+    /// Read this config.json instead of --model's (no weights needed), e.g. a T5-large config.
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
     #[arg(long, default_value = "lora")]
     pub method: String,
     #[arg(long)]

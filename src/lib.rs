@@ -22,6 +22,7 @@ pub mod rundir;
 pub mod search;
 pub mod space;
 pub mod structure;
+pub mod text2text;
 pub mod tokenize;
 pub mod train;
 

@@ -1,18 +1,22 @@
 //! A backbone + deltas + task head, built from a model directory and a list of placements.
-use crate::backbone::{Bert, BertConfig, Head, Placement, SiteFactory, Weights};
+//! Encoders (BERT family) classify with a head on the pooled output; encoder-decoders (T5) pose the
+//! task as text to text (the head is the task's label words).
+use crate::backbone::{Bert, Head, ModelConfig, Placement, SiteFactory, Weights, T5};
 use crate::batch::Batch;
-use crate::data::Target;
+use crate::data::{Target, TaskSpec};
 use crate::delta::Ctx;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
+use crate::text2text::Verbalizer;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// A Hugging Face BERT-family directory: config.json, model.safetensors, tokenizer.json.
+/// A Hugging Face directory (config.json, model.safetensors, tokenizer.json) of a BERT-family encoder
+/// or a T5 encoder-decoder.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
     pub dir: PathBuf,
-    pub cfg: BertConfig,
+    pub cfg: ModelConfig,
 }
 
 impl ModelDir {
@@ -26,7 +30,7 @@ impl ModelDir {
                  model.safetensors and tokenizer.json)",
             ));
         }
-        let cfg = BertConfig::from_file(&dir.join("config.json"))?;
+        let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
         for f in ["model.safetensors", "tokenizer.json"] {
             if !dir.join(f).is_file() {
                 return Err(Error::file(dir.join(f), "missing from the model directory"));
@@ -46,24 +50,47 @@ impl ModelDir {
     pub fn load_weights(&self, device: Device) -> Result<Weights> {
         let weights = Weights::load(&self.weights_path(), device)?;
         let mut store = ParamStore::new(device);
-        Bert::load(&weights, &self.cfg, &mut SiteFactory { placements: &[], store: &mut store }, false)
-            .map_err(|e| {
-                Error::file(self.dir.join("config.json"), format!("does not describe the weights: {e}"))
-            })?;
+        let mut factory = SiteFactory { placements: &[], store: &mut store };
+        match &self.cfg {
+            ModelConfig::Bert(cfg) => Bert::load(&weights, cfg, &mut factory, false).map(|_| ()),
+            ModelConfig::T5(cfg) => T5::load(&weights, cfg, &mut factory, false).map(|_| ()),
+        }
+        .map_err(|e| {
+            Error::file(self.dir.join("config.json"), format!("does not describe the weights: {e}"))
+        })?;
         Ok(weights)
     }
 }
 
-/// How the head is made: fresh (training) or the checkpoint's own classifier (fixtures).
-#[derive(Debug, Clone, Copy)]
+/// How the head is made: fresh (training) or the checkpoint's own classifier (fixtures); for a
+/// text-to-text model, the task's label words.
+#[derive(Clone)]
 pub enum HeadInit {
     Fresh { num_labels: i64 },
     FromCheckpoint { num_labels: i64 },
+    Words(Box<Verbalizer>),
+}
+
+impl HeadInit {
+    /// The head a task needs on the model of `md`: a fresh classifier, or T5's label words.
+    pub fn for_task(spec: &TaskSpec, md: &ModelDir) -> Result<HeadInit> {
+        Ok(match &md.cfg {
+            ModelConfig::Bert(_) => HeadInit::Fresh { num_labels: spec.num_labels() as i64 },
+            ModelConfig::T5(c) => {
+                HeadInit::Words(Box::new(Verbalizer::new(spec, &md.tokenizer_path(), c.eos_token_id)?))
+            }
+        })
+    }
+}
+
+/// The network: an encoder with a classification head, or a T5 with the task's label words.
+pub enum Body {
+    Classifier { bert: Bert, head: Head },
+    Text2Text { t5: T5, words: Box<Verbalizer> },
 }
 
 pub struct Model {
-    pub bert: Bert,
-    pub head: Head,
+    pub body: Body,
     /// Everything trainable: deltas (or the whole backbone for full fine-tuning) and the head.
     pub store: ParamStore,
     pub delta_params: i64,
@@ -73,14 +100,20 @@ pub struct Model {
 
 impl Model {
     /// Seeds libtorch's generator with `seed`, then creates deltas in site order and the head.
-    pub fn build(
-        cfg: &BertConfig,
+    pub fn build<C: Clone + Into<ModelConfig>>(
+        cfg: &C,
         weights: &Weights,
         placements: &[Placement],
         full: bool,
         head: HeadInit,
         seed: u64,
     ) -> Result<Model> {
+        let cfg: ModelConfig = cfg.clone().into();
+        let cfg = match cfg {
+            ModelConfig::Bert(cfg) => cfg,
+            ModelConfig::T5(cfg) => return Self::build_t5(&cfg, weights, placements, full, head, seed),
+        };
+        let cfg = &cfg;
         tch::manual_seed(seed as i64);
         let device = weights.device();
         let mut store = ParamStore::new(device);
@@ -102,26 +135,117 @@ impl Model {
                 Head::new(d, num_labels, cfg.initializer_range, drop, &mut store)
             }
             HeadInit::FromCheckpoint { num_labels } => Head::load(weights, d, num_labels, drop, &mut store)?,
+            HeadInit::Words(_) => {
+                return Err(Error::Msg(
+                    "label words are the head of text-to-text models, not of an encoder".into(),
+                ))
+            }
         };
         let head_params = store.numel() - body_params;
-        Ok(Model { bert, head, store, delta_params: body_params, head_params, device })
+        let body = Body::Classifier { bert, head };
+        Ok(Model { body, store, delta_params: body_params, head_params, device })
     }
 
-    /// Task logits, one row per batch row: (rows, num_labels).
+    /// A T5 with its deltas; the LM head stays frozen (part of the backbone), so no head parameters.
+    fn build_t5(
+        cfg: &crate::backbone::T5Config,
+        weights: &Weights,
+        placements: &[Placement],
+        full: bool,
+        head: HeadInit,
+        seed: u64,
+    ) -> Result<Model> {
+        let HeadInit::Words(words) = head else {
+            return Err(Error::Msg("a T5 model needs the task's label words (HeadInit::Words)".into()));
+        };
+        tch::manual_seed(seed as i64);
+        let device = weights.device();
+        let mut store = ParamStore::new(device);
+        let t5 = T5::load(weights, cfg, &mut SiteFactory { placements, store: &mut store }, full)?;
+        let sites = crate::backbone::t5_sites(cfg);
+        for p in placements {
+            if !sites.iter().any(|(s, _)| *s == p.spec.site) {
+                return Err(Error::site(&p.spec.site, "no such site in this model"));
+            }
+        }
+        let delta_params = store.numel();
+        Ok(Model { body: Body::Text2Text { t5, words }, store, delta_params, head_params: 0, device })
+    }
+
+    /// The BERT-family encoder, if this is a classifier.
+    pub fn bert(&self) -> Option<&Bert> {
+        match &self.body {
+            Body::Classifier { bert, .. } => Some(bert),
+            Body::Text2Text { .. } => None,
+        }
+    }
+
+    pub fn head(&self) -> Option<&Head> {
+        match &self.body {
+            Body::Classifier { head, .. } => Some(head),
+            Body::Text2Text { .. } => None,
+        }
+    }
+
+    pub fn t5(&self) -> Option<&T5> {
+        match &self.body {
+            Body::Text2Text { t5, .. } => Some(t5),
+            Body::Classifier { .. } => None,
+        }
+    }
+
+    /// The label words of a text-to-text model.
+    pub fn words(&self) -> Option<&Verbalizer> {
+        match &self.body {
+            Body::Text2Text { words, .. } => Some(words),
+            Body::Classifier { .. } => None,
+        }
+    }
+
+    pub fn backbone_params(&self) -> i64 {
+        match &self.body {
+            Body::Classifier { bert, .. } => bert.backbone_params(),
+            Body::Text2Text { t5, .. } => t5.backbone_params(),
+        }
+    }
+
+    /// Target token ids (b, s) of a text-to-text batch: each example's label word, -100 after its end.
+    fn target_ids(&self, words: &Verbalizer, batch: &Batch) -> Tensor {
+        let rows: Vec<&[i64]> = batch.targets.iter().map(|t| words.target_ids(t)).collect();
+        let s = rows.iter().map(|r| r.len()).max().unwrap_or(1);
+        let mut flat = vec![-100i64; rows.len() * s];
+        for (i, r) in rows.iter().enumerate() {
+            flat[i * s..i * s + r.len()].copy_from_slice(r);
+        }
+        Tensor::from_slice(&flat).view([rows.len() as i64, s as i64]).to_device(self.device)
+    }
+
+    /// Task logits, one row per batch row: (rows, num_labels); for T5 the teacher-forced LM logits of
+    /// the label words (rows, target length, vocab).
     pub fn logits(&self, batch: &Batch, ctx: &Ctx) -> Tensor {
         let gates = ctx.split_gates();
         let ctx = &Ctx { gates: ctx.z.map(|_| gates.as_slice()), ..*ctx };
-        let hidden = self.bert.encode(&batch.ids, &batch.mask, &batch.types, ctx, false);
+        let (bert, head) = match &self.body {
+            Body::Classifier { bert, head } => (bert, head),
+            Body::Text2Text { t5, words } => {
+                return t5.logits(&batch.ids, &batch.mask, &self.target_ids(words, batch), ctx)
+            }
+        };
+        let hidden = bert.encode(&batch.ids, &batch.mask, &batch.types, ctx, false);
         let last = hidden
             .last()
             .map(|t| t.shallow_clone())
             .unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, self.device)));
-        let pooled = self.bert.pool(&last, ctx);
-        self.head.forward(&pooled, ctx.train)
+        let pooled = bert.pool(&last, ctx);
+        head.forward(&pooled, ctx.train)
     }
 
-    /// Mean loss: cross-entropy (classification; softmax over choices for multiple choice) or MSE.
+    /// Mean loss: cross-entropy (classification; softmax over choices for multiple choice) or MSE; for
+    /// T5 cross-entropy over the label words' tokens.
     pub fn loss_from_logits(&self, logits: &Tensor, batch: &Batch) -> Tensor {
+        if let Body::Text2Text { words, .. } = &self.body {
+            return T5::loss_from_logits(logits, &self.target_ids(words, batch));
+        }
         if batch.choices > 1 {
             let scores = logits.view([batch.len() as i64, batch.choices]); // (b, choices)
             scores.cross_entropy_for_logits(&batch.labels)
@@ -137,8 +261,21 @@ impl Model {
         self.loss_from_logits(&logits, batch)
     }
 
-    /// Predictions (no gradients) for a batch: class index or score per example.
+    /// Greedy decodes (rows, 1 + steps) of a text-to-text model, long enough for every label word.
+    pub fn generate(&self, batch: &Batch, ctx: &Ctx) -> Option<Tensor> {
+        let Body::Text2Text { t5, words } = &self.body else { return None };
+        let gates = ctx.split_gates();
+        let ctx = &Ctx { gates: ctx.z.map(|_| gates.as_slice()), ..*ctx };
+        Some(t5.generate(&batch.ids, &batch.mask, words.max_len() as i64, ctx).to_device(Device::Cpu))
+    }
+
+    /// Predictions (no gradients) for a batch: class index or score per example (T5: the greedy decode
+    /// mapped back to a label; a class past the labels when it is none).
     pub fn predict(&self, batch: &Batch, ctx: &Ctx) -> Vec<Target> {
+        if let (Some(ids), Some(words)) = (self.generate(batch, ctx), self.words()) {
+            let rows = Vec::<Vec<i64>>::try_from(&ids).unwrap_or_default();
+            return rows.iter().map(|r| words.decode(r)).collect();
+        }
         tch::no_grad(|| {
             let logits = self.logits(batch, ctx).to_device(Device::Cpu);
             if batch.choices > 1 {

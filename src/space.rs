@@ -1,6 +1,6 @@
 //! Search spaces as data: rules of site patterns x delta types x hyper-parameters, in TOML.
 //! Builtin: `mix` (S3PET-M) and `lora` (S3PET-L); any other value is read as a TOML file.
-use crate::backbone::{bert_sites, BertConfig};
+use crate::backbone::Arch;
 use crate::delta::{DeltaKind, ModuleSpec};
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -86,9 +86,9 @@ impl Space {
 
     /// Every candidate in model order (site order, then type order), each with its parameter count;
     /// a (site, type) pair matched by several rules counts once.
-    pub fn candidates(&self, cfg: &BertConfig) -> Result<Vec<ModuleSpec>> {
+    pub fn candidates(&self, cfg: &impl Arch) -> Result<Vec<ModuleSpec>> {
         let mut out: Vec<ModuleSpec> = Vec::new();
-        for (site, shape) in bert_sites(cfg) {
+        for (site, shape) in cfg.sites() {
             let mut here: Vec<ModuleSpec> = Vec::new();
             for rule in self.rules.iter().filter(|r| r.sites.iter().any(|p| glob_match(p, &site))) {
                 for t in &rule.modules {

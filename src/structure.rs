@@ -1,6 +1,5 @@
 //! structure.json: the hand-off from search (or a manual method) to training.
-use crate::backbone::bert_sites;
-use crate::backbone::BertConfig;
+use crate::backbone::Arch;
 use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -32,7 +31,7 @@ impl Structure {
     pub fn manual(
         source: &str,
         modules: Vec<ModuleSpec>,
-        cfg: &BertConfig,
+        cfg: &impl Arch,
         backbone_params: i64,
     ) -> Result<Self> {
         let modules = with_counts(&modules, cfg)?;
@@ -48,7 +47,7 @@ impl Structure {
         })
     }
 
-    pub fn load(path: &Path, cfg: &BertConfig) -> Result<Self> {
+    pub fn load(path: &Path, cfg: &impl Arch) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let s: Structure =
             serde_json::from_str(&text).map_err(|e| Error::parse(path, e.line(), e.to_string()))?;
@@ -57,7 +56,7 @@ impl Structure {
     }
 
     /// Every module names a real site it fits, no module repeats, and the total is within budget.
-    pub fn validate(&self, cfg: &BertConfig) -> Result<()> {
+    pub fn validate(&self, cfg: &impl Arch) -> Result<()> {
         let mods = with_counts(&self.modules, cfg)?;
         let mut seen = std::collections::HashSet::new();
         for m in &self.modules {
@@ -87,8 +86,8 @@ impl Structure {
 }
 
 /// Looks up the shape of `site` in a BERT with this config.
-pub fn site_shape(cfg: &BertConfig, site: &str) -> Result<SiteShape> {
-    bert_sites(cfg)
+pub fn site_shape(cfg: &impl Arch, site: &str) -> Result<SiteShape> {
+    cfg.sites()
         .into_iter()
         .find(|(s, _)| s == site)
         .map(|(_, sh)| sh)
@@ -96,7 +95,7 @@ pub fn site_shape(cfg: &BertConfig, site: &str) -> Result<SiteShape> {
 }
 
 /// The modules with checked parameter counts filled in.
-pub fn with_counts(modules: &[ModuleSpec], cfg: &BertConfig) -> Result<Vec<ModuleSpec>> {
+pub fn with_counts(modules: &[ModuleSpec], cfg: &impl Arch) -> Result<Vec<ModuleSpec>> {
     modules
         .iter()
         .map(|m| {
@@ -107,11 +106,11 @@ pub fn with_counts(modules: &[ModuleSpec], cfg: &BertConfig) -> Result<Vec<Modul
         .collect()
 }
 
-/// The manual baselines: `full`, `lora` (r8 on query and value), `adapter` (Houlsby after attention and
+/// The manual baselines: `full`, `lora` (r8 on query and value; T5: q and v of every attention), `adapter` (Houlsby after attention and
 /// FFN blocks, bottleneck 24), `bitfit` (every Linear and LayerNorm but the pooler), `lnfit` (every
 /// LayerNorm), `lra` (every attention and FFN block).
-pub fn method_modules(method: &str, cfg: &BertConfig) -> Result<Vec<ModuleSpec>> {
-    let sites = bert_sites(cfg);
+pub fn method_modules(method: &str, cfg: &impl Arch) -> Result<Vec<ModuleSpec>> {
+    let sites = cfg.sites();
     let pick = |f: &dyn Fn(&str, SiteShape) -> bool, kind: DeltaKind| -> Vec<ModuleSpec> {
         sites.iter().filter(|(s, sh)| f(s, *sh)).map(|(s, _)| ModuleSpec::new(s, kind)).collect()
     };
@@ -119,7 +118,9 @@ pub fn method_modules(method: &str, cfg: &BertConfig) -> Result<Vec<ModuleSpec>>
     let norm = |_: &str, sh: SiteShape| matches!(sh, SiteShape::Norm { .. });
     Ok(match method {
         "full" => vec![],
-        "lora" => pick(&|s, _| s.ends_with(".query") || s.ends_with(".value"), DeltaKind::Lora),
+        "lora" => {
+            pick(&|s, _| [".query", ".value", ".q", ".v"].iter().any(|e| s.ends_with(e)), DeltaKind::Lora)
+        }
         "adapter" => pick(&block, DeltaKind::Adapter),
         "bitfit" => pick(&|_, _| true, DeltaKind::Bitfit),
         "lnfit" => pick(&norm, DeltaKind::Lnfit),

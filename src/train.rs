@@ -48,6 +48,19 @@ pub fn prepare(cfg: &TrainConfig, tokenizer: &Path) -> Result<Prepared> {
     Ok(Prepared { train: enc.encode(&train)?, dev: enc.encode(&dev)?, test: enc.encode(&test)?, spec })
 }
 
+/// [`prepare`] with the tokenizer of `md`; for an encoder-decoder every example first becomes one
+/// source string (crate::text2text).
+pub fn prepare_model(cfg: &TrainConfig, md: &crate::model::ModelDir) -> Result<Prepared> {
+    if !md.cfg.is_t5() {
+        return prepare(cfg, &md.tokenizer_path());
+    }
+    let TaskData { spec, train, dev, test } = load_examples(cfg)?;
+    let enc = TextEncoder::load(&md.tokenizer_path(), cfg.max_length)?;
+    let split = |v: Vec<crate::data::Example>| enc.encode(&crate::text2text::to_sources(&spec, v));
+    let (train, dev, test) = (split(train)?, split(dev)?, split(test)?);
+    Ok(Prepared { train, dev, test, spec })
+}
+
 /// Metrics of `model` on `data` (in order, no dropout), with the gates `ctx` carries.
 pub fn evaluate(model: &Model, data: &[Encoded], spec: &TaskSpec, bs: usize, ctx: &Ctx) -> Result<Metrics> {
     if data.is_empty() {

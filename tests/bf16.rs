@@ -34,10 +34,10 @@ fn bf16_frozen_backbone_keeps_deltas_fp32_and_outputs_close() {
             b.shallow_clone().copy_(&v);
         }
     });
-    for s in m16.bert.linear_sites() {
+    for s in m16.bert().unwrap().linear_sites() {
         assert_eq!(s.weight.kind(), Kind::BFloat16, "{}", s.name);
     }
-    for s in m16.bert.norm_sites() {
+    for s in m16.bert().unwrap().norm_sites() {
         assert_eq!(s.weight.kind(), Kind::Float, "{}", s.name);
     }
     assert!(m16.store.entries().iter().all(|(_, t)| t.kind() == Kind::Float), "deltas and head stay fp32");
@@ -53,7 +53,7 @@ fn bf16_frozen_backbone_keeps_deltas_fp32_and_outputs_close() {
     assert!(
         grads.isfinite().all().int64_value(&[]) == 1 && grads.abs().sum(Kind::Float).double_value(&[]) > 0.0
     );
-    assert!(m16.bert.linear_sites().iter().all(|s| !s.weight.requires_grad()));
+    assert!(m16.bert().unwrap().linear_sites().iter().all(|s| !s.weight.requires_grad()));
 }
 
 #[test]

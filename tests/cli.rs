@@ -327,3 +327,31 @@ fn config_files_with_command_line_overrides() {
     }
     assert!(n >= 6);
 }
+
+/// docs/CLI.md is what tools/gen_cli_doc.sh prints from this binary's --help, and names every command.
+#[test]
+fn cli_reference_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("tools/gen_cli_doc.sh"))
+        .arg(env!("CARGO_BIN_EXE_s3pet"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc = std::fs::read_to_string(root.join("docs/CLI.md")).unwrap();
+    assert!(
+        doc == String::from_utf8_lossy(&out.stdout),
+        "docs/CLI.md is stale: run tools/gen_cli_doc.sh > docs/CLI.md"
+    );
+    let help = String::from_utf8_lossy(
+        &Command::new(env!("CARGO_BIN_EXE_s3pet")).arg("--help").output().unwrap().stdout,
+    )
+    .to_string();
+    let commands = help.split("Commands:").nth(1).unwrap().split("Options:").next().unwrap().to_string();
+    for line in commands.lines().filter(|l| !l.trim().is_empty()) {
+        let name = line.split_whitespace().next().unwrap();
+        if name != "help" {
+            assert!(doc.contains(&format!("## s3pet {name}")), "docs/CLI.md lacks `{name}`");
+        }
+    }
+}

@@ -10,12 +10,13 @@ fn tiny_bert_forward_matches_transformers() {
     let g = read(&tiny_dir().join("golden.safetensors"));
     let model = tiny_model(&[], false, true, 0);
     let (ids, mask, types) = (get(&g, "input_ids"), get(&g, "attention_mask"), get(&g, "token_type_ids"));
-    let hidden = model.bert.encode(ids, mask, types, &Ctx::eval(), true);
+    let bert = model.bert().expect("a BERT model");
+    let hidden = bert.encode(ids, mask, types, &Ctx::eval(), true);
     assert_eq!(hidden.len(), 3);
     for (i, h) in hidden.iter().enumerate() {
         assert_close(&format!("hidden.{i}"), h, get(&g, &format!("hidden.{i}")), FWD_TOL);
     }
-    let pooled = model.bert.pool(&hidden[2], &Ctx::eval());
+    let pooled = bert.pool(&hidden[2], &Ctx::eval());
     assert_close("pooled", &pooled, get(&g, "pooled"), FWD_TOL);
     let batch = golden_batch(&g, &tch::Tensor::from_slice(&[0i64, 1, 2]));
     assert_close("logits", &model.logits(&batch, &Ctx::eval()), get(&g, "logits"), FWD_TOL);
@@ -113,8 +114,9 @@ fn minilm_matches_transformers() {
     }
     let weights = md.load_weights(tch::Device::Cpu).unwrap();
     let model = Model::build(&md.cfg, &weights, &[], false, HeadInit::Fresh { num_labels: 2 }, 0).unwrap();
-    let hidden = model.bert.encode(ids, mask, get(&g, "token_type_ids"), &Ctx::eval(), false);
+    let bert = model.bert().expect("a BERT model");
+    let hidden = bert.encode(ids, mask, get(&g, "token_type_ids"), &Ctx::eval(), false);
     assert_close("last_hidden_state", &hidden[0], get(&g, "last_hidden_state"), FWD_TOL);
-    let pooled = model.bert.pool(&hidden[0], &Ctx::eval());
+    let pooled = bert.pool(&hidden[0], &Ctx::eval());
     assert_close("pooler_output", &pooled, get(&g, "pooler_output"), FWD_TOL);
 }

@@ -30,6 +30,7 @@ export CUDA_VISIBLE_DEVICES=""
 if [ "${1:-}" != "--check-only" ]; then
   "$VENV/bin/python" tools/make_fixtures.py
   "$VENV/bin/python" tools/make_search_fixture.py
+  "$VENV/bin/python" tools/make_t5_fixtures.py
 fi
 # Independent from-scratch re-computation of the tiny_bert fixtures (no transformers / PEFT).
 "$VENV/bin/python" tools/check_fixtures.py > "$VENV/check.log" || { cat "$VENV/check.log"; exit 1; }

@@ -85,7 +85,7 @@ impl Loader<'_, '_> {
             return Err(crate::error::Error::site(name, "expected a Linear site"));
         };
         let weight = self.matrix(&format!("{name}.weight"), &[d_out, d_in])?;
-        let bias = self.matrix(&format!("{name}.bias"), &[d_out])?;
+        let bias = Some(self.matrix(&format!("{name}.bias"), &[d_out])?);
         let deltas = self.factory.deltas(name, shape)?;
         Ok(LinearSite { name: name.into(), weight, bias, shape, deltas })
     }

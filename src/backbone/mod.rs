@@ -1,12 +1,18 @@
 //! Pre-trained backbones: one struct per Hugging Face submodule, `load(weights, cfg)` + forward.
+mod arch;
 mod bert;
 mod config;
 mod heads;
 mod sites;
+mod t5;
+mod t5_config;
 mod weights;
 
+pub use arch::{Arch, ModelConfig};
 pub use bert::{bert_param_count, bert_sites, Bert};
 pub use config::BertConfig;
 pub use heads::Head;
-pub use sites::{LinearSite, NormSite, Placement, SiteFactory};
+pub use sites::{LinearSite, NormSite, Placement, RmsNormSite, SiteFactory};
+pub use t5::{t5_param_count, t5_sites, T5};
+pub use t5_config::T5Config;
 pub use weights::Weights;

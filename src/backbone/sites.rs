@@ -30,8 +30,8 @@ impl SiteFactory<'_> {
 
 pub struct LinearSite {
     pub name: String,
-    pub weight: Tensor, // (d_out, d_in)
-    pub bias: Tensor,   // (d_out)
+    pub weight: Tensor,       // (d_out, d_in)
+    pub bias: Option<Tensor>, // (d_out); T5 linears have none
     pub shape: SiteShape,
     pub deltas: Vec<Delta>,
 }
@@ -39,19 +39,22 @@ pub struct LinearSite {
 impl LinearSite {
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
         let base = if self.weight.kind() == x.kind() {
-            x.linear(&self.weight, Some(&self.bias))
+            x.linear(&self.weight, self.bias.as_ref())
         } else {
             // a bf16 frozen weight: the matmul in bf16, the result (and the deltas) in fp32
-            x.to_kind(self.weight.kind()).linear(&self.weight, Some(&self.bias)).to_kind(x.kind())
+            x.to_kind(self.weight.kind()).linear(&self.weight, self.bias.as_ref()).to_kind(x.kind())
         };
         apply_deltas(&self.deltas, base, x, ctx, 0.0)
     }
 
     /// Folds the linear deltas (LoRA, BitFit) into (weight, bias) with gates at 1; `None` if the site holds
-    /// a delta that cannot be folded (LRA, adapter).
+    /// a delta that cannot be folded (LRA, adapter). A site without a bias gets a zero one.
     pub fn folded(&self) -> Option<(Tensor, Tensor)> {
         let mut w = self.weight.detach().to_kind(tch::Kind::Float).copy();
-        let mut b = self.bias.detach().to_kind(tch::Kind::Float).copy();
+        let mut b = match &self.bias {
+            Some(b) => b.detach().to_kind(tch::Kind::Float).copy(),
+            None => Tensor::zeros([self.shape.d_out()], (tch::Kind::Float, self.weight.device())),
+        };
         for d in &self.deltas {
             match &d.module {
                 DeltaModule::Lora(m) => w += m.delta_weight().detach(),
@@ -90,6 +93,32 @@ impl NormSite {
             }
         }
         Some((w, b))
+    }
+}
+
+/// An RMS norm (T5's LayerNorm: no mean subtraction, no bias): weight ⊙ x / sqrt(mean(x²) + eps).
+/// LNFit scales the same normalised input; BitFit adds a new bias after it.
+pub struct RmsNormSite {
+    pub name: String,
+    pub weight: Tensor, // (d)
+    pub eps: f64,
+    pub deltas: Vec<Delta>,
+}
+
+impl RmsNormSite {
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
+        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, tch::Kind::Float);
+        let n = x * (var + self.eps).rsqrt(); // (.., d)
+        let base = &n * &self.weight;
+        let h = self
+            .deltas
+            .iter()
+            .filter(|d| d.is_parallel())
+            .fold(base, |h, d| h + d.forward_normalized(&n, ctx));
+        self.deltas
+            .iter()
+            .filter(|d| !d.is_parallel())
+            .fold(h.shallow_clone(), |y, d| y + d.forward(&h, ctx, self.eps))
     }
 }
 

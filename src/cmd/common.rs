@@ -6,7 +6,7 @@ use s3pet::config::TrainConfig;
 use s3pet::model::{HeadInit, Model, ModelDir};
 use s3pet::rundir::RunDir;
 use s3pet::structure::Structure;
-use s3pet::train::{prepare, train, LoopOpts, Prepared};
+use s3pet::train::{prepare_model, train, LoopOpts, Prepared};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -90,7 +90,7 @@ pub fn load(cfg: &TrainConfig) -> Result<Loaded> {
             cfg.backbone_dtype
         );
     }
-    let data = prepare(cfg, &md.tokenizer_path())?;
+    let data = prepare_model(cfg, &md)?;
     tracing::info!(
         task = %data.spec.name, train = data.train.len(), dev = data.dev.len(), test = data.test.len(),
         "data ready"
@@ -109,9 +109,9 @@ pub fn train_structure(
 ) -> Result<Value> {
     let placements: Vec<Placement> =
         structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
-    let head = HeadInit::Fresh { num_labels: l.data.spec.num_labels() as i64 };
+    let head = HeadInit::for_task(&l.data.spec, &l.md)?;
     let model = Model::build(&l.md.cfg, &l.weights, &placements, structure.full, head, cfg.seed)?;
-    let backbone = model.bert.backbone_params();
+    let backbone = model.backbone_params();
     let trainable = model.store.numel();
     if !opts.quiet {
         eprintln!(

@@ -8,7 +8,7 @@ use s3pet::delta::Ctx;
 use s3pet::model::{HeadInit, Model, ModelDir};
 use s3pet::rundir::RunDir;
 use s3pet::structure::Structure;
-use s3pet::train::{evaluate, prepare};
+use s3pet::train::{evaluate, prepare_model};
 use serde_json::json;
 use std::path::Path;
 
@@ -33,7 +33,7 @@ pub fn load_run_model(dir: &Path, device: Option<String>) -> Result<RunModel> {
     weights.set_frozen_kind(s3pet::config::frozen_kind(&cfg.backbone_dtype)?);
     let placements: Vec<Placement> =
         structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
-    let head = HeadInit::Fresh { num_labels: spec.num_labels() as i64 };
+    let head = HeadInit::for_task(&spec, &md)?;
     let model = Model::build(&md.cfg, &weights, &placements, structure.full, head, cfg.seed)?;
     model.store.load(&run.path("weights.safetensors"))?;
     Ok(RunModel { cfg, md, spec, model })
@@ -44,7 +44,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(d) = a.data_dir {
         cfg.data_dir = d;
     }
-    let data = prepare(&cfg, &md.tokenizer_path())?;
+    let data = prepare_model(&cfg, &md)?;
     let split = match a.split.as_str() {
         "dev" => &data.dev,
         "test" => &data.test,

@@ -5,7 +5,7 @@
 use crate::cli::{Cli, ExperimentArgs};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use s3pet::backbone::{bert_param_count, BertConfig};
+use s3pet::backbone::ModelConfig;
 use s3pet::results::slug;
 use s3pet::space::{budget_params, Space};
 use serde::Deserialize;
@@ -146,8 +146,8 @@ impl Plan {
     /// Every cell, sources of transfers included (once each), in plan order; each cell's command line
     /// is checked by the CLI parser now, so a bad option fails before anything runs.
     pub fn cells(&self, cells_dir: &Path) -> Result<Vec<Cell>> {
-        let cfg = BertConfig::from_file(&self.model_dir().join("config.json"))?;
-        let backbone = bert_param_count(&cfg);
+        let cfg = ModelConfig::from_file(&s3pet::hub::resolve(&self.model_dir())?.join("config.json"))?;
+        let backbone = cfg.param_count();
         let mut out: Vec<Cell> = Vec::new();
         let mut seen = HashSet::new();
         let mut spaces: HashMap<String, Vec<s3pet::delta::ModuleSpec>> = HashMap::new();
@@ -176,7 +176,7 @@ impl Plan {
         task: &str,
         method: &str,
         seed: u64,
-        cfg: &BertConfig,
+        cfg: &ModelConfig,
         backbone: i64,
         spaces: &mut HashMap<String, Vec<s3pet::delta::ModuleSpec>>,
         cells_dir: &Path,

@@ -32,7 +32,14 @@ pub fn run(a: ImportPeftArgs) -> Result<()> {
     let spec = TaskSpec::resolve(&task)?;
     let md = ModelDir::open(&cfg.model)?;
     let weights = md.load_weights(cfg.device()?)?;
-    let imp = s3pet::peft::import(&a.dir, &weights, &md.cfg)?;
+    let s3pet::backbone::ModelConfig::Bert(bert_cfg) = &md.cfg else {
+        bail!(
+            "{}: PEFT import is for BERT-family models; {} is not one",
+            a.dir.display(),
+            cfg.model.display()
+        );
+    };
+    let imp = s3pet::peft::import(&a.dir, &weights, bert_cfg)?;
     if imp.num_labels != spec.num_labels() as i64 {
         bail!(
             "{}: the adapter's classifier has {} labels but task `{}` has {}",
@@ -45,7 +52,7 @@ pub fn run(a: ImportPeftArgs) -> Result<()> {
     if let Some(b) = &imp.base_model {
         tracing::info!(base_model_name_or_path = %b, model = %cfg.model.display(), "adapter base model");
     }
-    let backbone = s3pet::backbone::bert_param_count(&md.cfg);
+    let backbone = md.cfg.param_count();
     let structure = Structure::manual("peft", imp.modules.clone(), &md.cfg, backbone)?;
     let placements: Vec<Placement> =
         structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();

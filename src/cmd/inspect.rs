@@ -1,14 +1,18 @@
 //! `s3pet inspect`: sites, modules, parameter counts, trainable / total.
 use crate::cli::InspectArgs;
 use anyhow::Result;
-use s3pet::backbone::{bert_param_count, BertConfig};
+use s3pet::backbone::ModelConfig;
 use s3pet::space::{budget_params, Space};
 use s3pet::structure::{method_modules, Structure};
 use serde_json::json;
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let cfg = BertConfig::from_file(&s3pet::hub::resolve(&a.model)?.join("config.json"))?;
-    let backbone = bert_param_count(&cfg);
+    let path = match &a.model_config {
+        Some(p) => p.clone(),
+        None => s3pet::hub::resolve(&a.model)?.join("config.json"),
+    };
+    let cfg = ModelConfig::from_file(&path)?;
+    let backbone = cfg.param_count();
     if let Some(space) = &a.space {
         return inspect_space(&a, space, &cfg, backbone);
     }
@@ -28,7 +32,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    println!("backbone: {} ({} layers, hidden {})", backbone, cfg.num_hidden_layers, cfg.hidden_size);
+    println!("backbone: {} ({})", backbone, cfg.describe());
     for m in &structure.modules {
         println!("{:<48} {:<8} {:>8}", m.site, m.kind.name(), m.params.unwrap_or(0));
     }
@@ -41,7 +45,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect_space(a: &InspectArgs, space: &str, cfg: &BertConfig, backbone: i64) -> Result<()> {
+fn inspect_space(a: &InspectArgs, space: &str, cfg: &ModelConfig, backbone: i64) -> Result<()> {
     let cands = Space::resolve(space)?.candidates(cfg)?;
     let total: i64 = cands.iter().filter_map(|c| c.params).sum();
     let budget = if a.budget.is_some() || a.budget_params.is_some() {

@@ -8,7 +8,12 @@ use serde_json::{json, Value};
 
 pub fn run(a: MergeArgs) -> Result<()> {
     let RunModel { md, spec, model, .. } = load_run_model(&a.run, Some("cpu".into()))?;
-    let folded = match model.bert.folded_tensors() {
+    let (Some(bert), Some(head)) = (model.bert(), model.head()) else {
+        bail!(
+            "merge writes a BertForSequenceClassification; a T5 run keeps its deltas in weights.safetensors"
+        );
+    };
+    let folded = match bert.folded_tensors() {
         Ok(t) => t,
         Err(site) => bail!(
             "site `{site}` holds a low-rank adapter or Houlsby adapter, which cannot be folded into the \
@@ -21,8 +26,8 @@ pub fn run(a: MergeArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)?;
     let mut named: Vec<(String, tch::Tensor)> =
         folded.into_iter().map(|(k, t)| (format!("bert.{k}"), t.to_device(tch::Device::Cpu))).collect();
-    named.push(("classifier.weight".into(), model.head.weight.detach().to_device(tch::Device::Cpu)));
-    named.push(("classifier.bias".into(), model.head.bias.detach().to_device(tch::Device::Cpu)));
+    named.push(("classifier.weight".into(), head.weight.detach().to_device(tch::Device::Cpu)));
+    named.push(("classifier.bias".into(), head.bias.detach().to_device(tch::Device::Cpu)));
     s3pet::artifact::write_safetensors(&a.out.join("model.safetensors"), &named)?;
     let src = md.dir.join("config.json");
     let mut cfg: Value =

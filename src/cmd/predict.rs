@@ -57,6 +57,9 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let inputs = read_inputs(&a.input, &format)?;
     let enc = TextEncoder::load(&md.tokenizer_path(), cfg.max_length)?;
     let mut out = std::io::stdout().lock();
+    if model.words().is_some() {
+        return predict_text2text(&model, &spec, &enc, &inputs, cfg.eval_batch_size, &mut out);
+    }
     for chunk in inputs.chunks(cfg.eval_batch_size.max(1)) {
         let items: Vec<Encoded> = chunk
             .iter()
@@ -75,6 +78,46 @@ pub fn run(a: PredictArgs) -> Result<()> {
             } else {
                 let best = row.iter().enumerate().fold(0, |b, (i, x)| if *x > row[b] { i } else { b });
                 json!({"label": spec.labels.get(best).cloned().unwrap_or_else(|| best.to_string()), "logits": row})
+            };
+            writeln!(out, "{v}")?;
+        }
+    }
+    Ok(())
+}
+
+/// A text-to-text run: each input becomes the task's source string; the greedy decode is mapped back
+/// to a label (`null` when it is none) and printed with the generated text.
+fn predict_text2text(
+    model: &s3pet::model::Model,
+    spec: &s3pet::data::TaskSpec,
+    enc: &TextEncoder,
+    inputs: &[(String, Option<String>)],
+    batch_size: usize,
+    out: &mut impl Write,
+) -> Result<()> {
+    let words = model.words().context("not a text-to-text model")?;
+    for chunk in inputs.chunks(batch_size.max(1)) {
+        let items: Vec<Encoded> = chunk
+            .iter()
+            .map(|(a, b)| {
+                let ex = s3pet::data::Example {
+                    texts: vec![(a.clone(), b.clone())],
+                    target: Target::Class(0),
+                    group: None,
+                    source: "input".into(),
+                };
+                let row = enc.encode_pair(&s3pet::text2text::source(spec, &ex), None)?;
+                Ok(Encoded { rows: vec![row], target: Target::Class(0), group: None })
+            })
+            .collect::<s3pet::Result<_>>()?;
+        let refs: Vec<&Encoded> = items.iter().collect();
+        let batch = Batch::new(&refs, model.device);
+        let ids = model.generate(&batch, &Ctx::eval()).context("not a text-to-text model")?;
+        for row in Vec::<Vec<i64>>::try_from(&ids).context("reading generated ids")? {
+            let text = words.text(&row);
+            let v = match words.decode(&row) {
+                Target::Score(s) => json!({"score": s, "text": text}),
+                Target::Class(c) => json!({"label": words.words.get(c), "text": text}),
             };
             writeln!(out, "{v}")?;
         }

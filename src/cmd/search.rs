@@ -4,7 +4,7 @@ use crate::cli::{RandomArgs, RunArgs, SearchArgs, SearchOpts, SpaceArgs};
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use s3pet::backbone::{bert_param_count, BertConfig, Placement};
+use s3pet::backbone::{ModelConfig, Placement};
 use s3pet::config::SearchSettings;
 use s3pet::config::TrainConfig;
 use s3pet::delta::ModuleSpec;
@@ -20,9 +20,9 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Candidates of a space on a model and the budget in parameters.
-pub fn space_and_budget(a: &SpaceArgs, cfg: &BertConfig) -> Result<(Vec<ModuleSpec>, i64)> {
+pub fn space_and_budget(a: &SpaceArgs, cfg: &ModelConfig) -> Result<(Vec<ModuleSpec>, i64)> {
     let candidates = Space::resolve(&a.space)?.candidates(cfg)?;
-    let budget = budget_params(a.budget, a.budget_params, bert_param_count(cfg), &candidates)?;
+    let budget = budget_params(a.budget, a.budget_params, cfg.param_count(), &candidates)?;
     Ok((candidates, budget))
 }
 
@@ -53,7 +53,7 @@ fn space_args(s: &SearchSettings) -> SpaceArgs {
 fn structure_of(
     source: &str,
     a: &SpaceArgs,
-    cfg: &BertConfig,
+    cfg: &ModelConfig,
     cands: &[ModuleSpec],
     chosen: &[usize],
     budget: i64,
@@ -64,7 +64,7 @@ fn structure_of(
     Structure {
         budget_params: budget,
         total_params: modules.iter().filter_map(|m| m.params).sum(),
-        backbone_params: bert_param_count(cfg),
+        backbone_params: cfg.param_count(),
         source: source.into(),
         space: Some(a.space.clone()),
         full: false,
@@ -131,13 +131,13 @@ fn do_search(
     let (cands, budget) = space_and_budget(sa, &l.md.cfg)?;
     let placements: Vec<Placement> =
         cands.iter().enumerate().map(|(i, c)| Placement { spec: c.clone(), gate: Some(i) }).collect();
-    let head = HeadInit::Fresh { num_labels: l.data.spec.num_labels() as i64 };
+    let head = HeadInit::for_task(&l.data.spec, &l.md)?;
     let model = Model::build(&l.md.cfg, &l.weights, &placements, false, head, cfg.seed)?;
     let candidate_params: i64 = cands.iter().filter_map(|c| c.params).sum();
     eprintln!(
         "search: {} candidates, {candidate_params} candidate parameters, budget {budget} ({:.6}% of the backbone), order {}",
         cands.len(),
-        100.0 * budget as f64 / model.bert.backbone_params() as f64,
+        100.0 * budget as f64 / model.backbone_params() as f64,
         so.order
     );
     let (d_w, d_alpha) = halves(&l.data.train, cfg.seed);
@@ -247,7 +247,7 @@ pub fn run_all(a: RunArgs, quiet: bool) -> Result<()> {
 }
 
 pub fn run_random(a: RandomArgs) -> Result<()> {
-    let cfg = BertConfig::from_file(&s3pet::hub::resolve(&a.model)?.join("config.json"))?;
+    let cfg = ModelConfig::from_file(&s3pet::hub::resolve(&a.model)?.join("config.json"))?;
     let (cands, budget) = space_and_budget(&a.space, &cfg)?;
     let s = structure_of("random", &a.space, &cfg, &cands, &random_structure(&cands, budget, a.seed), budget);
     s.save(&a.out)?;

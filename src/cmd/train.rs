@@ -8,7 +8,7 @@ pub fn run(a: TrainArgs, quiet: bool) -> Result<()> {
     let method = if a.structure.is_some() { "structure" } else { a.method.as_str() };
     let cfg = train_config(&a.common, &a.task, method, a.structure.clone(), Defaults::train(method))?;
     let (cfg, l) = resolve_run(&a.common, &a.out, cfg)?;
-    let backbone = s3pet::backbone::bert_param_count(&l.md.cfg);
+    let backbone = l.md.cfg.param_count();
     let structure = if a.common.resume {
         Structure::load(&a.out.join("structure.json"), &l.md.cfg)?
     } else {

@@ -108,6 +108,17 @@ impl Delta {
     }
 }
 
+impl Delta {
+    /// At an RMS norm site: LNFit scales the already normalised input `n`; other deltas as in
+    /// [`Delta::forward`].
+    pub fn forward_normalized(&self, n: &Tensor, ctx: &Ctx) -> Tensor {
+        match &self.module {
+            DeltaModule::Lnfit(m) => ctx.gated(self.gate, n * &m.w),
+            _ => self.forward(n, ctx, 0.0),
+        }
+    }
+}
+
 /// Kaiming-uniform bound with a = sqrt(5), as torch.nn.Linear and PEFT's LoRA A use: 1 / sqrt(fan_in).
 pub(crate) fn kaiming_uniform(shape: &[i64], fan_in: i64, device: tch::Device) -> Tensor {
     let bound = 1.0 / (fan_in as f64).sqrt();

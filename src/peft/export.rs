@@ -175,6 +175,17 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<Pef
     Ok(PeftAdapter { subdir: None, config, tensors })
 }
 
+/// PEFT export targets transformers' BertForSequenceClassification: BERT-family runs only.
+fn bert_of(model: &Model) -> Result<&crate::backbone::Bert> {
+    model.bert().ok_or_else(|| {
+        Error::config(
+            "format",
+            "PEFT export is for BERT-family runs (BertForSequenceClassification); export a T5 run with \
+             --format native",
+        )
+    })
+}
+
 fn ln_adapter(
     model: &Model,
     sites: &[String],
@@ -182,7 +193,7 @@ fn ln_adapter(
     subdir: Option<&'static str>,
 ) -> Result<PeftAdapter> {
     let mut tensors = classifier(model)?;
-    let norms = model.bert.norm_sites();
+    let norms = bert_of(model)?.norm_sites();
     for site in sites {
         let norm =
             norms.iter().find(|n| &n.name == site).ok_or_else(|| Error::site(site, "not a LayerNorm"))?;
@@ -210,7 +221,7 @@ pub fn export(
     structure: &Structure,
     base: &str,
 ) -> Result<std::result::Result<Exported, Unrepresentable>> {
-    let plan = match plan(structure, &model.bert.cfg)? {
+    let plan = match plan(structure, &bert_of(model)?.cfg)? {
         Ok(p) => p,
         Err(u) => return Ok(Err(u)),
     };

@@ -1,0 +1,434 @@
+//! Our T5 encoder-decoder (v1.0 ReLU FFN, v1.1 / Flan gated GELU): relative position buckets, RMS norms,
+//! pre-norm residual blocks, a causal decoder with cross-attention, a tied (scaled) or untied LM head,
+//! teacher-forced loss and greedy decoding. Module paths are the checkpoint's own
+//! (`decoder.block.3.layer.1.EncDecAttention.q`).
+use super::sites::{LinearSite, RmsNormSite, SiteFactory};
+use super::t5_config::T5Config;
+use super::weights::Weights;
+use crate::delta::{Ctx, SiteShape};
+use crate::error::{Error, Result};
+use tch::{Kind, Tensor};
+
+/// Every delta site of a T5 with this config, in model order: per block the self-attention norm and
+/// q, k, v, o, (decoder: the cross-attention norm and q, k, v, o), the FFN norm and wi (or wi_0, wi_1), wo;
+/// each stack's final norm after its blocks.
+pub fn t5_sites(cfg: &T5Config) -> Vec<(String, SiteShape)> {
+    let (d, inner, f) = (cfg.d_model, cfg.inner_dim(), cfg.d_ff);
+    let lin = |d_in, d_out, block| SiteShape::Linear { d_in, d_out, block };
+    let norm = SiteShape::Norm { d };
+    let attn = |p: &str, kind: &str| -> Vec<(String, SiteShape)> {
+        vec![
+            (format!("{p}.{kind}.q"), lin(d, inner, false)),
+            (format!("{p}.{kind}.k"), lin(d, inner, false)),
+            (format!("{p}.{kind}.v"), lin(d, inner, false)),
+            (format!("{p}.{kind}.o"), lin(inner, d, true)),
+        ]
+    };
+    let ffn = |p: &str| -> Vec<(String, SiteShape)> {
+        let wi: &[&str] = if cfg.is_gated() { &["wi_0", "wi_1"] } else { &["wi"] };
+        let mut v: Vec<_> =
+            wi.iter().map(|w| (format!("{p}.DenseReluDense.{w}"), lin(d, f, false))).collect();
+        v.push((format!("{p}.DenseReluDense.wo"), lin(f, d, true)));
+        v
+    };
+    let mut sites = Vec::new();
+    for i in 0..cfg.num_layers {
+        let b = format!("encoder.block.{i}.layer");
+        sites.push((format!("{b}.0.layer_norm"), norm));
+        sites.extend(attn(&format!("{b}.0"), "SelfAttention"));
+        sites.push((format!("{b}.1.layer_norm"), norm));
+        sites.extend(ffn(&format!("{b}.1")));
+    }
+    sites.push(("encoder.final_layer_norm".into(), norm));
+    for i in 0..cfg.decoder_layers() {
+        let b = format!("decoder.block.{i}.layer");
+        sites.push((format!("{b}.0.layer_norm"), norm));
+        sites.extend(attn(&format!("{b}.0"), "SelfAttention"));
+        sites.push((format!("{b}.1.layer_norm"), norm));
+        sites.extend(attn(&format!("{b}.1"), "EncDecAttention"));
+        sites.push((format!("{b}.2.layer_norm"), norm));
+        sites.extend(ffn(&format!("{b}.2")));
+    }
+    sites.push(("decoder.final_layer_norm".into(), norm));
+    sites
+}
+
+/// Parameter count of the checkpoint a config describes: the shared embedding once, the LM head when
+/// untied, every block, one relative-position table per stack and the final norms.
+pub fn t5_param_count(cfg: &T5Config) -> i64 {
+    let (d, inner, f) = (cfg.d_model, cfg.inner_dim(), cfg.d_ff);
+    let attn = 4 * d * inner;
+    let ffn = if cfg.is_gated() { 3 * d * f } else { 2 * d * f };
+    let table = cfg.relative_attention_num_buckets * cfg.num_heads;
+    let emb = cfg.vocab_size * d * if cfg.tie_word_embeddings { 1 } else { 2 };
+    let enc = cfg.num_layers * (attn + ffn + 2 * d) + table + d;
+    let dec = cfg.decoder_layers() * (2 * attn + ffn + 3 * d) + table + d;
+    emb + enc + dec
+}
+
+struct Attention {
+    q: LinearSite,
+    k: LinearSite,
+    v: LinearSite,
+    o: LinearSite,
+}
+
+struct Ffn {
+    wi: Vec<LinearSite>, // [wi] or [wi_0, wi_1]
+    wo: LinearSite,
+}
+
+struct EncoderBlock {
+    attn_ln: RmsNormSite,
+    attn: Attention,
+    ffn_ln: RmsNormSite,
+    ffn: Ffn,
+}
+
+struct DecoderBlock {
+    attn_ln: RmsNormSite,
+    attn: Attention,
+    cross_ln: RmsNormSite,
+    cross: Attention,
+    ffn_ln: RmsNormSite,
+    ffn: Ffn,
+}
+
+pub struct T5 {
+    pub cfg: T5Config,
+    shared: Tensor,          // (vocab, d)
+    lm_head: Option<Tensor>, // (vocab, d) when untied
+    enc_table: Tensor,       // (buckets, heads): block 0's relative_attention_bias, shared by the stack
+    dec_table: Tensor,
+    encoder: Vec<EncoderBlock>,
+    enc_ln: RmsNormSite,
+    decoder: Vec<DecoderBlock>,
+    dec_ln: RmsNormSite,
+    backbone_params: i64,
+}
+
+struct Loader<'a, 'b> {
+    w: &'a Weights,
+    factory: &'a mut SiteFactory<'b>,
+    full: bool,
+    count: i64,
+    eps: f64,
+    sites: std::collections::HashMap<String, SiteShape>,
+}
+
+impl Loader<'_, '_> {
+    fn tensor(&mut self, key: &str, shape: &[i64]) -> Result<Tensor> {
+        let t = self.w.get(key, shape)?;
+        self.count += t.numel() as i64;
+        Ok(if self.full { self.factory.store.add(key, t.copy()) } else { t })
+    }
+
+    fn shape(&self, name: &str) -> Result<SiteShape> {
+        self.sites.get(name).copied().ok_or_else(|| Error::site(name, "not a site of this T5 config"))
+    }
+
+    fn linear(&mut self, name: &str) -> Result<LinearSite> {
+        let shape = self.shape(name)?;
+        let SiteShape::Linear { d_in, d_out, .. } = shape else {
+            return Err(Error::site(name, "expected a Linear site"));
+        };
+        let weight = self.tensor(&format!("{name}.weight"), &[d_out, d_in])?;
+        let deltas = self.factory.deltas(name, shape)?;
+        Ok(LinearSite { name: name.into(), weight, bias: None, shape, deltas })
+    }
+
+    fn norm(&mut self, name: &str) -> Result<RmsNormSite> {
+        let shape = self.shape(name)?;
+        let weight = self.tensor(&format!("{name}.weight"), &[shape.d_out()])?;
+        let deltas = self.factory.deltas(name, shape)?;
+        Ok(RmsNormSite { name: name.into(), weight, eps: self.eps, deltas })
+    }
+
+    fn attention(&mut self, p: &str) -> Result<Attention> {
+        Ok(Attention {
+            q: self.linear(&format!("{p}.q"))?,
+            k: self.linear(&format!("{p}.k"))?,
+            v: self.linear(&format!("{p}.v"))?,
+            o: self.linear(&format!("{p}.o"))?,
+        })
+    }
+
+    fn ffn(&mut self, p: &str, gated: bool) -> Result<Ffn> {
+        let wi = if gated {
+            vec![self.linear(&format!("{p}.wi_0"))?, self.linear(&format!("{p}.wi_1"))?]
+        } else {
+            vec![self.linear(&format!("{p}.wi"))?]
+        };
+        Ok(Ffn { wi, wo: self.linear(&format!("{p}.wo"))? })
+    }
+}
+
+/// T5's relative position buckets for (q_len, k_len), as transformers computes them (same float ops).
+fn buckets(q_len: i64, k_len: i64, bidirectional: bool, num_buckets: i64, max_distance: i64) -> Tensor {
+    let opts = (Kind::Int64, tch::Device::Cpu);
+    let ctx_pos = Tensor::arange(q_len, opts).unsqueeze(1); // (q, 1)
+    let mem_pos = Tensor::arange(k_len, opts).unsqueeze(0); // (1, k)
+    let rel = mem_pos - ctx_pos; // (q, k)
+    let (mut nb, mut out) = (num_buckets, rel.zeros_like());
+    let rel = if bidirectional {
+        nb /= 2;
+        out += rel.gt(0).to_kind(Kind::Int64) * nb;
+        rel.abs()
+    } else {
+        -rel.clamp_max(0)
+    };
+    let max_exact = nb / 2;
+    let small = rel.lt(max_exact);
+    let large = (rel.to_kind(Kind::Float) / max_exact as f64).log()
+        / (max_distance as f64 / max_exact as f64).ln()
+        * (nb - max_exact) as f64;
+    let large = (large.to_kind(Kind::Int64) + max_exact).clamp_max(nb - 1);
+    out + rel.where_self(&small, &large)
+}
+
+impl T5 {
+    /// Loads the frozen backbone and asks `factory` what to attach at every site. With `full`, every
+    /// backbone tensor becomes trainable in the factory's store (full fine-tuning).
+    pub fn load(weights: &Weights, cfg: &T5Config, factory: &mut SiteFactory, full: bool) -> Result<Self> {
+        let (d, v) = (cfg.d_model, cfg.vocab_size);
+        let sites = t5_sites(cfg).into_iter().collect();
+        let mut l = Loader { w: weights, factory, full, count: 0, eps: cfg.layer_norm_epsilon, sites };
+        // transformers saves the tied embedding once, as `shared.weight` (older files also as encoder.embed_tokens)
+        let emb_key =
+            if weights.contains("shared.weight") { "shared.weight" } else { "encoder.embed_tokens.weight" };
+        let shared = l.tensor(emb_key, &[v, d])?;
+        // a separate head is used when the file has one that differs from the embedding (as transformers
+        // decides); a config that says untied needs one
+        let untied =
+            weights.contains("lm_head.weight") && !weights.get("lm_head.weight", &[v, d])?.equal(&shared);
+        let lm_head = if untied || !cfg.tie_word_embeddings {
+            Some(l.tensor("lm_head.weight", &[v, d])?)
+        } else {
+            None
+        };
+        let table = |s: &str| format!("{s}.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
+        let shape = [cfg.relative_attention_num_buckets, cfg.num_heads];
+        let enc_table = l.tensor(&table("encoder"), &shape)?;
+        let dec_table = l.tensor(&table("decoder"), &shape)?;
+        let gated = cfg.is_gated();
+        let mut encoder = Vec::new();
+        for i in 0..cfg.num_layers {
+            let b = format!("encoder.block.{i}.layer");
+            encoder.push(EncoderBlock {
+                attn_ln: l.norm(&format!("{b}.0.layer_norm"))?,
+                attn: l.attention(&format!("{b}.0.SelfAttention"))?,
+                ffn_ln: l.norm(&format!("{b}.1.layer_norm"))?,
+                ffn: l.ffn(&format!("{b}.1.DenseReluDense"), gated)?,
+            });
+        }
+        let enc_ln = l.norm("encoder.final_layer_norm")?;
+        let mut decoder = Vec::new();
+        for i in 0..cfg.decoder_layers() {
+            let b = format!("decoder.block.{i}.layer");
+            decoder.push(DecoderBlock {
+                attn_ln: l.norm(&format!("{b}.0.layer_norm"))?,
+                attn: l.attention(&format!("{b}.0.SelfAttention"))?,
+                cross_ln: l.norm(&format!("{b}.1.layer_norm"))?,
+                cross: l.attention(&format!("{b}.1.EncDecAttention"))?,
+                ffn_ln: l.norm(&format!("{b}.2.layer_norm"))?,
+                ffn: l.ffn(&format!("{b}.2.DenseReluDense"), gated)?,
+            });
+        }
+        let dec_ln = l.norm("decoder.final_layer_norm")?;
+        let backbone_params = l.count;
+        Ok(T5 {
+            cfg: cfg.clone(),
+            shared,
+            lm_head,
+            enc_table,
+            dec_table,
+            encoder,
+            enc_ln,
+            decoder,
+            dec_ln,
+            backbone_params,
+        })
+    }
+
+    pub fn backbone_params(&self) -> i64 {
+        self.backbone_params
+    }
+
+    fn act(&self, x: &Tensor) -> Tensor {
+        match self.cfg.act() {
+            "relu" => x.relu(),
+            "gelu_new" | "gelu_pytorch_tanh" => x.gelu("tanh"),
+            "silu" => x.silu(),
+            _ => x.gelu("none"),
+        }
+    }
+
+    fn drop(&self, x: Tensor, ctx: &Ctx) -> Tensor {
+        x.dropout(self.cfg.dropout_rate, ctx.train)
+    }
+
+    /// Relative position bias (1, heads, q, k) from a stack's table.
+    fn position_bias(&self, table: &Tensor, q: i64, k: i64, bidirectional: bool) -> Tensor {
+        let (nb, md) = (self.cfg.relative_attention_num_buckets, self.cfg.relative_attention_max_distance);
+        let idx = buckets(q, k, bidirectional, nb, md).to_device(table.device());
+        Tensor::embedding(table, &idx, -1, false, false).permute([2, 0, 1]).unsqueeze(0)
+    }
+
+    /// Unscaled dot-product attention of `x` over `kv` with an additive `bias` (position and mask).
+    fn attend(&self, a: &Attention, x: &Tensor, kv: &Tensor, bias: &Tensor, ctx: &Ctx) -> Tensor {
+        let (b, tq, tk) = (x.size()[0], x.size()[1], kv.size()[1]);
+        let (h, dk) = (self.cfg.num_heads, self.cfg.d_kv);
+        let q = a.q.forward(x, ctx).view([b, tq, h, dk]).transpose(1, 2); // (b, h, tq, dk)
+        let k = a.k.forward(kv, ctx).view([b, tk, h, dk]).transpose(1, 2); // (b, h, tk, dk)
+        let v = a.v.forward(kv, ctx).view([b, tk, h, dk]).transpose(1, 2);
+        let scores = q.matmul(&k.transpose(2, 3)) + bias; // (b, h, tq, tk)
+        let p = if ctx.train { self.cfg.dropout_rate } else { 0.0 };
+        let w = scores.softmax(-1, Kind::Float).dropout(p, ctx.train);
+        let out = w.matmul(&v).transpose(1, 2).reshape([b, tq, h * dk]); // (b, tq, inner)
+        a.o.forward(&out, ctx)
+    }
+
+    fn feed_forward(&self, f: &Ffn, x: &Tensor, ctx: &Ctx) -> Tensor {
+        let h = match f.wi.as_slice() {
+            [wi_0, wi_1] => self.act(&wi_0.forward(x, ctx)) * wi_1.forward(x, ctx),
+            wi => self.act(&wi[0].forward(x, ctx)),
+        };
+        f.wo.forward(&self.drop(h, ctx), ctx)
+    }
+
+    /// Additive mask (b, 1, 1, k): 0 where `mask` is 1, the lowest float where it is 0.
+    fn key_mask(mask: &Tensor) -> Tensor {
+        let (b, t) = (mask.size()[0], mask.size()[1]);
+        let open = mask.to_kind(Kind::Float);
+        ((open.ones_like() - open) * f64::from(f32::MIN)).view([b, 1, 1, t])
+    }
+
+    /// Encoder output (b, t, d) after the final norm. ids, mask: (b, t) int64.
+    pub fn encode(&self, ids: &Tensor, mask: &Tensor, ctx: &Ctx) -> Tensor {
+        let t = ids.size()[1];
+        let mut x = self.drop(Tensor::embedding(&self.shared, ids, -1, false, false), ctx); // (b, t, d)
+        let bias = self.position_bias(&self.enc_table, t, t, true) + Self::key_mask(mask); // (b, h, t, t)
+        for blk in &self.encoder {
+            let n = blk.attn_ln.forward(&x, ctx);
+            x = &x + self.drop(self.attend(&blk.attn, &n, &n, &bias, ctx), ctx);
+            let n = blk.ffn_ln.forward(&x, ctx);
+            x = &x + self.drop(self.feed_forward(&blk.ffn, &n, ctx), ctx);
+        }
+        self.drop(self.enc_ln.forward(&x, ctx), ctx)
+    }
+
+    /// Decoder output (b, s, d) after the final norm, causal over `dec_ids` (b, s), attending to the
+    /// encoder output `enc` (b, t, d) where `enc_mask` (b, t) is 1.
+    pub fn decode(&self, dec_ids: &Tensor, enc: &Tensor, enc_mask: &Tensor, ctx: &Ctx) -> Tensor {
+        let s = dec_ids.size()[1];
+        let mut x = self.drop(Tensor::embedding(&self.shared, dec_ids, -1, false, false), ctx); // (b, s, d)
+        let opts = (Kind::Float, x.device());
+        let causal = Tensor::ones([s, s], opts).triu(1) * f64::from(f32::MIN); // (s, s)
+        let self_bias = self.position_bias(&self.dec_table, s, s, false) + causal; // (1, h, s, s)
+        let cross_bias = Self::key_mask(enc_mask); // (b, 1, 1, t)
+        for blk in &self.decoder {
+            let n = blk.attn_ln.forward(&x, ctx);
+            x = &x + self.drop(self.attend(&blk.attn, &n, &n, &self_bias, ctx), ctx);
+            let n = blk.cross_ln.forward(&x, ctx);
+            x = &x + self.drop(self.attend(&blk.cross, &n, enc, &cross_bias, ctx), ctx);
+            let n = blk.ffn_ln.forward(&x, ctx);
+            x = &x + self.drop(self.feed_forward(&blk.ffn, &n, ctx), ctx);
+        }
+        self.drop(self.dec_ln.forward(&x, ctx), ctx)
+    }
+
+    /// LM logits (b, s, vocab) of a decoder output: the tied embedding (after scaling by d^-0.5) or the
+    /// untied head.
+    pub fn lm_logits(&self, dec_out: &Tensor) -> Tensor {
+        let x = if self.cfg.scales_decoder_output() {
+            dec_out * (self.cfg.d_model as f64).powf(-0.5)
+        } else {
+            dec_out.shallow_clone()
+        };
+        x.linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.shared), None)
+    }
+
+    /// Decoder inputs for target ids (b, s) padded with -100: the start token, then the targets
+    /// shifted right (-100 read as the pad token).
+    pub fn shift_right(&self, labels: &Tensor) -> Tensor {
+        let b = labels.size()[0];
+        let start = Tensor::full([b, 1], self.cfg.decoder_start_token_id, (Kind::Int64, labels.device()));
+        let s = labels.size()[1];
+        let shifted = Tensor::cat(&[start, labels.narrow(1, 0, s - 1)], 1);
+        shifted.masked_fill(&shifted.eq(-100), self.cfg.pad_token_id)
+    }
+
+    /// Teacher-forced logits (b, s, vocab) for target ids `labels` (b, s), -100 at padding.
+    pub fn logits(&self, ids: &Tensor, mask: &Tensor, labels: &Tensor, ctx: &Ctx) -> Tensor {
+        let enc = self.encode(ids, mask, ctx);
+        let dec = self.decode(&self.shift_right(labels), &enc, mask, ctx);
+        self.lm_logits(&dec)
+    }
+
+    /// Mean cross-entropy over the target tokens (positions with -100 ignored).
+    pub fn loss_from_logits(logits: &Tensor, labels: &Tensor) -> Tensor {
+        let v = logits.size()[2];
+        logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+            &labels.view([-1]),
+            None,
+            tch::Reduction::Mean,
+            -100,
+            0.0,
+        )
+    }
+
+    /// Greedy decoding: (b, 1 + steps) ids starting with the decoder start token; each row stops at the
+    /// end-of-sequence token and is padded after it, and decoding stops early once every row has.
+    pub fn generate(&self, ids: &Tensor, mask: &Tensor, max_new_tokens: i64, ctx: &Ctx) -> Tensor {
+        tch::no_grad(|| {
+            let ctx = &Ctx { train: false, ..*ctx };
+            let enc = self.encode(ids, mask, ctx);
+            let b = ids.size()[0];
+            let dev = ids.device();
+            let mut out = Tensor::full([b, 1], self.cfg.decoder_start_token_id, (Kind::Int64, dev));
+            let mut done = Tensor::zeros([b], (Kind::Bool, dev));
+            for _ in 0..max_new_tokens {
+                let dec = self.decode(&out, &enc, mask, ctx);
+                let last = dec.narrow(1, dec.size()[1] - 1, 1);
+                let next = self.lm_logits(&last).squeeze_dim(1).argmax(-1, false); // (b)
+                let next = next.where_self(&done.logical_not(), &next.full_like(self.cfg.pad_token_id));
+                out = Tensor::cat(&[out, next.unsqueeze(1)], 1);
+                done = done.logical_or(&next.eq(self.cfg.eos_token_id));
+                if done.all().int64_value(&[]) == 1 {
+                    break;
+                }
+            }
+            out
+        })
+    }
+
+    pub fn linear_sites(&self) -> Vec<&LinearSite> {
+        let mut v = Vec::new();
+        fn attn(a: &Attention) -> [&LinearSite; 4] {
+            [&a.q, &a.k, &a.v, &a.o]
+        }
+        for blk in &self.encoder {
+            v.extend(attn(&blk.attn));
+            v.extend(blk.ffn.wi.iter().chain([&blk.ffn.wo]));
+        }
+        for blk in &self.decoder {
+            v.extend(attn(&blk.attn));
+            v.extend(attn(&blk.cross));
+            v.extend(blk.ffn.wi.iter().chain([&blk.ffn.wo]));
+        }
+        v
+    }
+
+    pub fn norm_sites(&self) -> Vec<&RmsNormSite> {
+        let mut v = Vec::new();
+        for blk in &self.encoder {
+            v.extend([&blk.attn_ln, &blk.ffn_ln]);
+        }
+        v.push(&self.enc_ln);
+        for blk in &self.decoder {
+            v.extend([&blk.attn_ln, &blk.cross_ln, &blk.ffn_ln]);
+        }
+        v.push(&self.dec_ln);
+        v
+    }
+}
