@@ -211,7 +211,7 @@ fn s3pet(args: &[&str], data: &Path) -> serde_json::Value {
 
 const QUICK: [&str; 8] = ["--max-steps", "3", "--batch-size", "8", "--eval-every", "2", "--threads", "1"];
 
-/// `run` (S3PET-M search + retrain), `search`, `retrain`, `eval` and `predict` on the tiny v1.1 T5 with a
+/// `run` (S3PET-M search + retrain), `search`, `retrain`, `eval`, `predict` and `export` on the tiny v1.1 T5 with a
 /// text-to-text task ("same" / "different" label words).
 #[test]
 fn t5_search_retrain_eval_predict_end_to_end() {
@@ -292,6 +292,24 @@ fn t5_search_retrain_eval_predict_end_to_end() {
     );
     assert_eq!(rr["delta_params"], sr["structure"]["total_params"]);
     assert!(rr["delta_params"].as_i64().unwrap() <= 400);
+    // export: the native format keeps a T5 run whole (eval of the copy gives the run's test metrics);
+    // PEFT's BertForSequenceClassification layout refuses it with a clear message
+    let ex = d.path().join("exported");
+    let e = s3pet(
+        &["export", "--run", rt.to_str().unwrap(), "--format", "native", "--out", ex.to_str().unwrap()],
+        d.path(),
+    );
+    assert_eq!(e["format"], "native");
+    let ev = s3pet(&["eval", "--run", ex.to_str().unwrap()], d.path());
+    assert_eq!(ev["metrics"], rr["test"]);
+    let peft = Command::new(env!("CARGO_BIN_EXE_s3pet"))
+        .args(["export", "--run", rt.to_str().unwrap(), "--format", "peft"])
+        .args(["--out", d.path().join("peft").to_str().unwrap()])
+        .env("S3PET_DATA", d.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&peft.stderr);
+    assert!(!peft.status.success() && err.contains("native"), "{err}");
 }
 
 /// Teacher forcing trains the label words: after full fine-tuning the greedy decodes are label words
