@@ -110,6 +110,40 @@ pub fn truncate_log(path: &Path, step: usize) -> Result<()> {
     crate::artifact::write_bytes(path, kept.as_bytes())
 }
 
+/// The metrics under `key` of the last line of a JSONL log whose `step` is `step` and, when `split` is
+/// given, whose `split` is that (the best-so-far of a resumed run).
+pub fn logged_metrics(
+    path: &Path,
+    step: usize,
+    key: &str,
+    split: Option<&str>,
+) -> std::collections::BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["step"].as_u64() == Some(step as u64) && split.is_none_or(|s| v["split"] == s))
+        .filter_map(|v| serde_json::from_value(v[key].clone()).ok())
+        .next_back()
+        .unwrap_or_default()
+}
+
+/// After SIGINT: saves a checkpoint with `save` and returns the error that stops the loop at `step`.
+pub fn stop_if_interrupted(
+    what: &str,
+    step: usize,
+    path: &Path,
+    save: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if !interrupted() {
+        return Ok(());
+    }
+    save()?;
+    Err(Error::Interrupted(format!(
+        "{what} stopped at step {step}; continue with --resume (checkpoint {})",
+        path.display()
+    )))
+}
+
 /// Set by the SIGINT handler: loops save a checkpoint and stop at the next step boundary.
 pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

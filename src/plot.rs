@@ -335,6 +335,25 @@ pub fn site_grid(values: &std::collections::BTreeMap<(String, String), f64>) -> 
     (rows, cols, grid)
 }
 
+/// The heatmap of a p (or any [0, 1] value) per (site, delta type), layer x site type, as PNG and SVG.
+pub fn save_p_heatmap(
+    p: &std::collections::BTreeMap<(String, String), f64>,
+    title: &str,
+    base: &Path,
+) -> Result<Vec<PathBuf>> {
+    let (rows, cols, values) = site_grid(p);
+    Heatmap {
+        title,
+        rows: &rows,
+        cols: &cols,
+        values: &values,
+        range: (0.0, 1.0),
+        annotate: false,
+        x_label: "layer",
+    }
+    .save(base)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

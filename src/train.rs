@@ -121,17 +121,6 @@ pub fn step_seed(seed: u64, step: usize) -> i64 {
     (seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64 & i64::MAX
 }
 
-/// The dev metrics logged at `step` (to restore the best-so-far after a resume).
-fn logged_dev(path: &Path, step: usize) -> Metrics {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["split"] == "dev" && v["step"].as_u64() == Some(step as u64))
-        .filter_map(|v| serde_json::from_value(v["metrics"].clone()).ok())
-        .next_back()
-        .unwrap_or_default()
-}
-
 /// Trains every parameter in `model.store`, evaluating dev every `eval_every` steps and at each epoch's end;
 /// keeps the best-dev weights (ties: later wins), saves them to `out/weights.safetensors`, then tests.
 /// Saves `out/checkpoint.safetensors` at every evaluation, every `checkpoint_every` steps and on SIGINT.
@@ -152,7 +141,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
     if o.resume && ckpt_path.is_file() {
         st = checkpoint::load(&ckpt_path, &mut [("w", &model.store, &mut opt)], &[])?.0;
         checkpoint::truncate_log(&metrics_path, st.step)?;
-        best_dev = logged_dev(&metrics_path, st.best_step);
+        best_dev = checkpoint::logged_metrics(&metrics_path, st.best_step, "metrics", Some("dev"));
         tracing::info!(step = st.step, best_step = st.best_step, "resumed from {}", ckpt_path.display());
     } else {
         let _ = std::fs::remove_file(&metrics_path);
@@ -165,14 +154,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
     bar.set_position(st.step as u64);
     let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
     while st.step < total {
-        if checkpoint::interrupted() {
-            save_ckpt(&opt, &st)?;
-            return Err(Error::Interrupted(format!(
-                "stopped at step {}; continue with --resume (checkpoint {})",
-                st.step,
-                ckpt_path.display()
-            )));
-        }
+        checkpoint::stop_if_interrupted("training", st.step, &ckpt_path, || save_ckpt(&opt, &st))?;
         let (epoch, idx) = (st.step / per_epoch, st.step % per_epoch);
         if order.0 != epoch {
             order = (epoch, epoch_order(data.train.len(), cfg.seed, epoch));

@@ -1,7 +1,7 @@
 //! `s3pet plot structure RUN` and `s3pet plot curves RUN`.
 use crate::cli::{PlotArgs, PlotCommand};
 use anyhow::{bail, Context, Result};
-use s3pet::plot::{site_grid, Figure, Heatmap, Lines, Series};
+use s3pet::plot::{save_p_heatmap, site_grid, Figure, Heatmap, Lines, Series};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,18 +34,8 @@ fn structure(a: &PlotArgs) -> Result<Vec<std::path::PathBuf>> {
     let run_name = a.run.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     if a.run.join("candidates.tsv").is_file() {
         let p = s3pet::results::mean_p(a.run.parent().unwrap_or(Path::new(".")), &[&run_name])?;
-        let (rows, cols, values) = site_grid(&p);
         let title = format!("{run_name}: searched p (best dev) per layer and site");
-        let h = Heatmap {
-            title: &title,
-            rows: &rows,
-            cols: &cols,
-            values: &values,
-            range: (0.0, 1.0),
-            annotate: false,
-            x_label: "layer",
-        };
-        return Ok(h.save(&base)?);
+        return Ok(save_p_heatmap(&p, &title, &base)?);
     }
     let path = a.run.join("structure.json");
     let s: Value = serde_json::from_str(

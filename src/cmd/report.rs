@@ -2,7 +2,7 @@
 //! fine-tuning kept, budget sweep, orders, transfer, costs) and plots under results/plots/.
 use crate::cli::ReportArgs;
 use anyhow::{Context, Result};
-use s3pet::plot::{site_grid, Figure, Heatmap, Lines, Series};
+use s3pet::plot::{save_p_heatmap, Figure, Heatmap, Lines, Series};
 use s3pet::results::{grouped, load, mean_p, slug, stat, task_metrics, Cell, Key, Stat};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -458,18 +458,8 @@ pub fn run(a: ReportArgs) -> Result<()> {
             continue;
         }
         let p = mean_p(&cells_dir, &ids)?;
-        let (rows, cols, values) = site_grid(&p);
         let title = format!("{}: S3PET-M p at {b:.3e} (mean of {} seeds)", slug(t), ids.len());
-        let files = Heatmap {
-            title: &title,
-            rows: &rows,
-            cols: &cols,
-            values: &values,
-            range: (0.0, 1.0),
-            annotate: false,
-            x_label: "layer",
-        }
-        .save(&plots.join(format!("structure-{}", slug(t))))?;
+        let files = save_p_heatmap(&p, &title, &plots.join(format!("structure-{}", slug(t))))?;
         let mut top: Vec<(&(String, String), &f64)> = p.iter().collect();
         top.sort_by(|a, b| b.1.partial_cmp(a.1).unwrap_or(std::cmp::Ordering::Equal));
         let top: Vec<String> = top.iter().take(5).map(|((s, k), v)| format!("{s} {k} ({v:.2})")).collect();

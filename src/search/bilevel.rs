@@ -250,17 +250,6 @@ pub struct SearchLoop {
 
 pub const SEARCH_CHECKPOINT: &str = "search_checkpoint.safetensors";
 
-/// The dev metrics logged in alphas.jsonl at `step`.
-fn logged_dev(path: &Path, step: usize) -> Metrics {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["step"].as_u64() == Some(step as u64))
-        .filter_map(|v| serde_json::from_value(v["dev"].clone()).ok())
-        .next_back()
-        .unwrap_or_default()
-}
-
 /// Runs the bi-level search; writes `alphas.jsonl` (alpha and p of every candidate at each evaluation)
 /// under `out`. Evaluates dev with z = p every `eval_every` steps and at each epoch's end; keeps the alpha
 /// of the best dev score (ties: later wins).
@@ -302,7 +291,7 @@ pub fn search(
         st.net.restore(&alpha, shift.is_finite().then_some(shift));
         best_alpha = Vec::<f64>::try_from(&extra[0]).unwrap_or_default();
         checkpoint::truncate_log(&log, ls.step)?;
-        best_dev = logged_dev(&log, ls.best_step);
+        best_dev = checkpoint::logged_metrics(&log, ls.best_step, "dev", None);
         tracing::info!(
             step = ls.step,
             best_step = ls.best_step,
@@ -331,14 +320,7 @@ pub fn search(
     bar.set_position(ls.step as u64);
     let mut orders: (usize, Vec<usize>, Vec<usize>) = (usize::MAX, Vec::new(), Vec::new());
     while ls.step < total {
-        if checkpoint::interrupted() {
-            save(&st, &ls, &best_alpha)?;
-            return Err(Error::Interrupted(format!(
-                "search stopped at step {}; continue with --resume (checkpoint {})",
-                ls.step,
-                ckpt_path.display()
-            )));
-        }
+        checkpoint::stop_if_interrupted("search", ls.step, &ckpt_path, || save(&st, &ls, &best_alpha))?;
         let (epoch, i) = (ls.step / per_epoch, ls.step % per_epoch);
         if orders.0 != epoch {
             let ow = epoch_order(d_w.len(), cfg.seed, epoch).into_iter().take(n).collect();
