@@ -39,6 +39,23 @@ impl ModelDir {
         Ok(ModelDir { dir: dir.to_path_buf(), cfg })
     }
 
+    /// The longest input the model takes: `requested`, cut to a BERT's `max_position_embeddings` (with a
+    /// warning) so that a long text is truncated instead of running past the position table.
+    pub fn max_length(&self, requested: usize) -> usize {
+        match &self.cfg {
+            crate::backbone::ModelConfig::Bert(c) if requested as i64 > c.max_position_embeddings => {
+                let m = c.max_position_embeddings.max(1) as usize;
+                tracing::warn!(
+                    "--max-length {requested} is more than {} allows (max_position_embeddings {m}): inputs are \
+                     truncated to {m} tokens",
+                    self.dir.join("config.json").display()
+                );
+                m
+            }
+            _ => requested,
+        }
+    }
+
     pub fn weights_path(&self) -> PathBuf {
         self.dir.join("model.safetensors")
     }

@@ -51,11 +51,12 @@ pub fn prepare(cfg: &TrainConfig, tokenizer: &Path) -> Result<Prepared> {
 /// [`prepare`] with the tokenizer of `md`; for an encoder-decoder every example first becomes one
 /// source string (crate::text2text).
 pub fn prepare_model(cfg: &TrainConfig, md: &crate::model::ModelDir) -> Result<Prepared> {
+    let max_length = md.max_length(cfg.max_length);
     if !md.cfg.is_t5() {
-        return prepare(cfg, &md.tokenizer_path());
+        return prepare(&TrainConfig { max_length, ..cfg.clone() }, &md.tokenizer_path());
     }
     let TaskData { spec, train, dev, test } = load_examples(cfg)?;
-    let enc = TextEncoder::load(&md.tokenizer_path(), cfg.max_length)?;
+    let enc = TextEncoder::load(&md.tokenizer_path(), max_length)?;
     let split = |v: Vec<crate::data::Example>| enc.encode(&crate::text2text::to_sources(&spec, v));
     let (train, dev, test) = (split(train)?, split(dev)?, split(test)?);
     Ok(Prepared { train, dev, test, spec })

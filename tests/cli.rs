@@ -355,3 +355,41 @@ fn cli_reference_is_current() {
         }
     }
 }
+
+/// Text longer than the model's position table (the tiny model has 64 positions, --max-length is 128 by
+/// default) is truncated to the table with a warning, in training and in predict, instead of crashing.
+#[test]
+fn inputs_longer_than_the_position_table_are_truncated() {
+    let d = task_dir();
+    let long = vec!["the man said"; 60].join(" "); // about 180 tokens
+    let mut rows = String::from("a\tb\tlabel\n");
+    for i in 0..16 {
+        rows += &format!("{long}\t{long} {i}\t{}\n", if i % 2 == 0 { "same" } else { "different" });
+    }
+    std::fs::write(d.path().join("train.tsv"), &rows).unwrap();
+    std::fs::write(d.path().join("dev.tsv"), &rows).unwrap();
+    let out = d.path().join("long");
+    let o = out.to_str().unwrap();
+    let r = s3pet(
+        &[&["train", "--task", &task(&d), "--method", "lora", "--out", o], &QUICK[..]].concat(),
+        d.path(),
+    );
+    let err = String::from_utf8_lossy(&r.stderr).to_string();
+    ok(r);
+    assert!(err.contains("max_position_embeddings 64"), "{err}");
+    let p = Command::new(env!("CARGO_BIN_EXE_s3pet"))
+        .args(["predict", "--run", o, "--input", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(format!("{long}\t{long}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let line: Value = serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
+    assert!(line["label"].is_string(), "{line}");
+}

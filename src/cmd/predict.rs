@@ -55,7 +55,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         None => "tsv".into(),
     };
     let inputs = read_inputs(&a.input, &format)?;
-    let enc = TextEncoder::load(&md.tokenizer_path(), cfg.max_length)?;
+    let enc = TextEncoder::load(&md.tokenizer_path(), md.max_length(cfg.max_length))?;
     let mut out = std::io::stdout().lock();
     if model.words().is_some() {
         return predict_text2text(&model, &spec, &enc, &inputs, cfg.eval_batch_size, &mut out);
