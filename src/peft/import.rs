@@ -17,6 +17,17 @@ use tch::{Device, Tensor};
 /// An adapter file's tensors by module path, then leaf: (saved key, tensor).
 type Groups = BTreeMap<String, BTreeMap<String, (String, Tensor)>>;
 
+/// The tensors of one module path of an adapter file, at its s3pet site.
+struct ModuleGroup {
+    path: String,
+    site: String,
+    shape: SiteShape,
+    /// One of its tensor keys, to name in errors.
+    any_key: String,
+    /// Leaf name -> (full key, tensor).
+    leaves: BTreeMap<String, (String, Tensor)>,
+}
+
 pub struct Imported {
     /// Modules in site order, then kind order.
     pub modules: Vec<ModuleSpec>,
@@ -140,14 +151,9 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn read_lora(&mut self, cfg: &Value, file: &Path, groups: Groups) -> Result<()> {
-        for flag in ["use_dora", "fan_in_fan_out"] {
-            if cfg.get(flag).and_then(Value::as_bool) == Some(true) {
-                return Err(Error::file(file, format!("`{flag}: true` is not supported")));
-            }
-        }
-        let rslora = cfg.get("use_rslora").and_then(Value::as_bool) == Some(true);
-        let dropout = cfg.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0);
+    /// Sets the classifier from its group; every other group becomes a [`ModuleGroup`] at its site.
+    fn module_groups(&mut self, groups: Groups) -> Result<Vec<ModuleGroup>> {
+        let mut out = Vec::new();
         for (path, leaves) in groups {
             if path == "classifier" {
                 for (leaf, (key, t)) in leaves {
@@ -157,6 +163,20 @@ impl Reader<'_> {
             }
             let any_key = leaves.values().next().map(|(k, _)| k.clone()).unwrap_or_default();
             let (site, shape) = self.site(&path, &any_key)?;
+            out.push(ModuleGroup { path, site, shape, any_key, leaves });
+        }
+        Ok(out)
+    }
+
+    fn read_lora(&mut self, cfg: &Value, file: &Path, groups: Groups) -> Result<()> {
+        for flag in ["use_dora", "fan_in_fan_out"] {
+            if cfg.get(flag).and_then(Value::as_bool) == Some(true) {
+                return Err(Error::file(file, format!("`{flag}: true` is not supported")));
+            }
+        }
+        let rslora = cfg.get("use_rslora").and_then(Value::as_bool) == Some(true);
+        let dropout = cfg.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0);
+        for ModuleGroup { path, site, shape, any_key, leaves } in self.module_groups(groups)? {
             if let Some((key, a)) = leaves.get("lora_A.weight") {
                 let (key_b, b) = leaves.get("lora_B.weight").ok_or_else(|| Error::Tensor {
                     key: key.clone(),
@@ -242,15 +262,7 @@ impl Reader<'_> {
     }
 
     fn read_ln(&mut self, groups: Groups) -> Result<()> {
-        for (path, leaves) in groups {
-            if path == "classifier" {
-                for (leaf, (key, t)) in leaves {
-                    self.set_classifier(&leaf, t, &key)?;
-                }
-                continue;
-            }
-            let any_key = leaves.values().next().map(|(k, _)| k.clone()).unwrap_or_default();
-            let (site, shape) = self.site(&path, &any_key)?;
+        for ModuleGroup { site, shape, any_key, leaves, .. } in self.module_groups(groups)? {
             let (Some((kw, w)), Some((kb, b))) =
                 (leaves.get("ln_tuning_layers.weight"), leaves.get("ln_tuning_layers.bias"))
             else {
