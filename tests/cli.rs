@@ -1,29 +1,9 @@
 //! Every subcommand for a few steps on the tiny fixture model and a synthetic task; parse what it wrote.
 mod common;
-use common::{task_dir, tiny_dir};
+use common::{ok, read_json, s3pet, task_dir};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn s3pet(args: &[&str], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_s3pet"))
-        .args(args)
-        .env("S3PET_MODEL", tiny_dir())
-        .env("S3PET_DATA", data)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
-}
-
-fn read_json(p: PathBuf) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
+use std::path::Path;
+use std::process::Command;
 
 const QUICK: [&str; 8] = ["--max-steps", "3", "--batch-size", "8", "--eval-every", "2", "--threads", "1"];
 
@@ -45,9 +25,9 @@ fn train_then_eval_write_the_run_directory() {
     }
     // LoRA r8 on query and value of 2 layers, hidden 32: 4 * 8 * 64
     assert_eq!(r["delta_params"], 2048);
-    let report = read_json(out.join("report.json"));
+    let report = read_json(&out.join("report.json"));
     assert_eq!(report["test"], r["test"]);
-    let structure = read_json(out.join("structure.json"));
+    let structure = read_json(&out.join("structure.json"));
     assert_eq!(structure["total_params"], 2048);
     assert_eq!(structure["modules"].as_array().unwrap().len(), 4);
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -87,7 +67,7 @@ fn train_then_eval_write_the_run_directory() {
     // merge: the folded model, loaded as a plain checkpoint (bert.* + classifier), predicts the same logits
     let merged = d.path().join("merged");
     ok(s3pet(&["merge", "--run", o, "--out", merged.to_str().unwrap()], d.path()));
-    let cfg: Value = read_json(merged.join("config.json"));
+    let cfg: Value = read_json(&merged.join("config.json"));
     assert_eq!(cfg["architectures"][0], "BertForSequenceClassification");
     assert_eq!(cfg["id2label"]["1"], "same");
     let md = s3pet::model::ModelDir::open(&merged).unwrap();
@@ -307,7 +287,7 @@ fn config_files_with_command_line_overrides() {
     let out = d.path().join("r");
     let c = cfg.to_str().unwrap();
     ok(s3pet(&["-q", "run", "--config", c, "--seed", "9", "--out", out.to_str().unwrap()], d.path()));
-    let saved = read_json(out.join("config.json"));
+    let saved = read_json(&out.join("config.json"));
     assert_eq!(saved["seed"], 9, "the command line wins: {saved}");
     assert_eq!(saved["batch_size"], 8);
     assert_eq!(saved["skip_nonfinite"], true);

@@ -3,32 +3,11 @@
 //! a hand-written PEFT adapter imports to the model its formula describes. (Loading by real PEFT in
 //! Python: tools/check_peft.py.)
 mod common;
-use common::{task_dir, tiny_dir};
+use common::{ok, read_json, s3pet, task_dir, tiny_dir};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
 use tch::{Device, Kind, Tensor};
-
-fn s3pet(args: &[&str], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_s3pet"))
-        .args(args)
-        .env("S3PET_MODEL", tiny_dir())
-        .env("S3PET_DATA", data)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
 
 const QUICK: [&str; 8] = ["--max-steps", "4", "--batch-size", "8", "--lr", "5e-3", "--threads", "1"];
 const L0Q: &str = "encoder.layer.0.attention.self.query";

@@ -167,3 +167,25 @@ pub fn task_dir() -> tempfile::TempDir {
     .unwrap();
     dir
 }
+
+/// `s3pet ARGS` on the tiny fixture model with the data directory `data`.
+pub fn s3pet(args: &[&str], data: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_s3pet"))
+        .args(args)
+        .env("S3PET_MODEL", tiny_dir())
+        .env("S3PET_DATA", data)
+        .output()
+        .unwrap()
+}
+
+/// Asserts success and parses the last line of stdout as JSON.
+pub fn ok(out: std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
