@@ -1,11 +1,13 @@
 //! Makes the binary find libtorch without LD_LIBRARY_PATH (an rpath to `$LIBTORCH/lib`), and with the
 //! `cuda` feature force-links libtorch_cuda: nothing references it directly, so `--as-needed` would
-//! drop it and CUDA would silently report unavailable.
+//! drop it and CUDA would silently report unavailable. Also compiles csrc/cuda_mem.cpp there (peak
+//! statistics of libtorch's CUDA allocator, which tch does not expose).
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=csrc/cuda_mem.cpp");
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {
         return;
     };
@@ -17,5 +19,23 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
+        #[cfg(feature = "cuda")]
+        cuda_mem(&lib);
     }
+}
+
+/// The allocator shim, against libtorch's c10 headers only (no CUDA header: the CUDA allocator is
+/// reached through c10's device-generic interface).
+#[cfg(feature = "cuda")]
+fn cuda_mem(lib: &std::path::Path) {
+    let torch = lib.parent().expect("LIBTORCH/lib has a parent");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("csrc/cuda_mem.cpp")
+        .include(torch.join("include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .compile("s3pet_cuda_mem");
+    println!("cargo:rustc-link-lib=dylib=c10");
 }

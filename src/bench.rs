@@ -79,6 +79,10 @@ pub struct BenchRow {
     pub tokens_per_s: f64,
     pub trainable_params: i64,
     pub peak_rss_bytes: Option<u64>,
+    /// Peak bytes allocated to tensors on the GPU (libtorch's caching allocator; `cuda` builds only).
+    pub peak_gpu_bytes: Option<u64>,
+    /// Peak bytes the allocator held from the driver (allocated + cached).
+    pub peak_gpu_reserved_bytes: Option<u64>,
     /// Dtype of the frozen backbone matrices (fp32 or bf16; full fine-tuning is always fp32).
     pub backbone_dtype: String,
 }
@@ -130,6 +134,46 @@ pub struct BenchOpts {
     pub budget: f64,
 }
 
+/// The mix-space candidates of a shape (with their parameter counts), its budget in parameters at
+/// `budget`, and the random structure the `retrain` workload trains (seed 0).
+pub fn bench_structures(
+    cfg: &BertConfig,
+    budget: f64,
+) -> Result<(Vec<crate::delta::ModuleSpec>, i64, Vec<usize>)> {
+    let space = Space::builtin("mix").ok_or_else(|| Error::Msg("no mix space".into()))?;
+    let cands = space.candidates(cfg)?;
+    let budget = budget_params(Some(budget), None, bert_param_count(cfg), &cands)?;
+    let chosen = crate::search::random_structure(&cands, budget, 0);
+    Ok((cands, budget, chosen))
+}
+
+/// Writes `SHAPE.retrain.json` (a structure.json) and `SHAPE.candidates.json` ({space, budget_params,
+/// backbone_params, candidates}) under `dir`: what tools/bench_peer.py rebuilds in PyTorch.
+pub fn emit_structures(dir: &Path, shape: &str, cfg: &BertConfig, budget: f64) -> Result<()> {
+    let (cands, budget, chosen) = bench_structures(cfg, budget)?;
+    let backbone = bert_param_count(cfg);
+    let mods: Vec<_> = chosen.iter().map(|&i| cands[i].clone()).collect();
+    let mut retrain = crate::structure::Structure::manual("random", mods, cfg, backbone)?;
+    retrain.budget_params = budget;
+    retrain.space = Some("mix".into());
+    let slug: String =
+        shape.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let write = |name: String, v: serde_json::Value| -> Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, serde_json::to_string_pretty(&v).map_err(|e| Error::Msg(e.to_string()))?)
+            .map_err(|e| Error::io(&p, e))
+    };
+    write(
+        format!("{slug}.retrain.json"),
+        serde_json::to_value(&retrain).map_err(|e| Error::Msg(e.to_string()))?,
+    )?;
+    write(
+        format!("{slug}.candidates.json"),
+        serde_json::json!({"space": "mix", "budget_params": budget, "backbone_params": backbone, "candidates": cands}),
+    )
+}
+
 /// One workload on one shape: `full`, `lora`, `retrain` (a random S3PET-M structure at the budget,
 /// standing for a searched one of the same size), `search1`, `search2`.
 pub fn bench(
@@ -144,8 +188,7 @@ pub fn bench(
     let fixed = |mods: Vec<crate::delta::ModuleSpec>| -> Vec<Placement> {
         mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()
     };
-    let cands = Space::builtin("mix").ok_or_else(|| Error::Msg("no mix space".into()))?.candidates(cfg)?;
-    let budget = budget_params(Some(o.budget), None, bert_param_count(cfg), &cands)?;
+    let (cands, budget, chosen) = bench_structures(cfg, o.budget)?;
     let train_step = |model: &Model| -> Result<f64> {
         let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-5, 0.0));
         time_steps(o.device, o.warmup, o.steps, || {
@@ -161,10 +204,7 @@ pub fn bench(
             let (placements, full) = match workload {
                 "full" => (vec![], true),
                 "lora" => (fixed(method_modules("lora", cfg)?), false),
-                _ => {
-                    let chosen = crate::search::random_structure(&cands, budget, 0);
-                    (fixed(chosen.iter().map(|&i| cands[i].clone()).collect()), false)
-                }
+                _ => (fixed(chosen.iter().map(|&i| cands[i].clone()).collect()), false),
             };
             let model = Model::build(cfg, weights, &placements, full, head, 0)?;
             (train_step(&model)?, model.store.numel())
@@ -176,6 +216,7 @@ pub fn bench(
             let trainable = model.store.numel() + cands.len() as i64;
             let mut net = Supernet::new(model, cands.clone(), budget, 1.0);
             let scfg = SearchConfig {
+                length_buckets: 0,
                 order: if workload == "search1" { 1 } else { 2 },
                 w_lr: 3e-4,
                 alpha_lr: 0.1,
@@ -218,6 +259,8 @@ pub fn bench(
         tokens_per_s: (o.batch * o.seq_len) as f64 * 1e3 / ms,
         trainable_params: trainable,
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
+        peak_gpu_bytes: crate::gpu_mem::peak(o.device).map(|p| p.0),
+        peak_gpu_reserved_bytes: crate::gpu_mem::peak(o.device).map(|p| p.1),
         backbone_dtype: if workload == "full" || weights.frozen_kind() == tch::Kind::Float {
             "fp32".into()
         } else {

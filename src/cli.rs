@@ -202,6 +202,10 @@ pub struct BenchArgs {
     /// Use the real all-MiniLM-L6-v2 weights (--model) for the minilm shape.
     #[arg(long)]
     pub real_minilm: bool,
+    /// Also write, per shape, the retrain structure (`SHAPE.retrain.json`) and the search candidates with
+    /// the budget (`SHAPE.candidates.json`) in structure.json form, for tools/bench_peer.py.
+    #[arg(long)]
+    pub emit_structures: Option<PathBuf>,
     #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     pub model: PathBuf,
 }
@@ -333,6 +337,10 @@ pub struct CommonArgs {
     pub eval_every: Option<usize>,
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
+    /// Group training examples of similar length (less padding): each run of N batches of the shuffled
+    /// order is sorted by length, cut into batches, and those batches are shuffled again. 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub length_buckets: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,

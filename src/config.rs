@@ -25,6 +25,9 @@ pub struct TrainConfig {
     /// Evaluate dev every K steps (and always at the end of each epoch).
     pub eval_every: Option<usize>,
     pub max_length: usize,
+    /// Batches per length bucket (0: plain shuffled batches); see `train::epoch_order_bucketed`.
+    #[serde(default)]
+    pub length_buckets: usize,
     /// Keep only the first N training examples (file order, after the dev/test split).
     pub max_train_examples: Option<usize>,
     /// Keep only the first N dev and test examples.

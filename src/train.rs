@@ -93,6 +93,43 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// The epoch's example order, in consecutive batches of `bs`. With `pool` > 0, each run of `pool`
+/// batches of the shuffled order is sorted by length (stable: ties keep the shuffled order), cut into
+/// batches, and those batches are shuffled (seeded by seed and epoch; a short last batch stays last), so
+/// a batch holds examples of similar length and pads less. `len(i)` is example i's length in tokens.
+pub fn epoch_order_bucketed(
+    n: usize,
+    seed: u64,
+    epoch: usize,
+    bs: usize,
+    pool: usize,
+    len: impl Fn(usize) -> usize,
+) -> Vec<usize> {
+    let order = epoch_order(n, seed, epoch);
+    if pool == 0 || bs == 0 {
+        return order;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0xB0C4 ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(epoch as u64 + 1)).rotate_left(17),
+    );
+    let mut out = Vec::with_capacity(n);
+    for chunk in order.chunks(pool * bs) {
+        let mut sorted = chunk.to_vec();
+        sorted.sort_by_key(|&i| len(i));
+        let mut batches: Vec<&[usize]> = sorted.chunks(bs).collect();
+        let full =
+            if batches.last().is_some_and(|b| b.len() < bs) { batches.len() - 1 } else { batches.len() };
+        batches[..full].shuffle(&mut rng);
+        out.extend(batches.into_iter().flatten());
+    }
+    out
+}
+
+/// Length of an encoded example in tokens (its longest row).
+pub fn encoded_len(e: &Encoded) -> usize {
+    e.rows.iter().map(|r| r.0.len()).max().unwrap_or(0)
+}
+
 pub struct Outcome {
     pub best_step: usize,
     pub steps: usize,
@@ -100,6 +137,10 @@ pub struct Outcome {
     pub test: Metrics,
     pub seconds: f64,
     pub examples_per_s: f64,
+    /// Real and padded (rows x longest row, summed over batches) training tokens of the steps this process
+    /// ran: how much dynamic padding (and `--length-buckets`) wastes.
+    pub tokens: i64,
+    pub padded_tokens: i64,
 }
 
 /// Total optimiser steps for a config on `n` training examples.
@@ -151,6 +192,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
         |opt: &AdamW, st: &LoopState| checkpoint::save(&ckpt_path, &[("w", &model.store, opt)], st, &[]);
     let start = Instant::now();
     let mut seen = 0usize;
+    let (mut tokens, mut padded_tokens) = (0i64, 0i64);
     let bar = crate::progress::bar(total as u64, "train", o.quiet);
     bar.set_position(st.step as u64);
     let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
@@ -158,7 +200,9 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
         checkpoint::stop_if_interrupted("training", st.step, &ckpt_path, || save_ckpt(&opt, &st))?;
         let (epoch, idx) = (st.step / per_epoch, st.step % per_epoch);
         if order.0 != epoch {
-            order = (epoch, epoch_order(data.train.len(), cfg.seed, epoch));
+            let len = |i: usize| encoded_len(&data.train[i]);
+            order =
+                (epoch, epoch_order_bucketed(data.train.len(), cfg.seed, epoch, bs, cfg.length_buckets, len));
         }
         let items: Vec<&Encoded> = order.1[idx * bs..((idx + 1) * bs).min(data.train.len())]
             .iter()
@@ -193,6 +237,8 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
         }
         st.step += 1;
         seen += b.len();
+        tokens += b.tokens;
+        padded_tokens += b.ids.numel() as i64;
         bar.set_position(st.step as u64);
         bar.set_message(format!("epoch {} loss {lv:.4}", epoch + 1));
         let eval_now = cfg.eval_every.is_some_and(|k| st.step.is_multiple_of(k))
@@ -231,5 +277,46 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
         test,
         seconds,
         examples_per_s: seen as f64 / seconds.max(1e-9),
+        tokens,
+        padded_tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens a batching pads to: every batch padded to its longest example.
+    fn padded(order: &[usize], bs: usize, len: &[usize]) -> usize {
+        order.chunks(bs).map(|b| b.len() * b.iter().map(|&i| len[i]).max().unwrap_or(0)).sum()
+    }
+
+    #[test]
+    fn length_buckets_permute_pad_less_and_repeat() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let len: Vec<usize> = (0..1003).map(|_| rand::Rng::gen_range(&mut rng, 5..200)).collect();
+        let (bs, pool) = (16, 8);
+        let plain = epoch_order(len.len(), 7, 2);
+        assert_eq!(epoch_order_bucketed(len.len(), 7, 2, bs, 0, |i| len[i]), plain);
+        let b = epoch_order_bucketed(len.len(), 7, 2, bs, pool, |i| len[i]);
+        assert_eq!(b, epoch_order_bucketed(len.len(), 7, 2, bs, pool, |i| len[i]));
+        assert_ne!(b, epoch_order_bucketed(len.len(), 7, 3, bs, pool, |i| len[i]));
+        let mut sorted = b.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..len.len()).collect::<Vec<_>>());
+        // each pool holds the same examples as the plain order's pool: only the batching changes
+        for (x, y) in b.chunks(pool * bs).zip(plain.chunks(pool * bs)) {
+            let (mut x, mut y) = (x.to_vec(), y.to_vec());
+            x.sort_unstable();
+            y.sort_unstable();
+            assert_eq!(x, y);
+        }
+        // the short last batch (1003 = 62 * 16 + 11) stays last, so batch boundaries stay aligned
+        let last: Vec<usize> = b[b.len() - 11..].to_vec();
+        let pool_start = (len.len() / (pool * bs)) * pool * bs;
+        let mut tail: Vec<usize> = b[pool_start..].to_vec();
+        tail.sort_by_key(|&i| len[i]);
+        assert_eq!(last.iter().map(|&i| len[i]).min(), tail[tail.len() - 11..].iter().map(|&i| len[i]).min());
+        assert!(padded(&b, bs, &len) * 10 < padded(&plain, bs, &len) * 7, "bucketing should cut padding");
+    }
 }

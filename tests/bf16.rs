@@ -15,7 +15,7 @@ fn bf16_frozen_backbone_keeps_deltas_fp32_and_outputs_close() {
     let build = |kind: Kind| {
         let mut w = tiny_weights();
         w.set_frozen_kind(kind);
-        Model::build(
+        let m = Model::build(
             &cfg,
             &w,
             &placements(&mods, false),
@@ -23,9 +23,17 @@ fn bf16_frozen_backbone_keeps_deltas_fp32_and_outputs_close() {
             HeadInit::FromCheckpoint { num_labels: 3 },
             3,
         )
-        .unwrap()
+        .unwrap();
+        (m, w)
     };
-    let (m32, m16) = (build(Kind::Float), build(Kind::BFloat16));
+    let ((m32, _), (m16, w16)) = (build(Kind::Float), build(Kind::BFloat16));
+    // the bf16 matrices replace their fp32 originals in the weights (no fp32 copy stays beside them)
+    for s in m16.bert().unwrap().linear_sites() {
+        let key = format!("{}.weight", s.name);
+        let stored = w16.get(&key, &s.weight.size()).unwrap();
+        assert_eq!(stored.kind(), Kind::BFloat16, "{key}");
+        assert_eq!(stored.data_ptr(), s.weight.data_ptr(), "{key}: the model holds the stored tensor");
+    }
     // make the LoRA deltas non-zero, the same in both
     tch::no_grad(|| {
         for ((_, a), (_, b)) in m32.store.entries().iter().zip(m16.store.entries()) {

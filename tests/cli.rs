@@ -53,13 +53,15 @@ fn train_then_eval_write_the_run_directory() {
     let jsonl = d.path().join("in.jsonl");
     std::fs::write(
         &jsonl,
-        "{\"text_a\": \"the man is in the house\", \"text_b\": \"the man is in the house\"}\n",
+        "{\"text_a\": \"the man is in the house\", \"text_b\": \"the man is in the house\"}\n\
+         {\"text_a\": \"the city of water\"}\n",
     )
     .unwrap();
     let pj = s3pet(&["predict", "--run", o, "--input", jsonl.to_str().unwrap()], d.path());
-    let first: Value =
-        serde_json::from_str(String::from_utf8_lossy(&pj.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!(first, lines[0], "the same pair gives the same prediction from TSV and JSONL");
+    // the same rows in the same batch: bit-identical predictions from TSV and JSONL
+    let from_jsonl: Vec<Value> =
+        String::from_utf8_lossy(&pj.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(from_jsonl, lines, "the same inputs give the same predictions from TSV and JSONL");
     let bad = d.path().join("bad.tsv");
     std::fs::write(&bad, "a\tb\tc\n").unwrap();
     let pb = s3pet(&["predict", "--run", o, "--input", bad.to_str().unwrap()], d.path());

@@ -89,6 +89,7 @@ fn check_two_steps(order: u8) {
     set(&net.alpha, get(&f, "init.alpha"));
     net.alpha_changed();
     let cfg = SearchConfig {
+        length_buckets: 0,
         order,
         w_lr: 3e-4,
         alpha_lr: 0.1,

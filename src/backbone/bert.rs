@@ -71,13 +71,17 @@ impl Loader<'_, '_> {
         let t = self.w.get(key, shape)?;
         self.count += t.numel() as i64;
         // full fine-tuning trains a private copy: the loaded weights stay as read
-        Ok(if self.full { self.factory.store.add(key, t.copy()) } else { t })
+        Ok(if self.full { self.factory.store.add(key, t.to_kind(Kind::Float).copy()) } else { t })
     }
 
     /// A frozen matrix (embedding table, linear weight or bias) in the weights' frozen dtype.
     fn matrix(&mut self, key: &str, shape: &[i64]) -> Result<Tensor> {
-        let t = self.tensor(key, shape)?;
-        Ok(if self.full { t } else { t.to_kind(self.w.frozen_kind()) })
+        if self.full {
+            return self.tensor(key, shape);
+        }
+        let t = self.w.get_frozen(key, shape)?;
+        self.count += t.numel() as i64;
+        Ok(t)
     }
 
     fn linear(&mut self, name: &str, shape: SiteShape) -> Result<LinearSite> {

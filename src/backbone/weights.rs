@@ -1,5 +1,6 @@
 //! A checkpoint's tensors by name: read from safetensors, shape-checked on access.
 use crate::error::{Error, Result};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -7,7 +8,9 @@ use tch::{Device, Kind, Tensor};
 pub struct Weights {
     path: PathBuf,
     device: Device,
-    tensors: HashMap<String, Tensor>,
+    /// In a cell: a frozen matrix converted to `frozen_kind` replaces its fp32 original (see
+    /// [`Weights::get_frozen`]), so that the fp32 copy does not stay in memory beside it.
+    tensors: RefCell<HashMap<String, Tensor>>,
     /// Dtype of the frozen matrices (embeddings, linear weights and biases) a model built from these
     /// weights computes with: fp32, or bf16 to halve their memory and run the frozen matmuls on bf16
     /// tensor cores. Norms, deltas, the head and full fine-tuning stay fp32.
@@ -30,13 +33,23 @@ impl Weights {
                 (name, t.to_device(device))
             })
             .collect();
-        Ok(Weights { path: path.to_path_buf(), device, tensors, frozen_kind: Kind::Float })
+        Ok(Weights {
+            path: path.to_path_buf(),
+            device,
+            tensors: RefCell::new(tensors),
+            frozen_kind: Kind::Float,
+        })
     }
 
     /// Weights from named tensors (e.g. a model with deltas folded in); `label` names them in errors.
     pub fn from_tensors(label: &Path, tensors: Vec<(String, Tensor)>, device: Device) -> Self {
         let tensors = tensors.into_iter().map(|(k, t)| (k, t.to_device(device))).collect();
-        Weights { path: label.to_path_buf(), device, tensors, frozen_kind: Kind::Float }
+        Weights {
+            path: label.to_path_buf(),
+            device,
+            tensors: RefCell::new(tensors),
+            frozen_kind: Kind::Float,
+        }
     }
 
     /// Keep frozen matrices in `kind` (Float or BFloat16); see [`Weights::frozen_kind`].
@@ -57,12 +70,13 @@ impl Weights {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.tensors.contains_key(key)
+        self.tensors.borrow().contains_key(key)
     }
 
     /// The tensor `key` with the expected shape, detached and frozen.
     pub fn get(&self, key: &str, shape: &[i64]) -> Result<Tensor> {
-        let t = self.tensors.get(key).ok_or_else(|| Error::Tensor {
+        let map = self.tensors.borrow();
+        let t = map.get(key).ok_or_else(|| Error::Tensor {
             key: key.into(),
             msg: format!("missing from {}", self.path.display()),
         })?;
@@ -78,5 +92,17 @@ impl Weights {
             });
         }
         Ok(t.detach())
+    }
+
+    /// [`Weights::get`] in the frozen dtype. The first call for a key converts the stored tensor in place:
+    /// with bf16 the fp32 original is dropped (later `get`s of that key return the bf16 tensor).
+    pub fn get_frozen(&self, key: &str, shape: &[i64]) -> Result<Tensor> {
+        let t = self.get(key, shape)?;
+        if t.kind() == self.frozen_kind || !t.is_floating_point() {
+            return Ok(t);
+        }
+        let c = t.to_kind(self.frozen_kind);
+        self.tensors.borrow_mut().insert(key.to_string(), c.shallow_clone());
+        Ok(c)
     }
 }

@@ -25,6 +25,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     for shape in a.shape.split(',') {
         let cfg = shape_config(shape)?;
+        if let Some(dir) = &a.emit_structures {
+            s3pet::bench::emit_structures(dir, shape, &cfg, a.budget)?;
+        }
         let mut weights = match shape {
             "minilm" | "bert-base" | "bert-large" if !a.real_minilm || shape != "minilm" => {
                 random_weights(&cfg, device)
@@ -35,6 +38,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         weights.set_frozen_kind(s3pet::config::frozen_kind(&a.backbone_dtype)?);
         for w in &workloads {
             s3pet::progress::reset_peak_rss();
+            s3pet::gpu_mem::reset_peak(device);
             let row = bench(shape, &cfg, &weights, w, &o)?;
             println!("{}", serde_json::to_string(&row)?);
         }

@@ -57,6 +57,7 @@ pub fn train_config(
         clip_norm: c.clip_norm.unwrap_or(defaults.clip_norm),
         eval_every: c.eval_every,
         max_length: c.max_length,
+        length_buckets: c.length_buckets,
         max_train_examples: c.max_train_examples,
         max_eval_examples: c.max_eval_examples,
         structure,
@@ -113,6 +114,7 @@ pub fn train_structure(
     let model = Model::build(&l.md.cfg, &l.weights, &placements, structure.full, head, cfg.seed)?;
     let backbone = model.backbone_params();
     let trainable = model.store.numel();
+    s3pet::gpu_mem::reset_peak(model.device);
     if !opts.quiet {
         eprintln!(
             "trainable parameters: {trainable} of {} ({:.4}%): deltas {} ({:.4}% of the backbone), head {}",
@@ -139,7 +141,10 @@ pub fn train_structure(
         "best_step": out.best_step,
         "train_seconds": out.seconds,
         "examples_per_second": out.examples_per_s,
+        "train_tokens": out.tokens,
+        "train_padded_tokens": out.padded_tokens,
         "peak_rss_bytes": s3pet::progress::peak_rss_bytes(),
+        "peak_gpu_bytes": s3pet::gpu_mem::peak(model.device).map(|p| p.0),
         "device": cfg.device,
         "dev": out.dev,
         "test": out.test,

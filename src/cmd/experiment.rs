@@ -316,7 +316,8 @@ fn record(cell: &Cell, report: &Value, wall: f64, peak_gpu_mib: Option<u64>, mac
         "backbone_params": retrain["backbone_params"], "delta_fraction": retrain["delta_fraction"],
         "search_seconds": search_s, "retrain_seconds": retrain["train_seconds"], "wall_seconds": wall,
         "peak_rss_bytes": retrain["peak_rss_bytes"], "search_peak_rss_bytes": report["search"]["peak_rss_bytes"],
-        "peak_gpu_memory_mib": peak_gpu_mib, "structure": report["structure"],
+        "peak_gpu_memory_mib": peak_gpu_mib, "peak_gpu_bytes": retrain["peak_gpu_bytes"],
+        "search_peak_gpu_bytes": report["search"]["peak_gpu_bytes"], "structure": report["structure"],
         "machine": machine,
     })
 }

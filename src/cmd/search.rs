@@ -105,6 +105,7 @@ fn write_candidates(path: &Path, cands: &[ModuleSpec], o: &SearchOutcome, chosen
 
 fn search_config(cfg: &TrainConfig, o: &SearchSettings) -> SearchConfig {
     SearchConfig {
+        length_buckets: cfg.length_buckets,
         order: o.order,
         w_lr: cfg.lr,
         alpha_lr: o.alpha_lr,
@@ -142,10 +143,13 @@ fn do_search(
     );
     let (d_w, d_alpha) = halves(&l.data.train, cfg.seed);
     let mut net = Supernet::new(model, cands.clone(), budget, so.beta);
+    let device = net.model.device;
     s3pet::progress::reset_peak_rss();
+    s3pet::gpu_mem::reset_peak(device);
     let o =
         search(&mut net, &d_w, &d_alpha, &l.data.dev, &l.data.spec, &search_config(cfg, so), &run.dir, lo)?;
     let peak = s3pet::progress::peak_rss_bytes();
+    let peak_gpu = s3pet::gpu_mem::peak(device).map(|p| p.0);
     let chosen = discretize(&o.best_p, &cands, budget);
     let structure = structure_of("s3pet", sa, &l.md.cfg, &cands, &chosen, budget);
     structure.save(&run.path("structure.json"))?;
@@ -154,7 +158,7 @@ fn do_search(
         - o.final_p.iter().cloned().fold(f64::INFINITY, f64::min);
     let summary = json!({
         "order": so.order, "steps": o.steps, "best_step": o.best_step, "seconds": o.seconds,
-        "peak_rss_bytes": peak, "dev": o.best_dev, "candidates": cands.len(),
+        "peak_rss_bytes": peak, "peak_gpu_bytes": peak_gpu, "dev": o.best_dev, "candidates": cands.len(),
         "candidate_params": candidate_params, "budget_params": budget, "final_p_spread": p_spread,
         "d_w": d_w.len(), "d_alpha": d_alpha.len(),
     });

@@ -28,8 +28,10 @@ impl Adapter {
         }
     }
 
-    pub fn forward(&self, h: &Tensor) -> Tensor {
-        h.linear(&self.down_w, Some(&self.down_b)).gelu("none").linear(&self.up_w, Some(&self.up_b))
+    /// With the gate `g`, the up projection's weight and bias are scaled by it (not the output).
+    pub fn forward(&self, h: &Tensor, g: Option<&Tensor>) -> Tensor {
+        let (w, b) = (super::gated(&self.up_w, g), super::gated(&self.up_b, g));
+        h.linear(&self.down_w, Some(&self.down_b)).gelu("none").linear(&w, Some(&b))
     }
 
     pub fn zero_up(&self) {

@@ -11,7 +11,8 @@ impl Bitfit {
         Bitfit { b: add("bitfit", Tensor::zeros([shape.d_out()], (Kind::Float, device))) }
     }
 
-    pub fn forward(&self) -> Tensor {
-        self.b.shallow_clone()
+    /// The bias, times the gate `g` when given.
+    pub fn forward(&self, g: Option<&Tensor>) -> Tensor {
+        super::gated(&self.b, g)
     }
 }

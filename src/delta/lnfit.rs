@@ -11,8 +11,9 @@ impl Lnfit {
         Lnfit { w: add("lnfit", Tensor::zeros([shape.d_out()], (Kind::Float, device))) }
     }
 
-    pub fn forward(&self, x: &Tensor, eps: f64) -> Tensor {
+    /// w ⊙ LayerNorm(x) (no affine), with w times the gate `g` when given.
+    pub fn forward(&self, x: &Tensor, eps: f64, g: Option<&Tensor>) -> Tensor {
         let d = *x.size().last().unwrap_or(&1);
-        x.layer_norm::<Tensor>([d], None, None, eps, true) * &self.w
+        x.layer_norm::<Tensor>([d], None, None, eps, true) * super::gated(&self.w, g)
     }
 }

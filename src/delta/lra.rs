@@ -39,12 +39,13 @@ impl Lra {
         }
     }
 
-    pub fn forward(&self, h: &Tensor) -> Tensor {
+    /// With the gate `g`, the up factor and bias are scaled by it (not the output).
+    pub fn forward(&self, h: &Tensor, g: Option<&Tensor>) -> Tensor {
         // rank-1: (h · down_right) down_left + down_bias, without building the (k, d) matrix
         let s = h.matmul(&self.down_right).unsqueeze(-1); // (b, t, 1)
         let mid = (s * &self.down_left + &self.down_bias).gelu("none"); // (b, t, k)
         let u = mid.matmul(&self.up_right).unsqueeze(-1); // (b, t, 1)
-        u * &self.up_left + &self.up_bias
+        u * super::gated(&self.up_left, g) + super::gated(&self.up_bias, g)
     }
 
     /// Zeroes the up factor so that the output is exactly zero (for invariant tests).

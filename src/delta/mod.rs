@@ -39,13 +39,23 @@ impl<'a> Ctx<'a> {
     pub fn split_gates(&self) -> Vec<Tensor> {
         self.z.map(|z| z.unbind(0)).unwrap_or_default()
     }
-    /// `y` scaled by gate `gate` when gates are active.
-    pub fn gated(&self, gate: Option<usize>, y: Tensor) -> Tensor {
+    /// The 0-d gate tensor of candidate `gate` when gates are active. Modules scale their last (small)
+    /// parameter factor by it instead of their (batch x tokens x d) output: the same function, but autograd
+    /// keeps no full-size output per gate and runs no full-size multiply.
+    pub fn gate(&self, gate: Option<usize>) -> Option<Tensor> {
         match (gate, self.gates, self.z) {
-            (Some(i), Some(g), _) => y * &g[i],
-            (Some(i), None, Some(z)) => y * z.get(i as i64),
-            _ => y,
+            (Some(i), Some(g), _) => Some(g[i].shallow_clone()),
+            (Some(i), None, Some(z)) => Some(z.get(i as i64)),
+            _ => None,
         }
+    }
+}
+
+/// `p` times the gate, or `p` itself when there is none.
+pub(crate) fn gated(p: &Tensor, g: Option<&Tensor>) -> Tensor {
+    match g {
+        Some(g) => p * g,
+        None => p.shallow_clone(),
     }
 }
 
@@ -96,15 +106,17 @@ impl Delta {
 
     /// The delta's contribution (before gating): `x` is the site's input for parallel deltas, and the
     /// site's output for sequential ones. `norm_eps` is the LayerNorm epsilon at norm sites.
+    /// The gate (when active) scales the module's last parameter factor, not its output.
     pub fn forward(&self, x: &Tensor, ctx: &Ctx, norm_eps: f64) -> Tensor {
-        let y = match &self.module {
-            DeltaModule::Lora(m) => m.forward(x, ctx.train),
-            DeltaModule::Bitfit(m) => m.forward(),
-            DeltaModule::Lnfit(m) => m.forward(x, norm_eps),
-            DeltaModule::Lra(m) => m.forward(x),
-            DeltaModule::Adapter(m) => m.forward(x),
-        };
-        ctx.gated(self.gate, y)
+        let g = ctx.gate(self.gate);
+        let g = g.as_ref();
+        match &self.module {
+            DeltaModule::Lora(m) => m.forward(x, ctx.train, g),
+            DeltaModule::Bitfit(m) => m.forward(g),
+            DeltaModule::Lnfit(m) => m.forward(x, norm_eps, g),
+            DeltaModule::Lra(m) => m.forward(x, g),
+            DeltaModule::Adapter(m) => m.forward(x, g),
+        }
     }
 }
 
@@ -113,7 +125,7 @@ impl Delta {
     /// [`Delta::forward`].
     pub fn forward_normalized(&self, n: &Tensor, ctx: &Ctx) -> Tensor {
         match &self.module {
-            DeltaModule::Lnfit(m) => ctx.gated(self.gate, n * &m.w),
+            DeltaModule::Lnfit(m) => n * gated(&m.w, ctx.gate(self.gate).as_ref()),
             _ => self.forward(n, ctx, 0.0),
         }
     }

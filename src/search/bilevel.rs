@@ -13,7 +13,7 @@ use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
 use crate::params::flat_grads;
 use crate::params::ParamStore;
 use crate::tokenize::Encoded;
-use crate::train::{epoch_order, evaluate, primary, Metrics};
+use crate::train::{encoded_len, epoch_order_bucketed, evaluate, primary, Metrics};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::path::Path;
@@ -34,6 +34,8 @@ pub struct SearchConfig {
     pub eval_batch_size: usize,
     pub eval_every: Option<usize>,
     pub seed: u64,
+    /// Batches per length bucket (0: off); see `train::epoch_order_bucketed`.
+    pub length_buckets: usize,
 }
 
 /// The supernet: every candidate behind a gate, its logits alpha and the budget.
@@ -323,8 +325,16 @@ pub fn search(
         checkpoint::stop_if_interrupted("search", ls.step, &ckpt_path, || save(&st, &ls, &best_alpha))?;
         let (epoch, i) = (ls.step / per_epoch, ls.step % per_epoch);
         if orders.0 != epoch {
-            let ow = epoch_order(d_w.len(), cfg.seed, epoch).into_iter().take(n).collect();
-            let oa = epoch_order(d_alpha.len(), cfg.seed ^ 0xA1FA, epoch).into_iter().take(n).collect();
+            let (lb, ow_len, oa_len) =
+                (cfg.length_buckets, |j| encoded_len(&d_w[j]), |j| encoded_len(&d_alpha[j]));
+            let ow = epoch_order_bucketed(d_w.len(), cfg.seed, epoch, bs, lb, ow_len)
+                .into_iter()
+                .take(n)
+                .collect();
+            let oa = epoch_order_bucketed(d_alpha.len(), cfg.seed ^ 0xA1FA, epoch, bs, lb, oa_len)
+                .into_iter()
+                .take(n)
+                .collect();
             orders = (epoch, ow, oa);
         }
         let range = i * bs..((i + 1) * bs).min(n);
