@@ -130,6 +130,12 @@ pub fn encoded_len(e: &Encoded) -> usize {
     e.rows.iter().map(|r| r.0.len()).max().unwrap_or(0)
 }
 
+/// Whether a loop evaluates after `step` optimiser steps: every `eval_every` steps, at each epoch's end
+/// and at the last step (training and the search alike).
+pub fn eval_due(step: usize, eval_every: Option<usize>, per_epoch: usize, total: usize) -> bool {
+    eval_every.is_some_and(|k| step.is_multiple_of(k)) || step.is_multiple_of(per_epoch) || step == total
+}
+
 pub struct Outcome {
     pub best_step: usize,
     pub steps: usize,
@@ -241,9 +247,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
         padded_tokens += b.ids.numel() as i64;
         bar.set_position(st.step as u64);
         bar.set_message(format!("epoch {} loss {lv:.4}", epoch + 1));
-        let eval_now = cfg.eval_every.is_some_and(|k| st.step.is_multiple_of(k))
-            || st.step.is_multiple_of(per_epoch)
-            || st.step == total;
+        let eval_now = eval_due(st.step, cfg.eval_every, per_epoch, total);
         if eval_now {
             let dev = evaluate(model, &data.dev, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;
             let score = primary(&data.spec, &dev);

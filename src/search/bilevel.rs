@@ -13,7 +13,7 @@ use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
 use crate::params::flat_grads;
 use crate::params::ParamStore;
 use crate::tokenize::Encoded;
-use crate::train::{encoded_len, epoch_order_bucketed, evaluate, primary, Metrics};
+use crate::train::{encoded_len, epoch_order_bucketed, eval_due, evaluate, primary, Metrics};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::path::Path;
@@ -351,9 +351,7 @@ pub fn search(
         ls.step += 1;
         bar.set_position(ls.step as u64);
         bar.set_message(format!("epoch {} train {lt:.4}", epoch + 1));
-        let eval_now = cfg.eval_every.is_some_and(|k| ls.step.is_multiple_of(k))
-            || ls.step.is_multiple_of(per_epoch)
-            || ls.step == total;
+        let eval_now = eval_due(ls.step, cfg.eval_every, per_epoch, total);
         if eval_now {
             let lv = check(val.double_value(&[]), "validation loss", ls.step)?;
             let p = tch::no_grad(|| st.net.probs())?;
