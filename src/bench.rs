@@ -246,6 +246,7 @@ pub fn bench(
             ))
         }
     };
+    let gpu = crate::gpu_mem::peak(o.device);
     Ok(BenchRow {
         shape: shape.into(),
         workload: workload.into(),
@@ -259,8 +260,8 @@ pub fn bench(
         tokens_per_s: (o.batch * o.seq_len) as f64 * 1e3 / ms,
         trainable_params: trainable,
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
-        peak_gpu_bytes: crate::gpu_mem::peak(o.device).map(|p| p.0),
-        peak_gpu_reserved_bytes: crate::gpu_mem::peak(o.device).map(|p| p.1),
+        peak_gpu_bytes: gpu.map(|p| p.0),
+        peak_gpu_reserved_bytes: gpu.map(|p| p.1),
         backbone_dtype: if workload == "full" || weights.frozen_kind() == tch::Kind::Float {
             "fp32".into()
         } else {

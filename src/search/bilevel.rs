@@ -325,17 +325,12 @@ pub fn search(
         checkpoint::stop_if_interrupted("search", ls.step, &ckpt_path, || save(&st, &ls, &best_alpha))?;
         let (epoch, i) = (ls.step / per_epoch, ls.step % per_epoch);
         if orders.0 != epoch {
-            let (lb, ow_len, oa_len) =
-                (cfg.length_buckets, |j| encoded_len(&d_w[j]), |j| encoded_len(&d_alpha[j]));
-            let ow = epoch_order_bucketed(d_w.len(), cfg.seed, epoch, bs, lb, ow_len)
-                .into_iter()
-                .take(n)
-                .collect();
-            let oa = epoch_order_bucketed(d_alpha.len(), cfg.seed ^ 0xA1FA, epoch, bs, lb, oa_len)
-                .into_iter()
-                .take(n)
-                .collect();
-            orders = (epoch, ow, oa);
+            let order = |data: &[Encoded], seed: u64| -> Vec<usize> {
+                let len = |j: usize| encoded_len(&data[j]);
+                let o = epoch_order_bucketed(data.len(), seed, epoch, bs, cfg.length_buckets, len);
+                o.into_iter().take(n).collect()
+            };
+            orders = (epoch, order(d_w, cfg.seed), order(d_alpha, cfg.seed ^ 0xA1FA));
         }
         let range = i * bs..((i + 1) * bs).min(n);
         let pick = |data: &[Encoded], order: &[usize]| {
