@@ -55,7 +55,7 @@ fn main() -> s3pet::Result<()> {
     let batch = Batch::new(&data.iter().collect::<Vec<_>>(), model.device);
 
     let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-2, 0.0));
-    println!("before: {:?}", model.predict(&batch, &Ctx::eval()));
+    println!("before: {:?}", model.predict(&batch, &Ctx::eval())?);
     for step in 0..20 {
         let loss = model.loss(&batch, &Ctx::train());
         let g = model.store.grads(&loss);
@@ -64,6 +64,6 @@ fn main() -> s3pet::Result<()> {
             println!("step {step}: loss {:.4}", loss.double_value(&[]));
         }
     }
-    println!("after:  {:?} (want [Class(1), Class(0)])", model.predict(&batch, &Ctx::eval()));
+    println!("after:  {:?} (want [Class(1), Class(0)])", model.predict(&batch, &Ctx::eval())?);
     Ok(())
 }

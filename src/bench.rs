@@ -1,7 +1,7 @@
 //! Training-step benchmarks on fixed (batch x sequence) inputs: full fine-tuning, LoRA r8 on query and
 //! value, a retrain step of a structure, and S3PET-M search steps of first and second order.
 //! The device is synchronised before the clock is read.
-use crate::backbone::{bert_param_count, bert_sites, BertConfig, Placement, Weights};
+use crate::backbone::{Arch, BertConfig, Placement, Weights};
 use crate::batch::Batch;
 use crate::data::Target;
 use crate::delta::Ctx;
@@ -32,36 +32,25 @@ pub fn shape_config(shape: &str) -> Result<BertConfig> {
     serde_json::from_str(&json).map_err(|e| Error::Msg(e.to_string()))
 }
 
-/// Random weights (N(0, 0.02), norms at 1 / 0) for a config: for shapes without a checkpoint.
-pub fn random_weights(cfg: &BertConfig, device: Device) -> Weights {
+/// Random weights for a config (for shapes without a checkpoint): every tensor its loader reads, 1-d
+/// `*weight` (norm scales) at 1, `*bias` at 0, the rest N(0, 0.02).
+pub fn random_weights(cfg: &impl Arch, device: Device) -> Weights {
     tch::manual_seed(0);
-    let d = cfg.hidden_size;
     let opts = (Kind::Float, device);
-    let mut t = vec![
-        ("embeddings.word_embeddings.weight".to_string(), Tensor::randn([cfg.vocab_size, d], opts) * 0.02),
-        (
-            "embeddings.position_embeddings.weight".into(),
-            Tensor::randn([cfg.max_position_embeddings, d], opts) * 0.02,
-        ),
-        (
-            "embeddings.token_type_embeddings.weight".into(),
-            Tensor::randn([cfg.type_vocab_size, d], opts) * 0.02,
-        ),
-        ("pooler.dense.weight".into(), Tensor::randn([d, d], opts) * 0.02),
-        ("pooler.dense.bias".into(), Tensor::zeros([d], opts)),
-    ];
-    for (name, shape) in bert_sites(cfg) {
-        match shape {
-            crate::delta::SiteShape::Norm { d } => {
-                t.push((format!("{name}.weight"), Tensor::ones([d], opts)));
-                t.push((format!("{name}.bias"), Tensor::zeros([d], opts)));
-            }
-            crate::delta::SiteShape::Linear { d_in, d_out, .. } => {
-                t.push((format!("{name}.weight"), Tensor::randn([d_out, d_in], opts) * 0.02));
-                t.push((format!("{name}.bias"), Tensor::zeros([d_out], opts)));
-            }
-        }
-    }
+    let t = cfg
+        .tensor_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let t = if name.ends_with("bias") {
+                Tensor::zeros(shape.as_slice(), opts)
+            } else if shape.len() == 1 && name.ends_with("weight") {
+                Tensor::ones(shape.as_slice(), opts)
+            } else {
+                Tensor::randn(shape.as_slice(), opts) * 0.02
+            };
+            (name, t)
+        })
+        .collect();
     Weights::from_tensors(Path::new("<random>"), t, device)
 }
 
@@ -142,7 +131,7 @@ pub fn bench_structures(
 ) -> Result<(Vec<crate::delta::ModuleSpec>, i64, Vec<usize>)> {
     let space = Space::builtin("mix").ok_or_else(|| Error::Msg("no mix space".into()))?;
     let cands = space.candidates(cfg)?;
-    let budget = budget_params(Some(budget), None, bert_param_count(cfg), &cands)?;
+    let budget = budget_params(Some(budget), None, cfg.param_count(), &cands)?;
     let chosen = crate::search::random_structure(&cands, budget, 0);
     Ok((cands, budget, chosen))
 }
@@ -151,7 +140,7 @@ pub fn bench_structures(
 /// backbone_params, candidates}) under `dir`: what tools/bench_peer.py rebuilds in PyTorch.
 pub fn emit_structures(dir: &Path, shape: &str, cfg: &BertConfig, budget: f64) -> Result<()> {
     let (cands, budget, chosen) = bench_structures(cfg, budget)?;
-    let backbone = bert_param_count(cfg);
+    let backbone = cfg.param_count();
     let mods: Vec<_> = chosen.iter().map(|&i| cands[i].clone()).collect();
     let mut retrain = crate::structure::Structure::manual("random", mods, cfg, backbone)?;
     retrain.budget_params = budget;

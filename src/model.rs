@@ -1,7 +1,8 @@
 //! A backbone + deltas + task head, built from a model directory and a list of placements.
 //! Encoders (BERT family) classify with a head on the pooled output; encoder-decoders (T5) pose the
 //! task as text to text (the head is the task's label words).
-use crate::backbone::{Bert, Head, ModelConfig, Placement, SiteFactory, Weights, T5};
+use crate::backbone::loader::{check_placements, Loader};
+use crate::backbone::{Bert, BertConfig, Head, ModelConfig, Placement, Weights, T5};
 use crate::batch::Batch;
 use crate::data::{Target, TaskSpec};
 use crate::delta::Ctx;
@@ -67,16 +68,26 @@ impl ModelDir {
     pub fn load_weights(&self, device: Device) -> Result<Weights> {
         let weights = Weights::load(&self.weights_path(), device)?;
         let mut store = ParamStore::new(device);
-        let mut factory = SiteFactory { placements: &[], store: &mut store };
-        match &self.cfg {
-            ModelConfig::Bert(cfg) => Bert::load(&weights, cfg, &mut factory, false).map(|_| ()),
-            ModelConfig::T5(cfg) => T5::load(&weights, cfg, &mut factory, false).map(|_| ()),
-        }
-        .map_err(|e| {
+        let loader = Loader::new(&weights, &[], &mut store, false);
+        load_body(&loader, &self.cfg).map_err(|e| {
             Error::file(self.dir.join("config.json"), format!("does not describe the weights: {e}"))
         })?;
         Ok(weights)
     }
+}
+
+/// The backbone of `cfg` read through `loader`.
+fn load_body(loader: &Loader, cfg: &ModelConfig) -> Result<Backbone> {
+    Ok(match cfg {
+        ModelConfig::Bert(c) => Backbone::Bert(Bert::load(&loader.root(), c)?),
+        ModelConfig::T5(c) => Backbone::T5(Box::new(T5::load(&loader.root(), c)?)),
+    })
+}
+
+/// A loaded backbone of either family, before the head is attached.
+enum Backbone {
+    Bert(Bert),
+    T5(Box<T5>),
 }
 
 /// How the head is made: fresh (training) or the checkpoint's own classifier (fixtures); for a
@@ -103,7 +114,7 @@ impl HeadInit {
 /// The network: an encoder with a classification head, or a T5 with the task's label words.
 pub enum Body {
     Classifier { bert: Bert, head: Head },
-    Text2Text { t5: T5, words: Box<Verbalizer> },
+    Text2Text { t5: Box<T5>, words: Box<Verbalizer> },
 }
 
 pub struct Model {
@@ -112,6 +123,7 @@ pub struct Model {
     pub store: ParamStore,
     pub delta_params: i64,
     pub head_params: i64,
+    backbone_params: i64,
     pub device: Device,
 }
 
@@ -126,67 +138,41 @@ impl Model {
         seed: u64,
     ) -> Result<Model> {
         let cfg: ModelConfig = cfg.clone().into();
-        let cfg = match cfg {
-            ModelConfig::Bert(cfg) => cfg,
-            ModelConfig::T5(cfg) => return Self::build_t5(&cfg, weights, placements, full, head, seed),
-        };
-        let cfg = &cfg;
         tch::manual_seed(seed as i64);
         let device = weights.device();
         let mut store = ParamStore::new(device);
-        let bert = {
-            let mut factory = SiteFactory { placements, store: &mut store };
-            Bert::load(weights, cfg, &mut factory, full)?
+        let (backbone, walk) = {
+            let loader = Loader::new(weights, placements, &mut store, full);
+            let backbone = load_body(&loader, &cfg)?;
+            (backbone, loader.finish())
         };
-        let sites = crate::backbone::bert_sites(cfg);
-        for p in placements {
-            if !sites.iter().any(|(s, _)| *s == p.spec.site) {
-                return Err(Error::site(&p.spec.site, "no such site in this model"));
+        check_placements(placements, &walk)?;
+        let delta_params = store.numel();
+        let body = match (backbone, head) {
+            (Backbone::T5(t5), HeadInit::Words(words)) => Body::Text2Text { t5, words },
+            (Backbone::T5(_), _) => {
+                return Err(Error::Msg("a T5 model needs the task's label words (HeadInit::Words)".into()))
             }
-        }
-        let body_params = store.numel();
-        let d = cfg.hidden_size;
-        let drop = cfg.hidden_dropout_prob;
-        let head = match head {
-            HeadInit::Fresh { num_labels } => {
-                Head::new(d, num_labels, cfg.initializer_range, drop, &mut store)
-            }
-            HeadInit::FromCheckpoint { num_labels } => Head::load(weights, d, num_labels, drop, &mut store)?,
-            HeadInit::Words(_) => {
-                return Err(Error::Msg(
-                    "label words are the head of text-to-text models, not of an encoder".into(),
-                ))
+            (Backbone::Bert(bert), head) => {
+                let head = Self::classifier(&bert.cfg, weights, head, &mut store)?;
+                Body::Classifier { bert, head }
             }
         };
-        let head_params = store.numel() - body_params;
-        let body = Body::Classifier { bert, head };
-        Ok(Model { body, store, delta_params: body_params, head_params, device })
+        let head_params = store.numel() - delta_params;
+        let backbone_params = walk.params;
+        Ok(Model { body, store, delta_params, head_params, backbone_params, device })
     }
 
-    /// A T5 with its deltas; the LM head stays frozen (part of the backbone), so no head parameters.
-    fn build_t5(
-        cfg: &crate::backbone::T5Config,
-        weights: &Weights,
-        placements: &[Placement],
-        full: bool,
-        head: HeadInit,
-        seed: u64,
-    ) -> Result<Model> {
-        let HeadInit::Words(words) = head else {
-            return Err(Error::Msg("a T5 model needs the task's label words (HeadInit::Words)".into()));
-        };
-        tch::manual_seed(seed as i64);
-        let device = weights.device();
-        let mut store = ParamStore::new(device);
-        let t5 = T5::load(weights, cfg, &mut SiteFactory { placements, store: &mut store }, full)?;
-        let sites = crate::backbone::t5_sites(cfg);
-        for p in placements {
-            if !sites.iter().any(|(s, _)| *s == p.spec.site) {
-                return Err(Error::site(&p.spec.site, "no such site in this model"));
+    /// The classifier of an encoder: fresh, or the checkpoint's own.
+    fn classifier(cfg: &BertConfig, weights: &Weights, head: HeadInit, store: &mut ParamStore) -> Result<Head> {
+        let (d, drop) = (cfg.hidden_size, cfg.hidden_dropout_prob);
+        match head {
+            HeadInit::Fresh { num_labels } => Ok(Head::new(d, num_labels, cfg.initializer_range, drop, store)),
+            HeadInit::FromCheckpoint { num_labels } => Head::load(weights, d, num_labels, drop, store),
+            HeadInit::Words(_) => {
+                Err(Error::Msg("label words are the head of text-to-text models, not of an encoder".into()))
             }
         }
-        let delta_params = store.numel();
-        Ok(Model { body: Body::Text2Text { t5, words }, store, delta_params, head_params: 0, device })
     }
 
     /// The BERT-family encoder, if this is a classifier.
@@ -219,11 +205,14 @@ impl Model {
         }
     }
 
+    /// Every tensor the backbone's loader read (tied tensors once).
     pub fn backbone_params(&self) -> i64 {
-        match &self.body {
-            Body::Classifier { bert, .. } => bert.backbone_params(),
-            Body::Text2Text { t5, .. } => t5.backbone_params(),
-        }
+        self.backbone_params
+    }
+
+    /// Everything trained: deltas (or the whole backbone) and the head.
+    pub fn trainable_params(&self) -> i64 {
+        self.delta_params + self.head_params
     }
 
     /// Target token ids (b, s) of a text-to-text batch: each example's label word, -100 after its end.
@@ -240,8 +229,6 @@ impl Model {
     /// Task logits, one row per batch row: (rows, num_labels); for T5 the teacher-forced LM logits of
     /// the label words (rows, target length, vocab).
     pub fn logits(&self, batch: &Batch, ctx: &Ctx) -> Tensor {
-        let gates = ctx.split_gates();
-        let ctx = &Ctx { gates: ctx.z.map(|_| gates.as_slice()), ..*ctx };
         let (bert, head) = match &self.body {
             Body::Classifier { bert, head } => (bert, head),
             Body::Text2Text { t5, words } => {
@@ -281,41 +268,46 @@ impl Model {
     /// Greedy decodes (rows, 1 + steps) of a text-to-text model, long enough for every label word.
     pub fn generate(&self, batch: &Batch, ctx: &Ctx) -> Option<Tensor> {
         let Body::Text2Text { t5, words } = &self.body else { return None };
-        let gates = ctx.split_gates();
-        let ctx = &Ctx { gates: ctx.z.map(|_| gates.as_slice()), ..*ctx };
         Some(t5.generate(&batch.ids, &batch.mask, words.max_len() as i64, ctx).to_device(Device::Cpu))
     }
 
     /// Predictions (no gradients) for a batch: class index or score per example (T5: the greedy decode
-    /// mapped back to a label; a class past the labels when it is none).
-    pub fn predict(&self, batch: &Batch, ctx: &Ctx) -> Vec<Target> {
+    /// mapped back to a label; a class past the labels when it is none). Non-finite logits are an error:
+    /// a broken model must not read as a weak one.
+    pub fn predict(&self, batch: &Batch, ctx: &Ctx) -> Result<Vec<Target>> {
         if let (Some(ids), Some(words)) = (self.generate(batch, ctx), self.words()) {
-            let rows = Vec::<Vec<i64>>::try_from(&ids).unwrap_or_default();
-            return rows.iter().map(|r| words.decode(r)).collect();
+            let rows = Vec::<Vec<i64>>::try_from(&ids).map_err(|e| tensor_error("generated ids", e))?;
+            return Ok(rows.iter().map(|r| words.decode(r)).collect());
         }
-        tch::no_grad(|| {
-            let logits = self.logits(batch, ctx).to_device(Device::Cpu);
-            if batch.choices > 1 {
-                let best = logits.view([batch.len() as i64, batch.choices]).argmax(-1, false);
-                Vec::<i64>::try_from(&best)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| Target::Class(c as usize))
-                    .collect()
-            } else if batch.is_regression() {
-                Vec::<f32>::try_from(&logits.squeeze_dim(-1))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(Target::Score)
-                    .collect()
-            } else {
-                let best = logits.argmax(-1, false);
-                Vec::<i64>::try_from(&best)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| Target::Class(c as usize))
-                    .collect()
-            }
+        let logits = tch::no_grad(|| self.logits(batch, ctx)).to_device(Device::Cpu);
+        check_finite(&logits, "logits")?;
+        Ok(if batch.choices > 1 {
+            let best = logits.view([batch.len() as i64, batch.choices]).argmax(-1, false);
+            classes(&best)?
+        } else if batch.is_regression() {
+            let scores = Vec::<f32>::try_from(&logits.squeeze_dim(-1)).map_err(|e| tensor_error("scores", e))?;
+            scores.into_iter().map(Target::Score).collect()
+        } else {
+            classes(&logits.argmax(-1, false))?
         })
+    }
+}
+
+fn tensor_error(what: &str, e: tch::TchError) -> Error {
+    Error::Tensor { key: what.into(), msg: format!("cannot read back: {e}") }
+}
+
+fn classes(best: &Tensor) -> Result<Vec<Target>> {
+    let v = Vec::<i64>::try_from(best).map_err(|e| tensor_error("predicted classes", e))?;
+    Ok(v.into_iter().map(|c| Target::Class(c as usize)).collect())
+}
+
+/// An error when `t` holds a NaN or an infinity.
+pub fn check_finite(t: &Tensor, what: &str) -> Result<()> {
+    let finite = t.isfinite().all().int64_value(&[]) == 1;
+    if finite {
+        Ok(())
+    } else {
+        Err(Error::Train(format!("non-finite {what}: the model's output holds NaN or infinity")))
     }
 }

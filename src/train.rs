@@ -71,7 +71,7 @@ pub fn evaluate(model: &Model, data: &[Encoded], spec: &TaskSpec, bs: usize, ctx
     let mut preds = Vec::with_capacity(data.len());
     for items in batches(data, &order, bs) {
         let b = Batch::new(&items, model.device);
-        preds.extend(model.predict(&b, &Ctx { train: false, ..*ctx }));
+        preds.extend(model.predict(&b, &Ctx { train: false, ..*ctx })?);
     }
     let golds: Vec<_> = data.iter().map(|e| e.target).collect();
     let groups: Vec<Option<String>> = data.iter().map(|e| e.group.clone()).collect();

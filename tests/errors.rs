@@ -5,7 +5,7 @@
 //! directory is written.
 mod common;
 use common::{task_dir, tiny_dir};
-use s3pet::backbone::{bert_param_count, BertConfig};
+use s3pet::backbone::{Arch, BertConfig};
 use s3pet::structure::{method_modules, Structure};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -134,7 +134,7 @@ impl Case {
     fn lora_structure(&self) -> Value {
         let cfg = BertConfig::from_file(&self.model_file("config.json")).unwrap();
         let s =
-            Structure::manual("lora", method_modules("lora", &cfg).unwrap(), &cfg, bert_param_count(&cfg))
+            Structure::manual("lora", method_modules("lora", &cfg).unwrap(), &cfg, cfg.param_count())
                 .unwrap();
         serde_json::to_value(&s).unwrap()
     }

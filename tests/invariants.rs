@@ -1,8 +1,8 @@
 //! The invariant matrix over every delta type (DESIGN.md "Tests").
 mod common;
 use common::*;
-use s3pet::backbone::{bert_sites, Weights};
-use s3pet::delta::{Ctx, DeltaModule, ModuleSpec};
+use s3pet::backbone::{Arch, Weights};
+use s3pet::delta::{Ctx, DeltaModule, Gates, ModuleSpec};
 use s3pet::model::{HeadInit, Model};
 use std::path::Path;
 use tch::{Device, Tensor};
@@ -61,10 +61,10 @@ fn closed_gates_leave_backbone_bit_identical() {
         let m = tiny_gated_model(&modules, true, 1);
         randomize(&m);
         let z = Tensor::zeros([modules.len() as i64], (tch::Kind::Float, Device::Cpu));
-        let out = tch::no_grad(|| m.logits(&batch(), &Ctx { train: false, z: Some(&z), gates: None }));
+        let out = tch::no_grad(|| m.logits(&batch(), &Ctx::gated(false, &Gates::new(&z))));
         assert!(out.equal(&bare), "{method}: closed gates change the output");
         let open = Tensor::ones([modules.len() as i64], (tch::Kind::Float, Device::Cpu));
-        let out1 = tch::no_grad(|| m.logits(&batch(), &Ctx { train: false, z: Some(&open), gates: None }));
+        let out1 = tch::no_grad(|| m.logits(&batch(), &Ctx::gated(false, &Gates::new(&open))));
         assert!(out1.equal(&logits(&m)), "{method}: open gates differ from ungated");
     }
 }
@@ -128,7 +128,7 @@ fn parameter_count_equals_formula() {
         let modules = fixture_modules(method, &cfg);
         let m = tiny_model(&modules, false, true, 5);
         assert_eq!(m.delta_params, want(method), "{method}: store");
-        let sites = bert_sites(&cfg);
+        let sites = cfg.sites();
         let by_spec: i64 = modules
             .iter()
             .map(|s: &ModuleSpec| s.count(sites.iter().find(|(n, _)| *n == s.site).unwrap().1))

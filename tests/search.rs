@@ -37,7 +37,7 @@ fn alpha_gradient_matches_finite_differences() {
     let g = read(&tiny_dir().join("golden.safetensors"));
     let batch = golden_batch(&g, &Tensor::from_slice(&[1i64, 0, 2]));
     let n: Vec<f64> = net.candidates.iter().map(|c| c.params.unwrap() as f64).collect();
-    let b = solve_shift(&net.alpha_values(), &n, 500.0, 1.0, None).unwrap();
+    let b = solve_shift(&net.alpha_values().unwrap(), &n, 500.0, 1.0, None).unwrap();
     let c = ((&net.alpha - b).sigmoid()).sum(Kind::Float).double_value(&[]);
     // the function whose derivative the method takes: b and c constant
     let loss_at = |alpha: &Tensor| -> f64 {

@@ -2,7 +2,8 @@
 //! checkpoints with transformers / PEFT (fixtures from tools/make_t5_fixtures.py).
 mod common;
 use common::{assert_close, fixtures, get, read, FWD_TOL, GRAD_TOL};
-use s3pet::backbone::{ModelConfig, Placement, SiteFactory, T5Config, Weights, T5};
+use s3pet::backbone::loader::Loader;
+use s3pet::backbone::{ModelConfig, Placement, T5Config, Weights, T5};
 use s3pet::data::{Target, TaskSpec};
 use s3pet::delta::{Ctx, ModuleSpec};
 use s3pet::params::ParamStore;
@@ -90,9 +91,10 @@ fn t5_cfg(version: &str, dropout: bool) -> T5Config {
 fn load_t5(version: &str, placements: &[Placement], dropout: bool) -> (T5, ParamStore) {
     let w = Weights::load(&t5_dir(version).join("model.safetensors"), Device::Cpu).unwrap();
     let mut store = ParamStore::new(Device::Cpu);
-    let t5 =
-        T5::load(&w, &t5_cfg(version, dropout), &mut SiteFactory { placements, store: &mut store }, false)
-            .unwrap();
+    let t5 = {
+        let loader = Loader::new(&w, placements, &mut store, false);
+        T5::load(&loader.root(), &t5_cfg(version, dropout)).unwrap()
+    };
     (t5, store)
 }
 
@@ -387,7 +389,8 @@ fn t5_model_gates_and_label_word_loss() {
     let closed = tch::Tensor::zeros([k], (Kind::Float, Device::Cpu));
     let open = closed.ones_like();
     let logits = |m: &s3pet::model::Model, z: Option<&tch::Tensor>| {
-        tch::no_grad(|| m.logits(&b, &Ctx { train: false, z, gates: None }))
+        let gates = z.map(s3pet::delta::Gates::new);
+        tch::no_grad(|| m.logits(&b, &Ctx { train: false, gates: gates.as_ref() }))
     };
     let want = logits(&bare, None);
     assert!(logits(&gated, Some(&closed)).equal(&want), "closed gates change the output");
@@ -404,7 +407,7 @@ fn t5_model_gates_and_label_word_loss() {
     }
     let loss = bare.loss_from_logits(&want, &b).double_value(&[]);
     assert!((loss - sum / n as f64).abs() < 1e-5, "loss {loss} vs {}", sum / n as f64);
-    let preds = bare.predict(&b, &Ctx::eval());
+    let preds = bare.predict(&b, &Ctx::eval()).unwrap();
     assert_eq!(preds.len(), 3);
     assert!(preds.iter().all(|p| matches!(p, Target::Class(c) if *c <= 2)), "{preds:?}");
 }

@@ -1,34 +1,79 @@
 //! What the search and the structures need to know of a backbone, whatever its family: its delta
-//! sites (checkpoint module paths, in model order) and its parameter count.
+//! sites (checkpoint module paths, in model order) and its parameter count. Both come from a walk of
+//! the family's own loader over shapes alone ([`super::loader`]), made once per config.
 use super::config::BertConfig;
+use super::loader::{Loader, Walk};
 use super::t5_config::T5Config;
-use super::{bert_param_count, bert_sites, t5_param_count, t5_sites};
+use super::{Bert, T5};
 use crate::delta::SiteShape;
 use crate::error::{Error, Result};
+use crate::params::ParamStore;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+/// A config's shape walk, computed on first use (a config is not changed after it is read).
+#[derive(Debug, Clone, Default)]
+pub struct WalkCache(OnceLock<Arc<std::result::Result<Walk, String>>>);
+
+impl WalkCache {
+    fn get(&self, walk: impl FnOnce(&super::loader::Vb) -> Result<()>) -> Arc<std::result::Result<Walk, String>> {
+        self.0
+            .get_or_init(|| {
+                let mut store = ParamStore::new(tch::Device::Cpu);
+                let loader = Loader::shapes(&mut store);
+                let done = walk(&loader.root());
+                Arc::new(done.map(|_| loader.finish()).map_err(|e| e.to_string()))
+            })
+            .clone()
+    }
+}
 
 pub trait Arch {
-    /// Every delta site in model order.
-    fn sites(&self) -> Vec<(String, SiteShape)>;
+    /// The walk of this family's loader over the config's shapes.
+    fn walk(&self) -> Arc<std::result::Result<Walk, String>>;
+
+    /// Every delta site in model order (empty when the config cannot be walked: see [`Arch::check`]).
+    fn sites(&self) -> Vec<(String, SiteShape)> {
+        match &*self.walk() {
+            Ok(w) => w.sites.clone(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Every tensor of the checkpoint, tied tensors once.
-    fn param_count(&self) -> i64;
+    fn param_count(&self) -> i64 {
+        match &*self.walk() {
+            Ok(w) => w.params,
+            Err(_) => 0,
+        }
+    }
+
+    /// Every tensor the loader reads, with its shape (e.g. to make random weights of a shape).
+    fn tensor_shapes(&self) -> Vec<(String, Vec<i64>)> {
+        match &*self.walk() {
+            Ok(w) => w.tensors.clone(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// An error when the walk failed (a config no module accepts).
+    fn check(&self) -> Result<()> {
+        match &*self.walk() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::Msg(format!("the model config cannot be loaded: {e}"))),
+        }
+    }
 }
 
 impl Arch for BertConfig {
-    fn sites(&self) -> Vec<(String, SiteShape)> {
-        bert_sites(self)
-    }
-    fn param_count(&self) -> i64 {
-        bert_param_count(self)
+    fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
+        self.walk_cache.get(|vb| Bert::load(vb, self).map(|_| ()))
     }
 }
 
 impl Arch for T5Config {
-    fn sites(&self) -> Vec<(String, SiteShape)> {
-        t5_sites(self)
-    }
-    fn param_count(&self) -> i64 {
-        t5_param_count(self)
+    fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
+        self.walk_cache.get(|vb| T5::load(vb, self).map(|_| ()))
     }
 }
 
@@ -58,24 +103,22 @@ impl ModelConfig {
         let model_type = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("model_type").and_then(|t| t.as_str()).map(str::to_string));
-        match model_type.as_deref() {
-            Some("t5") => Ok(ModelConfig::T5(T5Config::from_json(&text, path)?)),
-            _ => Ok(ModelConfig::Bert(BertConfig::from_file(path)?)),
-        }
+        let cfg = match model_type.as_deref() {
+            Some("t5") => ModelConfig::T5(T5Config::from_json(&text, path)?),
+            _ => ModelConfig::Bert(BertConfig::from_file(path)?),
+        };
+        cfg.check().map_err(|e| Error::file(path, e.to_string()))?;
+        Ok(cfg)
     }
 
+    /// Every delta site in model order (see [`Arch::sites`]).
     pub fn sites(&self) -> Vec<(String, SiteShape)> {
-        match self {
-            ModelConfig::Bert(c) => bert_sites(c),
-            ModelConfig::T5(c) => t5_sites(c),
-        }
+        Arch::sites(self)
     }
 
+    /// Every tensor of the checkpoint, tied tensors once (see [`Arch::param_count`]).
     pub fn param_count(&self) -> i64 {
-        match self {
-            ModelConfig::Bert(c) => bert_param_count(c),
-            ModelConfig::T5(c) => t5_param_count(c),
-        }
+        Arch::param_count(self)
     }
 
     pub fn is_t5(&self) -> bool {
@@ -98,10 +141,10 @@ impl ModelConfig {
 }
 
 impl Arch for ModelConfig {
-    fn sites(&self) -> Vec<(String, SiteShape)> {
-        ModelConfig::sites(self)
-    }
-    fn param_count(&self) -> i64 {
-        ModelConfig::param_count(self)
+    fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
+        match self {
+            ModelConfig::Bert(c) => c.walk(),
+            ModelConfig::T5(c) => c.walk(),
+        }
     }
 }

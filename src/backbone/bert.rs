@@ -1,9 +1,9 @@
 //! Our BERT encoder (embeddings, self-attention with padding mask, token types, FFN, post-LayerNorm,
 //! pooler). Module paths are the checkpoint's own (`encoder.layer.3.attention.self.query`).
 use super::config::BertConfig;
-use super::sites::{LinearSite, NormSite, SiteFactory};
-use super::weights::Weights;
-use crate::delta::{Ctx, SiteShape};
+use super::loader::{Role, Vb};
+use super::sites::{LinearSite, NormSite};
+use crate::delta::Ctx;
 use crate::error::Result;
 use tch::{Kind, Tensor};
 
@@ -26,118 +26,35 @@ pub struct Bert {
     emb_ln: NormSite,
     layers: Vec<Layer>,
     pooler: LinearSite,
-    backbone_params: i64,
-}
-
-/// Every delta site of a BERT with this config, in model order (the pooler is not a site).
-pub fn bert_sites(cfg: &BertConfig) -> Vec<(String, SiteShape)> {
-    let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
-    let lin = |d_in, d_out, block| SiteShape::Linear { d_in, d_out, block };
-    let mut sites = vec![("embeddings.LayerNorm".to_string(), SiteShape::Norm { d })];
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("encoder.layer.{i}");
-        sites.extend([
-            (format!("{p}.attention.self.query"), lin(d, d, false)),
-            (format!("{p}.attention.self.key"), lin(d, d, false)),
-            (format!("{p}.attention.self.value"), lin(d, d, false)),
-            (format!("{p}.attention.output.dense"), lin(d, d, true)),
-            (format!("{p}.attention.output.LayerNorm"), SiteShape::Norm { d }),
-            (format!("{p}.intermediate.dense"), lin(d, f, false)),
-            (format!("{p}.output.dense"), lin(f, d, true)),
-            (format!("{p}.output.LayerNorm"), SiteShape::Norm { d }),
-        ]);
-    }
-    sites
-}
-
-/// Parameter count of the backbone a config describes (embeddings, layers, pooler).
-pub fn bert_param_count(cfg: &BertConfig) -> i64 {
-    let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
-    let emb = (cfg.vocab_size + cfg.max_position_embeddings + cfg.type_vocab_size) * d + 2 * d;
-    let layer = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 4 * d;
-    emb + cfg.num_hidden_layers * layer + d * d + d
-}
-
-struct Loader<'a, 'b> {
-    w: &'a Weights,
-    factory: &'a mut SiteFactory<'b>,
-    full: bool,
-    count: i64,
-    eps: f64,
-}
-
-impl Loader<'_, '_> {
-    fn tensor(&mut self, key: &str, shape: &[i64]) -> Result<Tensor> {
-        let t = self.w.get(key, shape)?;
-        self.count += t.numel() as i64;
-        // full fine-tuning trains a private copy: the loaded weights stay as read
-        Ok(if self.full { self.factory.store.add(key, t.to_kind(Kind::Float).copy()) } else { t })
-    }
-
-    /// A frozen matrix (embedding table, linear weight or bias) in the weights' frozen dtype.
-    fn matrix(&mut self, key: &str, shape: &[i64]) -> Result<Tensor> {
-        if self.full {
-            return self.tensor(key, shape);
-        }
-        let t = self.w.get_frozen(key, shape)?;
-        self.count += t.numel() as i64;
-        Ok(t)
-    }
-
-    fn linear(&mut self, name: &str, shape: SiteShape) -> Result<LinearSite> {
-        let SiteShape::Linear { d_in, d_out, .. } = shape else {
-            return Err(crate::error::Error::site(name, "expected a Linear site"));
-        };
-        let weight = self.matrix(&format!("{name}.weight"), &[d_out, d_in])?;
-        let bias = Some(self.matrix(&format!("{name}.bias"), &[d_out])?);
-        let deltas = self.factory.deltas(name, shape)?;
-        Ok(LinearSite { name: name.into(), weight, bias, shape, deltas })
-    }
-
-    fn norm(&mut self, name: &str, d: i64) -> Result<NormSite> {
-        // older checkpoints name LayerNorm parameters gamma/beta
-        let (wk, bk) =
-            if self.w.contains(&format!("{name}.gamma")) { ("gamma", "beta") } else { ("weight", "bias") };
-        let weight = self.tensor(&format!("{name}.{wk}"), &[d])?;
-        let bias = self.tensor(&format!("{name}.{bk}"), &[d])?;
-        let deltas = self.factory.deltas(name, SiteShape::Norm { d })?;
-        Ok(NormSite { name: name.into(), weight, bias, eps: self.eps, deltas })
-    }
 }
 
 impl Bert {
-    /// Loads the frozen backbone and asks `factory` what to attach at every site. With `full`, every
-    /// backbone tensor becomes trainable in the factory's store (full fine-tuning).
-    pub fn load(weights: &Weights, cfg: &BertConfig, factory: &mut SiteFactory, full: bool) -> Result<Self> {
-        let d = cfg.hidden_size;
-        let mut l = Loader { w: weights, factory, full, count: 0, eps: cfg.layer_norm_eps };
-        let word = l.matrix("embeddings.word_embeddings.weight", &[cfg.vocab_size, d])?;
-        let position =
-            l.matrix("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, d])?;
-        let token_type = l.matrix("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, d])?;
-        let emb_ln = l.norm("embeddings.LayerNorm", d)?;
-        let sites = bert_sites(cfg);
+    /// Loads the frozen backbone from `vb` (the checkpoint root); the loader asks its factory what to
+    /// attach at every site and records the sites.
+    pub fn load(vb: &Vb, cfg: &BertConfig) -> Result<Self> {
+        let (d, f, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        let emb = vb.pp("embeddings");
+        let word = emb.matrix("word_embeddings.weight", &[cfg.vocab_size, d])?;
+        let position = emb.matrix("position_embeddings.weight", &[cfg.max_position_embeddings, d])?;
+        let token_type = emb.matrix("token_type_embeddings.weight", &[cfg.type_vocab_size, d])?;
+        let emb_ln = emb.layer_norm("LayerNorm", d, eps)?;
         let mut layers = Vec::new();
-        for i in 0..cfg.num_hidden_layers as usize {
-            let s = &sites[1 + 8 * i..9 + 8 * i];
+        for i in 0..cfg.num_hidden_layers {
+            let l = vb.pp("encoder.layer").pp(i);
+            let (attn, att_out) = (l.pp("attention.self"), l.pp("attention.output"));
             layers.push(Layer {
-                query: l.linear(&s[0].0, s[0].1)?,
-                key: l.linear(&s[1].0, s[1].1)?,
-                value: l.linear(&s[2].0, s[2].1)?,
-                attn_out: l.linear(&s[3].0, s[3].1)?,
-                attn_ln: l.norm(&s[4].0, d)?,
-                inter: l.linear(&s[5].0, s[5].1)?,
-                out: l.linear(&s[6].0, s[6].1)?,
-                out_ln: l.norm(&s[7].0, d)?,
+                query: attn.linear("query", d, d, true, Role::Site)?,
+                key: attn.linear("key", d, d, true, Role::Site)?,
+                value: attn.linear("value", d, d, true, Role::Site)?,
+                attn_out: att_out.linear("dense", d, d, true, Role::BlockOutput)?,
+                attn_ln: att_out.layer_norm("LayerNorm", d, eps)?,
+                inter: l.pp("intermediate").linear("dense", d, f, true, Role::Site)?,
+                out: l.pp("output").linear("dense", f, d, true, Role::BlockOutput)?,
+                out_ln: l.pp("output").layer_norm("LayerNorm", d, eps)?,
             });
         }
-        let pooler = l.linear("pooler.dense", SiteShape::Linear { d_in: d, d_out: d, block: false })?;
-        let backbone_params = l.count;
-        Ok(Bert { cfg: cfg.clone(), word, position, token_type, emb_ln, layers, pooler, backbone_params })
-    }
-
-    pub fn backbone_params(&self) -> i64 {
-        self.backbone_params
+        let pooler = vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?;
+        Ok(Bert { cfg: cfg.clone(), word, position, token_type, emb_ln, layers, pooler })
     }
 
     fn act(&self, x: &Tensor) -> Tensor {

@@ -26,6 +26,9 @@ pub struct BertConfig {
     pub model_type: Option<String>,
     #[serde(default = "default_init_range")]
     pub initializer_range: f64,
+    /// The loader's walk over this config's shapes (sites, parameter count), made on first use.
+    #[serde(skip)]
+    pub walk_cache: super::arch::WalkCache,
 }
 
 fn default_act() -> String {

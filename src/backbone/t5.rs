@@ -2,69 +2,12 @@
 //! pre-norm residual blocks, a causal decoder with cross-attention, a tied (scaled) or untied LM head,
 //! teacher-forced loss and greedy decoding. Module paths are the checkpoint's own
 //! (`decoder.block.3.layer.1.EncDecAttention.q`).
-use super::sites::{LinearSite, RmsNormSite, SiteFactory};
+use super::loader::{Role, Vb};
+use super::sites::{LinearSite, RmsNormSite};
 use super::t5_config::T5Config;
-use super::weights::Weights;
-use crate::delta::{Ctx, SiteShape};
-use crate::error::{Error, Result};
+use crate::delta::Ctx;
+use crate::error::Result;
 use tch::{Kind, Tensor};
-
-/// Every delta site of a T5 with this config, in model order: per block the self-attention norm and
-/// q, k, v, o, (decoder: the cross-attention norm and q, k, v, o), the FFN norm and wi (or wi_0, wi_1), wo;
-/// each stack's final norm after its blocks.
-pub fn t5_sites(cfg: &T5Config) -> Vec<(String, SiteShape)> {
-    let (d, inner, f) = (cfg.d_model, cfg.inner_dim(), cfg.d_ff);
-    let lin = |d_in, d_out, block| SiteShape::Linear { d_in, d_out, block };
-    let norm = SiteShape::Norm { d };
-    let attn = |p: &str, kind: &str| -> Vec<(String, SiteShape)> {
-        vec![
-            (format!("{p}.{kind}.q"), lin(d, inner, false)),
-            (format!("{p}.{kind}.k"), lin(d, inner, false)),
-            (format!("{p}.{kind}.v"), lin(d, inner, false)),
-            (format!("{p}.{kind}.o"), lin(inner, d, true)),
-        ]
-    };
-    let ffn = |p: &str| -> Vec<(String, SiteShape)> {
-        let wi: &[&str] = if cfg.is_gated() { &["wi_0", "wi_1"] } else { &["wi"] };
-        let mut v: Vec<_> =
-            wi.iter().map(|w| (format!("{p}.DenseReluDense.{w}"), lin(d, f, false))).collect();
-        v.push((format!("{p}.DenseReluDense.wo"), lin(f, d, true)));
-        v
-    };
-    let mut sites = Vec::new();
-    for i in 0..cfg.num_layers {
-        let b = format!("encoder.block.{i}.layer");
-        sites.push((format!("{b}.0.layer_norm"), norm));
-        sites.extend(attn(&format!("{b}.0"), "SelfAttention"));
-        sites.push((format!("{b}.1.layer_norm"), norm));
-        sites.extend(ffn(&format!("{b}.1")));
-    }
-    sites.push(("encoder.final_layer_norm".into(), norm));
-    for i in 0..cfg.decoder_layers() {
-        let b = format!("decoder.block.{i}.layer");
-        sites.push((format!("{b}.0.layer_norm"), norm));
-        sites.extend(attn(&format!("{b}.0"), "SelfAttention"));
-        sites.push((format!("{b}.1.layer_norm"), norm));
-        sites.extend(attn(&format!("{b}.1"), "EncDecAttention"));
-        sites.push((format!("{b}.2.layer_norm"), norm));
-        sites.extend(ffn(&format!("{b}.2")));
-    }
-    sites.push(("decoder.final_layer_norm".into(), norm));
-    sites
-}
-
-/// Parameter count of the checkpoint a config describes: the shared embedding once, the LM head when
-/// untied, every block, one relative-position table per stack and the final norms.
-pub fn t5_param_count(cfg: &T5Config) -> i64 {
-    let (d, inner, f) = (cfg.d_model, cfg.inner_dim(), cfg.d_ff);
-    let attn = 4 * d * inner;
-    let ffn = if cfg.is_gated() { 3 * d * f } else { 2 * d * f };
-    let table = cfg.relative_attention_num_buckets * cfg.num_heads;
-    let emb = cfg.vocab_size * d * if cfg.tie_word_embeddings { 1 } else { 2 };
-    let enc = cfg.num_layers * (attn + ffn + 2 * d) + table + d;
-    let dec = cfg.decoder_layers() * (2 * attn + ffn + 3 * d) + table + d;
-    emb + enc + dec
-}
 
 struct Attention {
     q: LinearSite,
@@ -104,63 +47,24 @@ pub struct T5 {
     enc_ln: RmsNormSite,
     decoder: Vec<DecoderBlock>,
     dec_ln: RmsNormSite,
-    backbone_params: i64,
 }
 
-struct Loader<'a, 'b> {
-    w: &'a Weights,
-    factory: &'a mut SiteFactory<'b>,
-    full: bool,
-    count: i64,
-    eps: f64,
-    sites: std::collections::HashMap<String, SiteShape>,
+/// One attention's q, k, v, o (inner = heads x d_kv); o is the block's output projection.
+fn attention(vb: &Vb, d: i64, inner: i64) -> Result<Attention> {
+    Ok(Attention {
+        q: vb.linear("q", d, inner, false, Role::Site)?,
+        k: vb.linear("k", d, inner, false, Role::Site)?,
+        v: vb.linear("v", d, inner, false, Role::Site)?,
+        o: vb.linear("o", inner, d, false, Role::BlockOutput)?,
+    })
 }
 
-impl Loader<'_, '_> {
-    fn tensor(&mut self, key: &str, shape: &[i64]) -> Result<Tensor> {
-        let t = self.w.get(key, shape)?;
-        self.count += t.numel() as i64;
-        Ok(if self.full { self.factory.store.add(key, t.copy()) } else { t })
-    }
-
-    fn shape(&self, name: &str) -> Result<SiteShape> {
-        self.sites.get(name).copied().ok_or_else(|| Error::site(name, "not a site of this T5 config"))
-    }
-
-    fn linear(&mut self, name: &str) -> Result<LinearSite> {
-        let shape = self.shape(name)?;
-        let SiteShape::Linear { d_in, d_out, .. } = shape else {
-            return Err(Error::site(name, "expected a Linear site"));
-        };
-        let weight = self.tensor(&format!("{name}.weight"), &[d_out, d_in])?;
-        let deltas = self.factory.deltas(name, shape)?;
-        Ok(LinearSite { name: name.into(), weight, bias: None, shape, deltas })
-    }
-
-    fn norm(&mut self, name: &str) -> Result<RmsNormSite> {
-        let shape = self.shape(name)?;
-        let weight = self.tensor(&format!("{name}.weight"), &[shape.d_out()])?;
-        let deltas = self.factory.deltas(name, shape)?;
-        Ok(RmsNormSite { name: name.into(), weight, eps: self.eps, deltas })
-    }
-
-    fn attention(&mut self, p: &str) -> Result<Attention> {
-        Ok(Attention {
-            q: self.linear(&format!("{p}.q"))?,
-            k: self.linear(&format!("{p}.k"))?,
-            v: self.linear(&format!("{p}.v"))?,
-            o: self.linear(&format!("{p}.o"))?,
-        })
-    }
-
-    fn ffn(&mut self, p: &str, gated: bool) -> Result<Ffn> {
-        let wi = if gated {
-            vec![self.linear(&format!("{p}.wi_0"))?, self.linear(&format!("{p}.wi_1"))?]
-        } else {
-            vec![self.linear(&format!("{p}.wi"))?]
-        };
-        Ok(Ffn { wi, wo: self.linear(&format!("{p}.wo"))? })
-    }
+/// DenseReluDense: wi (or the gated wi_0, wi_1) and wo.
+fn ffn(vb: &Vb, cfg: &T5Config) -> Result<Ffn> {
+    let (d, f) = (cfg.d_model, cfg.d_ff);
+    let names: &[&str] = if cfg.is_gated() { &["wi_0", "wi_1"] } else { &["wi"] };
+    let wi = names.iter().map(|n| vb.linear(n, d, f, false, Role::Site)).collect::<Result<_>>()?;
+    Ok(Ffn { wi, wo: vb.linear("wo", f, d, false, Role::BlockOutput)? })
 }
 
 /// T5's relative position buckets for (q_len, k_len), as transformers computes them (same float ops).
@@ -187,71 +91,52 @@ fn buckets(q_len: i64, k_len: i64, bidirectional: bool, num_buckets: i64, max_di
 }
 
 impl T5 {
-    /// Loads the frozen backbone and asks `factory` what to attach at every site. With `full`, every
-    /// backbone tensor becomes trainable in the factory's store (full fine-tuning).
-    pub fn load(weights: &Weights, cfg: &T5Config, factory: &mut SiteFactory, full: bool) -> Result<Self> {
+    /// Loads the frozen backbone from `vb` (the checkpoint root); the loader asks its factory what to
+    /// attach at every site and records the sites, in model order: per block the self-attention norm and
+    /// q, k, v, o, (decoder: the cross-attention norm and q, k, v, o), the FFN norm and wi (or wi_0, wi_1),
+    /// wo; each stack's final norm after its blocks.
+    pub fn load(vb: &Vb, cfg: &T5Config) -> Result<Self> {
         let (d, v) = (cfg.d_model, cfg.vocab_size);
-        let sites = t5_sites(cfg).into_iter().collect();
-        let mut l = Loader { w: weights, factory, full, count: 0, eps: cfg.layer_norm_epsilon, sites };
-        // transformers saves the tied embedding once, as `shared.weight` (older files also as encoder.embed_tokens)
-        let emb_key =
-            if weights.contains("shared.weight") { "shared.weight" } else { "encoder.embed_tokens.weight" };
-        let shared = l.tensor(emb_key, &[v, d])?;
+        // transformers saves the tied embedding once, as `shared.weight` (older files as encoder.embed_tokens)
+        let legacy = !vb.contains("shared.weight") && vb.contains("encoder.embed_tokens.weight");
+        let shared = vb.matrix(if legacy { "encoder.embed_tokens.weight" } else { "shared.weight" }, &[v, d])?;
         // a separate head is used when the file has one that differs from the embedding (as transformers
         // decides); a config that says untied needs one
-        let untied =
-            weights.contains("lm_head.weight") && !weights.get("lm_head.weight", &[v, d])?.equal(&shared);
+        let untied = vb.contains("lm_head.weight") && !vb.equals("lm_head.weight", &[v, d], &shared)?;
         let lm_head = if untied || !cfg.tie_word_embeddings {
-            Some(l.tensor("lm_head.weight", &[v, d])?)
+            Some(vb.matrix("lm_head.weight", &[v, d])?)
         } else {
             None
         };
-        let table = |s: &str| format!("{s}.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
         let shape = [cfg.relative_attention_num_buckets, cfg.num_heads];
-        let enc_table = l.tensor(&table("encoder"), &shape)?;
-        let dec_table = l.tensor(&table("decoder"), &shape)?;
-        let gated = cfg.is_gated();
+        let table = |s: &str| vb.pp(s).pp("block.0.layer.0.SelfAttention").tensor("relative_attention_bias.weight", &shape);
+        let (enc_table, dec_table) = (table("encoder")?, table("decoder")?);
+        let (eps, inner) = (cfg.layer_norm_epsilon, cfg.inner_dim());
         let mut encoder = Vec::new();
         for i in 0..cfg.num_layers {
-            let b = format!("encoder.block.{i}.layer");
+            let b = vb.pp("encoder.block").pp(i).pp("layer");
             encoder.push(EncoderBlock {
-                attn_ln: l.norm(&format!("{b}.0.layer_norm"))?,
-                attn: l.attention(&format!("{b}.0.SelfAttention"))?,
-                ffn_ln: l.norm(&format!("{b}.1.layer_norm"))?,
-                ffn: l.ffn(&format!("{b}.1.DenseReluDense"), gated)?,
+                attn_ln: b.pp(0).rms_norm("layer_norm", d, eps)?,
+                attn: attention(&b.pp(0).pp("SelfAttention"), d, inner)?,
+                ffn_ln: b.pp(1).rms_norm("layer_norm", d, eps)?,
+                ffn: ffn(&b.pp(1).pp("DenseReluDense"), cfg)?,
             });
         }
-        let enc_ln = l.norm("encoder.final_layer_norm")?;
+        let enc_ln = vb.pp("encoder").rms_norm("final_layer_norm", d, eps)?;
         let mut decoder = Vec::new();
         for i in 0..cfg.decoder_layers() {
-            let b = format!("decoder.block.{i}.layer");
+            let b = vb.pp("decoder.block").pp(i).pp("layer");
             decoder.push(DecoderBlock {
-                attn_ln: l.norm(&format!("{b}.0.layer_norm"))?,
-                attn: l.attention(&format!("{b}.0.SelfAttention"))?,
-                cross_ln: l.norm(&format!("{b}.1.layer_norm"))?,
-                cross: l.attention(&format!("{b}.1.EncDecAttention"))?,
-                ffn_ln: l.norm(&format!("{b}.2.layer_norm"))?,
-                ffn: l.ffn(&format!("{b}.2.DenseReluDense"), gated)?,
+                attn_ln: b.pp(0).rms_norm("layer_norm", d, eps)?,
+                attn: attention(&b.pp(0).pp("SelfAttention"), d, inner)?,
+                cross_ln: b.pp(1).rms_norm("layer_norm", d, eps)?,
+                cross: attention(&b.pp(1).pp("EncDecAttention"), d, inner)?,
+                ffn_ln: b.pp(2).rms_norm("layer_norm", d, eps)?,
+                ffn: ffn(&b.pp(2).pp("DenseReluDense"), cfg)?,
             });
         }
-        let dec_ln = l.norm("decoder.final_layer_norm")?;
-        let backbone_params = l.count;
-        Ok(T5 {
-            cfg: cfg.clone(),
-            shared,
-            lm_head,
-            enc_table,
-            dec_table,
-            encoder,
-            enc_ln,
-            decoder,
-            dec_ln,
-            backbone_params,
-        })
-    }
-
-    pub fn backbone_params(&self) -> i64 {
-        self.backbone_params
+        let dec_ln = vb.pp("decoder").rms_norm("final_layer_norm", d, eps)?;
+        Ok(T5 { cfg: cfg.clone(), shared, lm_head, enc_table, dec_table, encoder, enc_ln, decoder, dec_ln })
     }
 
     fn act(&self, x: &Tensor) -> Tensor {
@@ -306,7 +191,7 @@ impl T5 {
     /// Encoder output (b, t, d) after the final norm. ids, mask: (b, t) int64.
     pub fn encode(&self, ids: &Tensor, mask: &Tensor, ctx: &Ctx) -> Tensor {
         let t = ids.size()[1];
-        let mut x = self.drop(Tensor::embedding(&self.shared, ids, -1, false, false), ctx); // (b, t, d)
+        let mut x = self.drop(self.embed(ids), ctx); // (b, t, d)
         let bias = self.position_bias(&self.enc_table, t, t, true) + Self::key_mask(mask); // (b, h, t, t)
         for blk in &self.encoder {
             let n = blk.attn_ln.forward(&x, ctx);
@@ -321,7 +206,7 @@ impl T5 {
     /// encoder output `enc` (b, t, d) where `enc_mask` (b, t) is 1.
     pub fn decode(&self, dec_ids: &Tensor, enc: &Tensor, enc_mask: &Tensor, ctx: &Ctx) -> Tensor {
         let s = dec_ids.size()[1];
-        let mut x = self.drop(Tensor::embedding(&self.shared, dec_ids, -1, false, false), ctx); // (b, s, d)
+        let mut x = self.drop(self.embed(dec_ids), ctx); // (b, s, d)
         let opts = (Kind::Float, x.device());
         let causal = Tensor::ones([s, s], opts).triu(1) * f64::from(f32::MIN); // (s, s)
         let self_bias = self.position_bias(&self.dec_table, s, s, false) + causal; // (1, h, s, s)
@@ -345,7 +230,14 @@ impl T5 {
         } else {
             dec_out.shallow_clone()
         };
-        x.linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.shared), None)
+        let head = self.lm_head.as_ref().unwrap_or(&self.shared);
+        // a bf16 frozen head: the matmul in bf16, the logits in fp32
+        x.to_kind(head.kind()).linear::<Tensor>(head, None).to_kind(Kind::Float)
+    }
+
+    /// Token embeddings (b, t, d) in fp32 (a no-op cast unless the table is bf16).
+    fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.shared, ids, -1, false, false).to_kind(Kind::Float)
     }
 
     /// Decoder inputs for target ids (b, s) padded with -100: the start token, then the targets

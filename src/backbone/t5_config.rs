@@ -38,6 +38,9 @@ pub struct T5Config {
     pub pad_token_id: i64,
     #[serde(default)]
     pub model_type: Option<String>,
+    /// The loader's walk over this config's shapes (sites, parameter count), made on first use.
+    #[serde(skip)]
+    pub walk_cache: super::arch::WalkCache,
 }
 
 fn default_buckets() -> i64 {

@@ -17,35 +17,48 @@ pub use spec::{DeltaKind, ModuleSpec, SiteShape};
 use crate::params::ParamStore;
 use tch::Tensor;
 
-/// What a forward pass needs to know besides its input: training mode and the gate values z
-/// (one per candidate; `None` means every gate is fixed at 1).
+/// The gate values z of one forward pass (one per candidate), split once into 0-d tensors so that a
+/// pass makes one autograd node for all gates instead of one select per gate.
+pub struct Gates {
+    pub z: Tensor,
+    each: Vec<Tensor>,
+}
+
+impl Gates {
+    pub fn new(z: &Tensor) -> Self {
+        Gates { z: z.shallow_clone(), each: z.unbind(0) }
+    }
+
+    /// The 0-d gate of candidate `i`.
+    pub fn get(&self, i: usize) -> Option<&Tensor> {
+        self.each.get(i)
+    }
+}
+
+/// What a forward pass needs to know besides its input: training mode and the gates (`None`: every
+/// gate is fixed at 1).
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub train: bool,
-    pub z: Option<&'a Tensor>,
-    /// z split into one 0-d tensor per gate, once per forward pass (one autograd node for all
-    /// gates instead of one select per gate); made by [`Ctx::split_gates`].
-    pub gates: Option<&'a [Tensor]>,
+    pub gates: Option<&'a Gates>,
 }
 
 impl<'a> Ctx<'a> {
     pub fn eval() -> Self {
-        Ctx { train: false, z: None, gates: None }
+        Ctx { train: false, gates: None }
     }
     pub fn train() -> Self {
-        Ctx { train: true, z: None, gates: None }
+        Ctx { train: true, gates: None }
     }
-    /// The per-gate tensors of z (empty when gates are off), to pass back through [`Ctx::gates`].
-    pub fn split_gates(&self) -> Vec<Tensor> {
-        self.z.map(|z| z.unbind(0)).unwrap_or_default()
+    pub fn gated(train: bool, gates: &'a Gates) -> Self {
+        Ctx { train, gates: Some(gates) }
     }
     /// The 0-d gate tensor of candidate `gate` when gates are active. Modules scale their last (small)
     /// parameter factor by it instead of their (batch x tokens x d) output: the same function, but autograd
     /// keeps no full-size output per gate and runs no full-size multiply.
     pub fn gate(&self, gate: Option<usize>) -> Option<Tensor> {
-        match (gate, self.gates, self.z) {
-            (Some(i), Some(g), _) => Some(g[i].shallow_clone()),
-            (Some(i), None, Some(z)) => Some(z.get(i as i64)),
+        match (gate, self.gates) {
+            (Some(i), Some(g)) => g.get(i).map(|t| t.shallow_clone()),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@
 //! `all`) become BitFit; an LN_TUNING norm becomes LNFit (weight - base weight) and BitFit (bias - base
 //! bias), keeping only the parts that differ from the base (both when neither does).
 use super::{split_key, BACKBONE, CONFIG_FILE, WEIGHTS_FILE};
-use crate::backbone::{bert_sites, BertConfig, Weights};
+use crate::backbone::{Arch, BertConfig, Weights};
 use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -334,7 +334,7 @@ fn read_groups(file: &Path) -> Result<Groups> {
 pub fn import(dir: &Path, base: &Weights, cfg: &BertConfig) -> Result<Imported> {
     let dirs = adapter_dirs(dir)?;
     let mut r =
-        Reader { cfg, base, sites: bert_sites(cfg), modules: vec![], tensors: vec![], classifier: None };
+        Reader { cfg, base, sites: cfg.sites(), modules: vec![], tensors: vec![], classifier: None };
     let mut base_model = None;
     for d in &dirs {
         let file = d.join(CONFIG_FILE);

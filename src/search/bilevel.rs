@@ -6,7 +6,7 @@ use crate::artifact;
 use crate::batch::Batch;
 use crate::checkpoint::{self, LoopState};
 use crate::data::TaskSpec;
-use crate::delta::{Ctx, ModuleSpec};
+use crate::delta::{Ctx, Gates, ModuleSpec};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
@@ -61,9 +61,8 @@ impl Supernet {
         Supernet { model, candidates, budget, alpha_store, alpha, n, shift: None, shift_fresh: false, beta }
     }
 
-    pub fn alpha_values(&self) -> Vec<f64> {
-        Vec::<f64>::try_from(&self.alpha.detach().to_kind(Kind::Double).to_device(tch::Device::Cpu))
-            .unwrap_or_default()
+    pub fn alpha_values(&self) -> Result<Vec<f64>> {
+        to_vec(&self.alpha, "alpha")
     }
 
     /// Solves the shift for the current alpha (warm-started; once per alpha value) and returns p
@@ -73,7 +72,7 @@ impl Supernet {
             (true, Some(b)) => b,
             _ => {
                 let b =
-                    solve_shift(&self.alpha_values(), &self.n, self.budget as f64, self.beta, self.shift)?;
+                    solve_shift(&self.alpha_values()?, &self.n, self.budget as f64, self.beta, self.shift)?;
                 (self.shift, self.shift_fresh) = (Some(b), true);
                 b
             }
@@ -97,12 +96,14 @@ impl Supernet {
     }
 
     pub fn loss(&self, b: &Batch, z: &Tensor) -> Tensor {
-        self.model.loss(b, &Ctx { train: true, z: Some(z), gates: None })
+        self.model.loss(b, &Ctx::gated(true, &Gates::new(z)))
     }
 }
 
-fn to_vec(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(&t.detach().to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default()
+/// A 1-d tensor's values on the host; `what` names it in the error.
+fn to_vec(t: &Tensor, what: &str) -> Result<Vec<f64>> {
+    Vec::<f64>::try_from(&t.detach().to_kind(Kind::Double).to_device(tch::Device::Cpu))
+        .map_err(|e| Error::Tensor { key: what.into(), msg: format!("cannot read back: {e}") })
 }
 
 fn check(v: f64, what: &str, step: usize) -> Result<f64> {
@@ -291,7 +292,7 @@ pub fn search(
         let shift = extra[1].double_value(&[0]);
         let alpha = st.net.alpha.detach().copy();
         st.net.restore(&alpha, shift.is_finite().then_some(shift));
-        best_alpha = Vec::<f64>::try_from(&extra[0]).unwrap_or_default();
+        best_alpha = to_vec(&extra[0], "extra.best_alpha")?;
         checkpoint::truncate_log(&log, ls.step)?;
         best_dev = checkpoint::logged_metrics(&log, ls.best_step, "dev", None);
         tracing::info!(
@@ -355,9 +356,9 @@ pub fn search(
                 dev,
                 spec,
                 cfg.eval_batch_size,
-                &Ctx { train: false, z: Some(&p), gates: None },
+                &Ctx::gated(false, &Gates::new(&p)),
             )?;
-            let (alpha, pv) = (st.net.alpha_values(), to_vec(&p));
+            let (alpha, pv) = (st.net.alpha_values()?, to_vec(&p, "p")?);
             artifact::append_line(
                 &log,
                 &json!({"step": ls.step, "epoch": epoch + 1, "train_loss": lt, "val_loss": lv,
@@ -375,8 +376,8 @@ pub fn search(
     }
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    let final_alpha = st.net.alpha_values();
-    let final_p = to_vec(&tch::no_grad(|| st.net.probs())?);
+    let final_alpha = st.net.alpha_values()?;
+    let final_p = to_vec(&tch::no_grad(|| st.net.probs())?, "p")?;
     if best_alpha.len() != k as usize {
         return Err(Error::Train("the search ended without a dev evaluation".into()));
     }

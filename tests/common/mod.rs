@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 //! Helpers shared by the integration tests: fixture paths, safetensors maps, named tolerances.
-use s3pet::backbone::{bert_sites, BertConfig, Placement, Weights};
+use s3pet::backbone::{Arch, BertConfig, Placement, Weights};
 use s3pet::delta::{DeltaKind, ModuleSpec, SiteShape};
 use s3pet::model::{HeadInit, Model};
 use std::collections::HashMap;
@@ -59,7 +59,7 @@ pub fn tiny_weights() -> Weights {
 
 /// The modules of each method in the golden step fixtures (tools/make_fixtures.py).
 pub fn fixture_modules(method: &str, cfg: &BertConfig) -> Vec<ModuleSpec> {
-    let sites = bert_sites(cfg);
+    let sites = cfg.sites();
     let mk = |kind: DeltaKind, f: &dyn Fn(SiteShape) -> bool| -> Vec<ModuleSpec> {
         sites.iter().filter(|(_, sh)| f(*sh)).map(|(s, _)| ModuleSpec::new(s, kind)).collect()
     };
