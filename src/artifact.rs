@@ -62,3 +62,35 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
         std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
     writeln!(f, "{line}").and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))
 }
+
+/// Writes a whole directory atomically: `fill` writes into a temporary sibling (`.NAME.partial<pid>`),
+/// which is renamed to `out` only when it has finished; a killed or failed write leaves `out` as it was
+/// (absent, or the previous complete directory). An existing non-empty `out` is replaced only with
+/// `overwrite`.
+pub fn write_dir(out: &Path, overwrite: bool, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let busy = out.is_dir() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_some();
+    if busy && !overwrite {
+        return Err(Error::file(out, "exists and is not empty (pass --overwrite)"));
+    }
+    if out.exists() && !out.is_dir() {
+        return Err(Error::file(out, "exists and is not a directory"));
+    }
+    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(".{name}.partial{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let old = parent.join(format!(".{name}.old{}", std::process::id()));
+    if out.exists() {
+        std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    sync_dir(out);
+    Ok(())
+}

@@ -204,20 +204,7 @@ pub fn bench(
             let model = Model::build(cfg, weights, &placements, false, head, 0)?;
             let trainable = model.store.numel() + cands.len() as i64;
             let mut net = Supernet::new(model, cands.clone(), budget, 1.0);
-            let scfg = SearchConfig {
-                length_buckets: 0,
-                order: if workload == "search1" { 1 } else { 2 },
-                w_lr: 3e-4,
-                alpha_lr: 0.1,
-                clip_norm: 2.0,
-                beta: 1.0,
-                epochs: 1,
-                max_steps: None,
-                batch_size: o.batch,
-                eval_batch_size: o.batch,
-                eval_every: None,
-                seed: 0,
-            };
+            let scfg = SearchConfig::paper(if workload == "search1" { 1 } else { 2 }, o.batch);
             let mut st = Stepper::new(&mut net, &scfg);
             let mut i = 0;
             let ms = time_steps(o.device, o.warmup, o.steps, || {

@@ -14,6 +14,8 @@ pub struct LoopState {
     pub step: usize,
     pub best: f64,
     pub best_step: usize,
+    /// Seconds of training (or search) up to this state, summed over the attempts of a resumed run.
+    pub seconds: f64,
 }
 
 fn scalar_f64(v: f64) -> Tensor {
@@ -32,6 +34,7 @@ pub fn save(
         ("meta.step".into(), scalar_f64(st.step as f64)),
         ("meta.best".into(), scalar_f64(st.best)),
         ("meta.best_step".into(), scalar_f64(st.best_step as f64)),
+        ("meta.seconds".into(), scalar_f64(st.seconds)),
     ];
     for (tag, store, opt) in stores {
         let cpu = |x: &Tensor| x.detach().to_device(Device::Cpu);
@@ -87,6 +90,8 @@ pub fn load(
         step: num("meta.step")? as usize,
         best: num("meta.best")?,
         best_step: num("meta.best_step")? as usize,
+        // checkpoints of earlier versions did not count seconds
+        seconds: if map.contains_key("meta.seconds") { num("meta.seconds")? } else { 0.0 },
     };
     let extra: Result<Vec<Tensor>> =
         extra.iter().map(|k| get(&format!("extra.{k}")).map(|t| t.shallow_clone())).collect();

@@ -1,5 +1,6 @@
 //! Command-line interface: parse, set up logging, dispatch to src/cmd.
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -216,38 +217,90 @@ pub enum StructureCommand {
     Random(RandomArgs),
 }
 
+/// A value parser that checks the option's range ([`s3pet::config::limits`]): NaN, infinities and
+/// out-of-range values fail here, with the option, the value and the range named.
+fn checked<T: FromNumber>(
+    option: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let v = s3pet::config::limits::parse_number(option, text).map_err(|_| {
+            let range = s3pet::config::limits::range_of(option).map(|r| r.describe()).unwrap_or_default();
+            format!("must be {range}")
+        })?;
+        Ok(T::from_number(v))
+    }
+}
+
+/// A value parser that accepts what `parse` accepts and keeps the text.
+fn known<T: 'static>(
+    parse: fn(&str) -> s3pet::Result<T>,
+) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
+    move |text| parse(text).map(|_| text.to_string()).map_err(|e| e.to_string())
+}
+
+/// Numbers the checked parsers produce.
+pub trait FromNumber: Clone + Send + Sync + 'static {
+    fn from_number(v: f64) -> Self;
+}
+impl FromNumber for f64 {
+    fn from_number(v: f64) -> Self {
+        v
+    }
+}
+impl FromNumber for usize {
+    fn from_number(v: f64) -> Self {
+        v as usize
+    }
+}
+impl FromNumber for u64 {
+    fn from_number(v: f64) -> Self {
+        v as u64
+    }
+}
+impl FromNumber for i64 {
+    fn from_number(v: f64) -> Self {
+        v as i64
+    }
+}
+impl FromNumber for u8 {
+    fn from_number(v: f64) -> Self {
+        v as u8
+    }
+}
+
 /// The search space and budget.
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone, Debug, Serialize)]
 pub struct SpaceArgs {
-    /// mix (S3PET-M), lora (S3PET-L) or a space TOML file.
-    #[arg(long, default_value = "mix")]
-    pub space: String,
-    /// Budget as a fraction of all backbone parameters (rounded down), e.g. 1.39e-4.
+    /// mix (S3PET-M), lora (S3PET-L) or a space TOML file [default: mix].
     #[arg(long)]
+    pub space: Option<String>,
+    /// Budget as a fraction of all backbone parameters (rounded down), e.g. 1.39e-4.
+    #[arg(long, value_parser = checked::<f64>("budget"))]
     pub budget: Option<f64>,
     /// Budget as an absolute parameter count.
-    #[arg(long, conflicts_with = "budget")]
+    #[arg(long, conflicts_with = "budget", value_parser = checked::<i64>("budget-params"))]
     pub budget_params: Option<i64>,
 }
 
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone, Debug, Serialize)]
 pub struct SearchOpts {
-    /// 1: first order; 2: the paper's second order (DARTS).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub order: u8,
-    /// Learning rate of the structure logits alpha.
-    #[arg(long, default_value_t = 0.1)]
-    pub alpha_lr: f64,
-    /// Temperature beta of the shifted global sigmoid.
-    #[arg(long, default_value_t = 1.0)]
-    pub beta: f64,
-    /// Batch size of the search's D_w and D_alpha batches (default: --batch-size).
-    #[arg(long)]
+    /// 1: first order; 2: the paper's second order (DARTS) [default: 2].
+    #[arg(long, value_parser = checked::<u8>("order"))]
+    pub order: Option<u8>,
+    /// Learning rate of the structure logits alpha [default: 0.1].
+    #[arg(long, value_parser = checked::<f64>("alpha-lr"))]
+    pub alpha_lr: Option<f64>,
+    /// Temperature beta of the shifted global sigmoid [default: 1].
+    #[arg(long, value_parser = checked::<f64>("beta"))]
+    pub beta: Option<f64>,
+    /// Batch size of the search's D_w and D_alpha batches [default: --batch-size].
+    #[arg(long, value_parser = checked::<usize>("search-batch-size"))]
     pub search_batch_size: Option<usize>,
 }
 
 #[derive(Args)]
 pub struct SearchArgs {
+    /// Builtin task or a task-spec TOML file.
     #[arg(long)]
     pub task: String,
     #[arg(long)]
@@ -262,18 +315,19 @@ pub struct SearchArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
+    /// Builtin task or a task-spec TOML file.
     #[arg(long)]
     pub task: String,
     #[arg(long)]
     pub out: PathBuf,
-    /// s3pet (search) or random (a random structure of the same space and budget).
-    #[arg(long, default_value = "s3pet")]
-    pub strategy: String,
-    /// Search epochs (default: --epochs).
+    /// s3pet (search) or random (a random structure of the same space and budget) [default: s3pet].
     #[arg(long)]
+    pub strategy: Option<String>,
+    /// Search epochs [default: --epochs, else the task's schedule].
+    #[arg(long, value_parser = checked::<usize>("search-epochs"))]
     pub search_epochs: Option<usize>,
-    /// Retraining epochs (default: --epochs).
-    #[arg(long)]
+    /// Retraining epochs (the same as --epochs) [default: the task's schedule].
+    #[arg(long, conflicts_with = "epochs", value_parser = checked::<usize>("retrain-epochs"))]
     pub retrain_epochs: Option<usize>,
     #[command(flatten)]
     pub space: SpaceArgs,
@@ -295,71 +349,85 @@ pub struct RandomArgs {
     pub out: PathBuf,
 }
 
-/// Model, data and training options shared by every training command.
-#[derive(Args, Clone, Debug)]
+/// Model, data and training options shared by every training command. Unset options take the task's
+/// schedule (epochs, batch size, max length, eval interval) or the built-in default (in brackets); every
+/// value and its source are recorded in the run's config.json.
+#[derive(Args, Clone, Debug, Serialize)]
 pub struct CommonArgs {
-    /// A Hugging Face BERT-family directory (config.json, model.safetensors, tokenizer.json), or a hub
-    /// model id `org/name` (downloaded once into the hub cache; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE).
-    #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
-    pub model: PathBuf,
-    /// Where the GLUE / SuperGLUE files are (else $S3PET_DATA, else ../shared/data).
-    #[arg(long)]
+    /// A Hugging Face BERT-family or T5 directory (config.json, model.safetensors, tokenizer.json), or a
+    /// hub model id `org/name` (downloaded once into the hub cache; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE)
+    /// [default: models/all-MiniLM-L6-v2].
+    #[arg(long, env = "S3PET_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Where the GLUE / SuperGLUE files are.
+    #[arg(long, env = "S3PET_DATA")]
     pub data_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    #[arg(long, default_value_t = 3)]
-    pub epochs: usize,
+    /// Seed of every generator (splits, initialisation, dropout, batch order, search noise) [default: 42].
+    #[arg(long, value_parser = checked::<u64>("seed"))]
+    pub seed: Option<u64>,
+    /// Epochs [default: the task's schedule, else 3].
+    #[arg(long, value_parser = checked::<usize>("epochs"))]
+    pub epochs: Option<usize>,
     /// Stop after N optimiser steps (overrides --epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<usize>("max-steps"))]
     pub max_steps: Option<usize>,
     /// Keep only the first N training examples.
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<usize>("max-train-examples"))]
     pub max_train_examples: Option<usize>,
     /// Keep only the first N dev and test examples.
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<usize>("max-eval-examples"))]
     pub max_eval_examples: Option<usize>,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 64)]
-    pub eval_batch_size: usize,
-    /// Learning rate (train: 2e-5 for full fine-tuning, 5e-4 otherwise; search, retrain, run: 3e-4).
-    #[arg(long)]
+    /// Batch size [default: the task's schedule, else 32].
+    #[arg(long, value_parser = checked::<usize>("batch-size"))]
+    pub batch_size: Option<usize>,
+    /// Evaluation batch size [default: 64].
+    #[arg(long, value_parser = checked::<usize>("eval-batch-size"))]
+    pub eval_batch_size: Option<usize>,
+    /// Learning rate of the deltas and head (the search's w too) [default: 3e-4; full fine-tuning 2e-5].
+    #[arg(long, value_parser = checked::<f64>("lr"))]
     pub lr: Option<f64>,
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup_ratio: f64,
-    /// Gradient-norm clip (train: 1.0; search, retrain, run: 2.0 as the paper's scripts).
-    #[arg(long)]
+    /// AdamW weight decay of the trained parameters (the search's w too) [default: 0].
+    #[arg(long, value_parser = checked::<f64>("weight-decay"))]
+    pub weight_decay: Option<f64>,
+    /// Linear warm-up over this fraction of the steps (the search's w too) [default: 0].
+    #[arg(long, value_parser = checked::<f64>("warmup-ratio"))]
+    pub warmup_ratio: Option<f64>,
+    /// Gradient-norm clip [default: 2.0 as the paper's scripts; full fine-tuning 1.0].
+    #[arg(long, value_parser = checked::<f64>("clip-norm"))]
     pub clip_norm: Option<f64>,
-    /// Evaluate dev every K steps (always at each epoch's end).
-    #[arg(long)]
+    /// Evaluate dev every K steps (always at each epoch's end) [default: the task's schedule].
+    #[arg(long, value_parser = checked::<usize>("eval-every"))]
     pub eval_every: Option<usize>,
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
+    /// Longest input in tokens [default: the task's schedule, else 128].
+    #[arg(long, value_parser = checked::<usize>("max-length"))]
+    pub max_length: Option<usize>,
     /// Group training examples of similar length (less padding): each run of N batches of the shuffled
-    /// order is sorted by length, cut into batches, and those batches are shuffled again. 0: off.
-    #[arg(long, default_value_t = 0)]
-    pub length_buckets: usize,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// libtorch intra-op threads (default: libtorch's choice).
-    #[arg(long)]
+    /// order is sorted by length, cut into batches, and those batches are shuffled again [default: 0, off].
+    #[arg(long, value_parser = checked::<usize>("length-buckets"))]
+    pub length_buckets: Option<usize>,
+    /// auto (CUDA when present), cpu, cuda or cuda:N [default: auto].
+    #[arg(long, value_parser = known(s3pet::config::DeviceSpec::parse))]
+    pub device: Option<String>,
+    /// libtorch intra-op threads [default: libtorch's choice].
+    #[arg(long, value_parser = checked::<usize>("threads"))]
     pub threads: Option<usize>,
-    /// Frozen backbone matrices in fp32 or bf16 (deltas, head, norms, optimiser state stay fp32).
-    #[arg(long, default_value = "fp32")]
-    pub backbone_dtype: String,
+    /// Frozen backbone matrices in fp32 or bf16 (deltas, head, norms, optimiser state stay fp32)
+    /// [default: fp32].
+    #[arg(long, value_parser = known(s3pet::config::Dtype::parse))]
+    pub backbone_dtype: Option<String>,
     /// Replace an existing run directory.
     #[arg(long)]
+    #[serde(skip)]
     pub overwrite: bool,
-    /// Continue the run in --out from its last checkpoint (its saved config is used).
+    /// Continue the run in --out from its last checkpoint (its saved config is used; only --device and
+    /// --threads may change).
     #[arg(long, conflicts_with = "overwrite")]
+    #[serde(skip)]
     pub resume: bool,
     /// Also save a checkpoint every K steps (always at each evaluation and on Ctrl-C).
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<usize>("checkpoint-every"))]
     pub checkpoint_every: Option<usize>,
-    /// Skip batches whose loss or gradient is not finite instead of stopping.
+    /// Skip batches whose loss, gradient or updated parameters are not finite instead of stopping.
     #[arg(long)]
     pub skip_nonfinite: bool,
 }
@@ -370,9 +438,9 @@ pub struct TrainArgs {
     /// wsc, wic) or a task-spec TOML file.
     #[arg(long)]
     pub task: String,
-    /// full, lora, adapter, bitfit, lnfit or lra (ignored with --structure).
-    #[arg(long, default_value = "lora")]
-    pub method: String,
+    /// full, lora, adapter, bitfit, lnfit or lra (train only; not with --structure) [default: lora].
+    #[arg(long)]
+    pub method: Option<String>,
     /// A structure.json to train instead of a manual method (required by retrain).
     #[arg(long)]
     pub structure: Option<PathBuf>,
@@ -433,12 +501,14 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 /// `--config FILE` (TOML, flat `key = value` pairs named like the command's long options, `_` or `-`):
 /// the file's options are inserted after the subcommand, except those also given on the command line,
 /// which win. Booleans set a flag when true. Unknown keys fail with the file and key named.
-pub fn expand_config(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+pub fn expand_config(
+    args: Vec<std::ffi::OsString>,
+) -> anyhow::Result<(Vec<std::ffi::OsString>, std::collections::HashSet<String>)> {
     use anyhow::{bail, Context};
     use clap::CommandFactory;
     let strs: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let Some(at) = strs.iter().position(|a| a == "--config" || a.starts_with("--config=")) else {
-        return Ok(args);
+        return Ok((args, Default::default()));
     };
     let (path, drop) = match strs[at].strip_prefix("--config=") {
         Some(p) => (p.to_string(), 1),
@@ -460,6 +530,7 @@ pub fn expand_config(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::f
     let given =
         |long: &str| strs.iter().any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
     let mut inserted: Vec<std::ffi::OsString> = Vec::new();
+    let mut from_file = std::collections::HashSet::new();
     for (key, value) in &table {
         let long = key.replace('_', "-");
         if long == "config" || !known.contains(&long) {
@@ -469,6 +540,7 @@ pub fn expand_config(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::f
             continue; // the command line wins
         }
         let flag = format!("--{long}").into();
+        from_file.insert(long.clone());
         match value {
             toml::Value::Boolean(true) => inserted.push(flag),
             toml::Value::Boolean(false) => {}
@@ -490,5 +562,5 @@ pub fn expand_config(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::f
             out.append(&mut inserted);
         }
     }
-    Ok(out)
+    Ok((out, from_file))
 }

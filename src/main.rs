@@ -2,13 +2,14 @@ mod cli;
 mod cmd;
 
 fn main() {
-    let args = match cli::expand_config(std::env::args_os().collect()) {
+    let (args, file_keys) = match cli::expand_config(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(2);
         }
     };
+    let sources = cmd::ArgSources::new(&args, file_keys);
     let cli = <cli::Cli as clap::Parser>::parse_from(args);
     cli::init_logging(cli.verbose, cli.quiet);
     if cli.offline {
@@ -22,7 +23,7 @@ fn main() {
         }
         eprintln!("interrupt: saving a checkpoint at the end of this step (Ctrl-C again to exit now)");
     });
-    if let Err(e) = cmd::dispatch(cli) {
+    if let Err(e) = cmd::dispatch(cli, &sources) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -80,14 +80,14 @@ impl ModelDir {
 fn load_body(loader: &Loader, cfg: &ModelConfig) -> Result<Backbone> {
     Ok(match cfg {
         ModelConfig::Bert(c) => Backbone::Bert(Bert::load(&loader.root(), c)?),
-        ModelConfig::T5(c) => Backbone::T5(Box::new(T5::load(&loader.root(), c)?)),
+        ModelConfig::T5(c) => Backbone::T5(T5::load(&loader.root(), c)?),
     })
 }
 
 /// A loaded backbone of either family, before the head is attached.
 enum Backbone {
     Bert(Bert),
-    T5(Box<T5>),
+    T5(T5),
 }
 
 /// How the head is made: fresh (training) or the checkpoint's own classifier (fixtures); for a
@@ -114,7 +114,7 @@ impl HeadInit {
 /// The network: an encoder with a classification head, or a T5 with the task's label words.
 pub enum Body {
     Classifier { bert: Bert, head: Head },
-    Text2Text { t5: Box<T5>, words: Box<Verbalizer> },
+    Text2Text { t5: T5, words: Box<Verbalizer> },
 }
 
 pub struct Model {
@@ -164,10 +164,17 @@ impl Model {
     }
 
     /// The classifier of an encoder: fresh, or the checkpoint's own.
-    fn classifier(cfg: &BertConfig, weights: &Weights, head: HeadInit, store: &mut ParamStore) -> Result<Head> {
+    fn classifier(
+        cfg: &BertConfig,
+        weights: &Weights,
+        head: HeadInit,
+        store: &mut ParamStore,
+    ) -> Result<Head> {
         let (d, drop) = (cfg.hidden_size, cfg.hidden_dropout_prob);
         match head {
-            HeadInit::Fresh { num_labels } => Ok(Head::new(d, num_labels, cfg.initializer_range, drop, store)),
+            HeadInit::Fresh { num_labels } => {
+                Ok(Head::new(d, num_labels, cfg.initializer_range, drop, store))
+            }
             HeadInit::FromCheckpoint { num_labels } => Head::load(weights, d, num_labels, drop, store),
             HeadInit::Words(_) => {
                 Err(Error::Msg("label words are the head of text-to-text models, not of an encoder".into()))
@@ -285,7 +292,8 @@ impl Model {
             let best = logits.view([batch.len() as i64, batch.choices]).argmax(-1, false);
             classes(&best)?
         } else if batch.is_regression() {
-            let scores = Vec::<f32>::try_from(&logits.squeeze_dim(-1)).map_err(|e| tensor_error("scores", e))?;
+            let scores =
+                Vec::<f32>::try_from(&logits.squeeze_dim(-1)).map_err(|e| tensor_error("scores", e))?;
             scores.into_iter().map(Target::Score).collect()
         } else {
             classes(&logits.argmax(-1, false))?

@@ -3,7 +3,7 @@
 use crate::artifact;
 use crate::batch::{batches, Batch};
 use crate::checkpoint::{self, LoopState};
-use crate::config::TrainConfig;
+use crate::config::RunConfig;
 use crate::data::{load_task, TaskData, TaskSpec};
 use crate::delta::Ctx;
 use crate::error::{Error, Result};
@@ -29,9 +29,15 @@ pub struct Prepared {
 
 /// The task's splits as a run sees them: split with the run's seed, then cut to
 /// `max_train_examples` / `max_eval_examples`.
-pub fn load_examples(cfg: &TrainConfig) -> Result<TaskData> {
+pub fn load_examples(cfg: &RunConfig) -> Result<TaskData> {
     let spec = TaskSpec::resolve(&cfg.task)?;
-    let mut data = load_task(&spec, &cfg.data_dir, cfg.seed)?;
+    let dir = cfg.data_dir.as_ref().ok_or_else(|| {
+        Error::config(
+            "--data-dir",
+            format!("no data directory for task `{}`: pass --data-dir or set S3PET_DATA", cfg.task),
+        )
+    })?;
+    let mut data = load_task(&spec, dir, cfg.seed)?;
     if let Some(n) = cfg.max_train_examples {
         data.train.truncate(n);
     }
@@ -42,7 +48,7 @@ pub fn load_examples(cfg: &TrainConfig) -> Result<TaskData> {
     Ok(data)
 }
 
-pub fn prepare(cfg: &TrainConfig, tokenizer: &Path) -> Result<Prepared> {
+pub fn prepare(cfg: &RunConfig, tokenizer: &Path) -> Result<Prepared> {
     let TaskData { spec, train, dev, test } = load_examples(cfg)?;
     let enc = TextEncoder::load(tokenizer, cfg.max_length)?;
     Ok(Prepared { train: enc.encode(&train)?, dev: enc.encode(&dev)?, test: enc.encode(&test)?, spec })
@@ -50,10 +56,10 @@ pub fn prepare(cfg: &TrainConfig, tokenizer: &Path) -> Result<Prepared> {
 
 /// [`prepare`] with the tokenizer of `md`; for an encoder-decoder every example first becomes one
 /// source string (crate::text2text).
-pub fn prepare_model(cfg: &TrainConfig, md: &crate::model::ModelDir) -> Result<Prepared> {
+pub fn prepare_model(cfg: &RunConfig, md: &crate::model::ModelDir) -> Result<Prepared> {
     let max_length = md.max_length(cfg.max_length);
     if !md.cfg.is_t5() {
-        return prepare(&TrainConfig { max_length, ..cfg.clone() }, &md.tokenizer_path());
+        return prepare(&RunConfig { max_length, ..cfg.clone() }, &md.tokenizer_path());
     }
     let TaskData { spec, train, dev, test } = load_examples(cfg)?;
     let enc = TextEncoder::load(&md.tokenizer_path(), max_length)?;
@@ -141,7 +147,11 @@ pub struct Outcome {
     pub steps: usize,
     pub dev: Metrics,
     pub test: Metrics,
+    /// Seconds of training over every attempt (a resumed run adds its earlier attempts', up to their
+    /// last checkpoint).
     pub seconds: f64,
+    /// Seconds of this attempt alone.
+    pub attempt_seconds: f64,
     pub examples_per_s: f64,
     /// Real and padded (rows x longest row, summed over batches) training tokens of the steps this process
     /// ran: how much dynamic padding (and `--length-buckets`) wastes.
@@ -150,7 +160,7 @@ pub struct Outcome {
 }
 
 /// Total optimiser steps for a config on `n` training examples.
-pub fn total_steps(cfg: &TrainConfig, n: usize) -> usize {
+pub fn total_steps(cfg: &RunConfig, n: usize) -> usize {
     let per_epoch = n.div_ceil(cfg.batch_size.max(1));
     cfg.max_steps.unwrap_or(per_epoch * cfg.epochs).max(1)
 }
@@ -169,10 +179,63 @@ pub fn step_seed(seed: u64, step: usize) -> i64 {
     (seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64 & i64::MAX
 }
 
+/// The files a training loop writes in its run directory.
+struct LoopFiles {
+    metrics: std::path::PathBuf,
+    weights: std::path::PathBuf,
+    checkpoint: std::path::PathBuf,
+}
+
+impl LoopFiles {
+    fn new(out: &Path) -> Self {
+        LoopFiles {
+            metrics: out.join("metrics.jsonl"),
+            weights: out.join("weights.safetensors"),
+            checkpoint: out.join("checkpoint.safetensors"),
+        }
+    }
+}
+
+/// The loop state to start from: the checkpoint's with `resume` (the metrics log cut back to it), else
+/// a fresh one; and the best dev metrics so far.
+fn start_state(model: &Model, opt: &mut AdamW, f: &LoopFiles, resume: bool) -> Result<(LoopState, Metrics)> {
+    if resume && f.checkpoint.is_file() {
+        let st = checkpoint::load(&f.checkpoint, &mut [("w", &model.store, opt)], &[])?.0;
+        checkpoint::truncate_log(&f.metrics, st.step)?;
+        let best_dev = checkpoint::logged_metrics(&f.metrics, st.best_step, "metrics", Some("dev"));
+        tracing::info!(step = st.step, best_step = st.best_step, "resumed from {}", f.checkpoint.display());
+        return Ok((st, best_dev));
+    }
+    let _ = std::fs::remove_file(&f.metrics);
+    Ok((LoopState { step: 0, best: f64::NEG_INFINITY, best_step: 0, seconds: 0.0 }, Metrics::new()))
+}
+
+/// One optimiser step on `b` behind the non-finite guard; returns the loss.
+fn train_step(
+    model: &Model,
+    opt: &mut AdamW,
+    b: &Batch,
+    cfg: &RunConfig,
+    lr: f64,
+    at: &dyn Fn() -> String,
+) -> Result<f64> {
+    let loss = model.loss(b, &Ctx::train());
+    let lv = loss.double_value(&[]);
+    let (g, norm) = if lv.is_finite() {
+        let g = model.store.grads(&loss);
+        let norm = clip_grad_norm(&g, cfg.clip_norm).double_value(&[]);
+        (Some(g), norm)
+    } else {
+        (None, f64::NAN)
+    };
+    crate::guard::guarded_step(&model.store, opt, g.as_ref(), (lv, norm), lr, cfg.skip_nonfinite, at)?;
+    Ok(lv)
+}
+
 /// Trains every parameter in `model.store`, evaluating dev every `eval_every` steps and at each epoch's end;
 /// keeps the best-dev weights (ties: later wins), saves them to `out/weights.safetensors`, then tests.
 /// Saves `out/checkpoint.safetensors` at every evaluation, every `checkpoint_every` steps and on SIGINT.
-pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: LoopOpts) -> Result<Outcome> {
+pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: LoopOpts) -> Result<Outcome> {
     if data.train.is_empty() {
         return Err(Error::Train("the training split is empty".into()));
     }
@@ -181,29 +244,21 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
     let total = total_steps(cfg, data.train.len());
     let warmup = (cfg.warmup_ratio * total as f64).round() as i64;
     let mut opt = AdamW::new(&model.store, AdamWConfig::new(cfg.lr, cfg.weight_decay));
-    let metrics_path = out.join("metrics.jsonl");
-    let weights_path = out.join("weights.safetensors");
-    let ckpt_path = out.join("checkpoint.safetensors");
-    let mut st = LoopState { step: 0, best: f64::NEG_INFINITY, best_step: 0 };
-    let mut best_dev = Metrics::new();
-    if o.resume && ckpt_path.is_file() {
-        st = checkpoint::load(&ckpt_path, &mut [("w", &model.store, &mut opt)], &[])?.0;
-        checkpoint::truncate_log(&metrics_path, st.step)?;
-        best_dev = checkpoint::logged_metrics(&metrics_path, st.best_step, "metrics", Some("dev"));
-        tracing::info!(step = st.step, best_step = st.best_step, "resumed from {}", ckpt_path.display());
-    } else {
-        let _ = std::fs::remove_file(&metrics_path);
-    }
-    let save_ckpt =
-        |opt: &AdamW, st: &LoopState| checkpoint::save(&ckpt_path, &[("w", &model.store, opt)], st, &[]);
-    let start = Instant::now();
-    let mut seen = 0usize;
-    let (mut tokens, mut padded_tokens) = (0i64, 0i64);
+    let f = LoopFiles::new(out);
+    let (mut st, mut best_dev) = start_state(model, &mut opt, &f, o.resume)?;
+    let (start, before) = (Instant::now(), st.seconds);
+    let save_ckpt = |opt: &AdamW, st: &mut LoopState| {
+        st.seconds = before + start.elapsed().as_secs_f64();
+        checkpoint::save(&f.checkpoint, &[("w", &model.store, opt)], st, &[])
+    };
+    let (mut seen, mut tokens, mut padded_tokens) = (0usize, 0i64, 0i64);
     let bar = crate::progress::bar(total as u64, "train", o.quiet);
     bar.set_position(st.step as u64);
     let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
     while st.step < total {
-        checkpoint::stop_if_interrupted("training", st.step, &ckpt_path, || save_ckpt(&opt, &st))?;
+        checkpoint::stop_if_interrupted("training", st.step, &f.checkpoint, || {
+            save_ckpt(&opt, &mut st.clone())
+        })?;
         let (epoch, idx) = (st.step / per_epoch, st.step % per_epoch);
         if order.0 != epoch {
             let len = |i: usize| encoded_len(&data.train[i]);
@@ -216,71 +271,59 @@ pub fn train(model: &Model, data: &Prepared, cfg: &TrainConfig, out: &Path, o: L
             .collect();
         let b = Batch::new(&items, model.device);
         tch::manual_seed(step_seed(cfg.seed, st.step));
-        let loss = model.loss(&b, &Ctx::train());
-        let lv = loss.double_value(&[]);
-        let (g, norm) = if lv.is_finite() {
-            let g = model.store.grads(&loss);
-            let norm = clip_grad_norm(&g, cfg.clip_norm).double_value(&[]);
-            (Some(g), norm)
-        } else {
-            (None, f64::NAN)
+        let at = || {
+            format!(
+                "step {} (epoch {}); the last checkpoint ({}) and the best weights so far ({}) are kept",
+                st.step,
+                epoch + 1,
+                f.checkpoint.display(),
+                f.weights.display()
+            )
         };
-        if !norm.is_finite() {
-            let what = if lv.is_finite() { format!("gradient norm {norm}") } else { format!("loss {lv}") };
-            if !cfg.skip_nonfinite {
-                return Err(Error::Train(format!(
-                    "non-finite {what} at step {} (epoch {}); the last checkpoint ({}) and the best weights \
-                     so far ({}) are kept; --skip-nonfinite skips such batches",
-                    st.step,
-                    epoch + 1,
-                    ckpt_path.display(),
-                    weights_path.display()
-                )));
-            }
-            tracing::warn!(step = st.step, "skipping a batch with non-finite {what}");
-        } else if let Some(g) = g {
-            opt.step(&model.store, &g, linear_lr(cfg.lr, st.step as i64, warmup, total as i64));
-        }
+        let lv = train_step(
+            model,
+            &mut opt,
+            &b,
+            cfg,
+            linear_lr(cfg.lr, st.step as i64, warmup, total as i64),
+            &at,
+        )?;
         st.step += 1;
-        seen += b.len();
-        tokens += b.tokens;
-        padded_tokens += b.ids.numel() as i64;
+        (seen, tokens, padded_tokens) =
+            (seen + b.len(), tokens + b.tokens, padded_tokens + b.ids.numel() as i64);
         bar.set_position(st.step as u64);
         bar.set_message(format!("epoch {} loss {lv:.4}", epoch + 1));
         let eval_now = eval_due(st.step, cfg.eval_every, per_epoch, total);
         if eval_now {
             let dev = evaluate(model, &data.dev, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;
-            let score = primary(&data.spec, &dev);
-            artifact::append_line(
-                &metrics_path,
-                &json!({"step": st.step, "epoch": epoch + 1, "split": "dev", "loss": lv, "metrics": dev})
-                    .to_string(),
-            )?;
-            if score >= st.best {
-                (st.best, st.best_step, best_dev) = (score, st.step, dev);
-                model.store.save(&weights_path)?;
+            let line =
+                json!({"step": st.step, "epoch": epoch + 1, "split": "dev", "loss": lv, "metrics": dev});
+            artifact::append_line(&f.metrics, &line.to_string())?;
+            if primary(&data.spec, &dev) >= st.best {
+                (st.best, st.best_step, best_dev) = (primary(&data.spec, &dev), st.step, dev);
+                model.store.save(&f.weights)?;
             }
         }
         if eval_now || cfg.checkpoint_every.is_some_and(|k| st.step.is_multiple_of(k)) {
-            save_ckpt(&opt, &st)?;
+            save_ckpt(&opt, &mut st)?;
         }
     }
     bar.finish_and_clear();
-    let (step, best_step) = (st.step, st.best_step);
-    let seconds = start.elapsed().as_secs_f64();
-    model.store.load(&weights_path)?;
+    let attempt = start.elapsed().as_secs_f64();
+    model.store.load(&f.weights)?;
     let test = evaluate(model, &data.test, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;
     artifact::append_line(
-        &metrics_path,
-        &json!({"step": best_step, "split": "test", "metrics": test}).to_string(),
+        &f.metrics,
+        &json!({"step": st.best_step, "split": "test", "metrics": test}).to_string(),
     )?;
     Ok(Outcome {
-        best_step,
-        steps: step,
+        best_step: st.best_step,
+        steps: st.step,
         dev: best_dev,
         test,
-        seconds,
-        examples_per_s: seen as f64 / seconds.max(1e-9),
+        seconds: before + attempt,
+        attempt_seconds: attempt,
+        examples_per_s: seen as f64 / attempt.max(1e-9),
         tokens,
         padded_tokens,
     })

@@ -133,9 +133,8 @@ impl Case {
     /// structure.json of LoRA on the tiny model, as JSON to damage.
     fn lora_structure(&self) -> Value {
         let cfg = BertConfig::from_file(&self.model_file("config.json")).unwrap();
-        let s =
-            Structure::manual("lora", method_modules("lora", &cfg).unwrap(), &cfg, cfg.param_count())
-                .unwrap();
+        let s = Structure::manual("lora", method_modules("lora", &cfg).unwrap(), &cfg, cfg.param_count())
+            .unwrap();
         serde_json::to_value(&s).unwrap()
     }
 

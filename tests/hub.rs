@@ -138,7 +138,7 @@ fn hub_model_downloads_into_the_cache_then_works_offline() {
     }
     let cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(hub_run.join("config.json")).unwrap()).unwrap();
-    assert_eq!(cfg["model"], REPO, "the run records the hub id");
+    assert_eq!(cfg["model"]["value"], REPO, "the run records the hub id");
     // cached: eval and inspect work online and offline (env or flag) with no further request
     let hr = hub_run.to_str().unwrap();
     let e1 = ok(s3pet(&["eval", "--run", hr], d.path(), &endpoint, home.path(), false));

@@ -88,20 +88,7 @@ fn check_two_steps(order: u8) {
     }
     set(&net.alpha, get(&f, "init.alpha"));
     net.alpha_changed();
-    let cfg = SearchConfig {
-        length_buckets: 0,
-        order,
-        w_lr: 3e-4,
-        alpha_lr: 0.1,
-        clip_norm: 2.0,
-        beta: 1.0,
-        epochs: 1,
-        max_steps: Some(4),
-        batch_size: 4,
-        eval_batch_size: 4,
-        eval_every: None,
-        seed: 0,
-    };
+    let cfg = SearchConfig { max_steps: Some(4), ..SearchConfig::paper(order, 4) };
     let mut st = Stepper::new(&mut net, &cfg);
     for s in 0..2usize {
         let (bw, ba) = (fixture_batch(&f, &format!("bw{s}")), fixture_batch(&f, &format!("ba{s}")));

@@ -16,7 +16,10 @@ use std::sync::{Arc, OnceLock};
 pub struct WalkCache(OnceLock<Arc<std::result::Result<Walk, String>>>);
 
 impl WalkCache {
-    fn get(&self, walk: impl FnOnce(&super::loader::Vb) -> Result<()>) -> Arc<std::result::Result<Walk, String>> {
+    fn get(
+        &self,
+        walk: impl FnOnce(&super::loader::Vb) -> Result<()>,
+    ) -> Arc<std::result::Result<Walk, String>> {
         self.0
             .get_or_init(|| {
                 let mut store = ParamStore::new(tch::Device::Cpu);

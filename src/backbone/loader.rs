@@ -46,15 +46,34 @@ pub struct Loader<'a> {
 impl<'a> Loader<'a> {
     /// A loader over real weights whose sites ask `placements` what to attach (deltas go to `store`).
     /// With `full`, every backbone tensor becomes trainable in `store` (full fine-tuning).
-    pub fn new(weights: &'a Weights, placements: &'a [Placement], store: &'a mut ParamStore, full: bool) -> Self {
+    pub fn new(
+        weights: &'a Weights,
+        placements: &'a [Placement],
+        store: &'a mut ParamStore,
+        full: bool,
+    ) -> Self {
         let factory = SiteFactory { placements, store };
-        Loader { state: RefCell::new(State { source: Source::Weights(weights), factory, full, walk: Walk::default() }) }
+        Loader {
+            state: RefCell::new(State {
+                source: Source::Weights(weights),
+                factory,
+                full,
+                walk: Walk::default(),
+            }),
+        }
     }
 
     /// A loader that reads shapes only (no deltas, nothing trainable).
     pub fn shapes(store: &'a mut ParamStore) -> Self {
         let factory = SiteFactory { placements: &[], store };
-        Loader { state: RefCell::new(State { source: Source::Shapes, factory, full: false, walk: Walk::default() }) }
+        Loader {
+            state: RefCell::new(State {
+                source: Source::Shapes,
+                factory,
+                full: false,
+                walk: Walk::default(),
+            }),
+        }
     }
 
     pub fn root(&self) -> Vb<'_, 'a> {

@@ -99,7 +99,8 @@ impl T5 {
         let (d, v) = (cfg.d_model, cfg.vocab_size);
         // transformers saves the tied embedding once, as `shared.weight` (older files as encoder.embed_tokens)
         let legacy = !vb.contains("shared.weight") && vb.contains("encoder.embed_tokens.weight");
-        let shared = vb.matrix(if legacy { "encoder.embed_tokens.weight" } else { "shared.weight" }, &[v, d])?;
+        let shared =
+            vb.matrix(if legacy { "encoder.embed_tokens.weight" } else { "shared.weight" }, &[v, d])?;
         // a separate head is used when the file has one that differs from the embedding (as transformers
         // decides); a config that says untied needs one
         let untied = vb.contains("lm_head.weight") && !vb.equals("lm_head.weight", &[v, d], &shared)?;
@@ -109,7 +110,9 @@ impl T5 {
             None
         };
         let shape = [cfg.relative_attention_num_buckets, cfg.num_heads];
-        let table = |s: &str| vb.pp(s).pp("block.0.layer.0.SelfAttention").tensor("relative_attention_bias.weight", &shape);
+        let table = |s: &str| {
+            vb.pp(s).pp("block.0.layer.0.SelfAttention").tensor("relative_attention_bias.weight", &shape)
+        };
         let (enc_table, dec_table) = (table("encoder")?, table("decoder")?);
         let (eps, inner) = (cfg.layer_norm_epsilon, cfg.inner_dim());
         let mut encoder = Vec::new();

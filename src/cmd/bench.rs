@@ -2,14 +2,14 @@
 use crate::cli::BenchArgs;
 use anyhow::Result;
 use s3pet::bench::{bench, random_weights, shape_config, BenchOpts};
-use s3pet::config::parse_device;
+use s3pet::config::{DeviceSpec, Dtype};
 use s3pet::model::ModelDir;
 
 pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(n) = a.threads {
         tch::set_num_threads(n as i32);
     }
-    let device = parse_device(&a.device)?;
+    let device = DeviceSpec::parse(&a.device)?.resolve()?;
     let o = BenchOpts {
         batch: a.batch_size,
         seq_len: a.seq_len,
@@ -35,7 +35,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "minilm" => ModelDir::open(&a.model)?.load_weights(device)?,
             dir => ModelDir::open(std::path::Path::new(dir))?.load_weights(device)?,
         };
-        weights.set_frozen_kind(s3pet::config::frozen_kind(&a.backbone_dtype)?);
+        weights.set_frozen_kind(Dtype::parse(&a.backbone_dtype)?.kind());
         for w in &workloads {
             s3pet::progress::reset_peak_rss();
             s3pet::gpu_mem::reset_peak(device);

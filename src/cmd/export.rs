@@ -1,15 +1,16 @@
 //! `s3pet export`: a finished run as PEFT adapters for transformers' BertForSequenceClassification
 //! (`--format peft`), or as a self-contained copy of its own files (`--format native`, lossless).
-use super::eval::{load_run_model, RunModel};
 use crate::cli::ExportArgs;
 use anyhow::{bail, Context, Result};
+use s3pet::config::DeviceSpec;
 use s3pet::peft::{CONFIG_FILE, LN_SUBDIR, WEIGHTS_FILE};
+use s3pet::pipeline::RunModel;
 use s3pet::structure::Structure;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Written next to a PEFT export: the task and labels the classifier was trained for.
-pub const META_FILE: &str = "s3pet_export.json";
+pub use s3pet::pipeline::import::META_FILE;
 
 pub fn run(a: ExportArgs) -> Result<()> {
     match a.format.as_str() {
@@ -40,7 +41,7 @@ fn portable(p: &Path) -> String {
 }
 
 fn peft(a: &ExportArgs) -> Result<()> {
-    let RunModel { cfg, md, spec, model } = load_run_model(&a.run, Some("cpu".into()))?;
+    let RunModel { cfg, md, spec, model, .. } = RunModel::open(&a.run, Some(DeviceSpec::Cpu))?;
     let structure = Structure::load(&a.run.join("structure.json"), &md.cfg)?;
     let base = portable(&cfg.model);
     let exported = match s3pet::peft::export(&model, &structure, &base)? {
@@ -85,7 +86,7 @@ fn peft(a: &ExportArgs) -> Result<()> {
 
 fn native(a: &ExportArgs) -> Result<()> {
     // the run must load (config, structure and weights agree) before anything is written
-    load_run_model(&a.run, Some("cpu".into()))?;
+    RunModel::open(&a.run, Some(DeviceSpec::Cpu))?;
     let files = ["config.json", "structure.json", "weights.safetensors", "report.json"];
     prepare_out(&a.out, a.overwrite, &files.map(PathBuf::from))?;
     let src = a.run.join("config.json");

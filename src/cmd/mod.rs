@@ -1,10 +1,10 @@
-//! One file per subcommand, glue only.
+//! One file per subcommand, glue only: parse, call one library function, print.
 mod bench;
-mod common;
 mod data;
 mod eval;
 mod experiment;
 mod export;
+mod given;
 mod import_peft;
 mod inspect;
 mod merge;
@@ -14,18 +14,21 @@ mod report;
 mod search;
 mod train;
 
+pub use given::ArgSources;
+
 use crate::cli::{Cli, Command, DataCommand, StructureCommand};
 
-pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+pub fn dispatch(cli: Cli, src: &ArgSources) -> anyhow::Result<()> {
+    let q = cli.quiet;
     match cli.command {
-        Command::Train(a) => train::run(a, cli.quiet),
+        Command::Train(a) => train::run(a, src, q),
         Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => inspect::run(a),
-        Command::Search(a) => search::run_search(a, cli.quiet),
-        Command::Retrain(a) => train::retrain(a, cli.quiet),
-        Command::Run(a) => search::run_all(a, cli.quiet),
-        Command::Structure(StructureCommand::Random(a)) => search::run_random(a),
-        Command::Data(DataCommand::Export(a)) => data::export(a),
+        Command::Search(a) => search::search(a, src, q),
+        Command::Retrain(a) => train::retrain(a, src, q),
+        Command::Run(a) => search::run(a, src, q),
+        Command::Structure(StructureCommand::Random(a)) => search::random(a),
+        Command::Data(DataCommand::Export(a)) => data::export(a, src),
         Command::Bench(a) => bench::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Merge(a) => merge::run(a),
@@ -33,6 +36,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => report::run(a),
         Command::Plot(p) => plot::run(p),
         Command::Export(a) => export::run(a),
-        Command::ImportPeft(a) => import_peft::run(a),
+        Command::ImportPeft(a) => import_peft::run(a, src),
     }
 }

@@ -1,41 +1,44 @@
-//! `s3pet train`: a manual method or a structure on a task.
-use super::common::{loop_opts, open_run, resolve_run, train_config, train_structure, Defaults};
+//! `s3pet train` (a manual method or a structure) and `s3pet retrain` (a structure from scratch).
+use super::given::ArgSources;
 use crate::cli::TrainArgs;
 use anyhow::Result;
-use s3pet::structure::{method_modules, Structure};
+use s3pet::config::{resolve, Command, Method, RunConfig};
+use s3pet::data::TaskSpec;
+use s3pet::pipeline::{resume_config, train_run, RunOpts};
+use serde_json::json;
 
-pub fn run(a: TrainArgs, quiet: bool) -> Result<()> {
-    let method = if a.structure.is_some() { "structure" } else { a.method.as_str() };
-    let cfg = train_config(&a.common, &a.task, method, a.structure.clone(), Defaults::train(method))?;
-    let (cfg, l) = resolve_run(&a.common, &a.out, cfg)?;
-    let backbone = l.md.cfg.param_count();
-    let structure = if a.common.resume {
-        Structure::load(&a.out.join("structure.json"), &l.md.cfg)?
-    } else {
-        match &a.structure {
-            Some(p) => Structure::load(p, &l.md.cfg)?,
-            None => Structure::manual(method, method_modules(method, &l.md.cfg)?, &l.md.cfg, backbone)?,
-        }
+/// The run configuration of a train / retrain command line (the saved one with --resume).
+fn config(a: &TrainArgs, src: &ArgSources, command: Command) -> Result<RunConfig> {
+    let extra = [
+        ("method", "method", a.method.as_ref().map(|m| json!(m))),
+        ("structure", "structure", a.structure.as_ref().map(|p| json!(p))),
+    ];
+    let given = src.given(&a.task, &a.common, None, &extra);
+    if a.common.resume {
+        return Ok(resume_config(&a.out, &given)?);
+    }
+    let method = match (&a.structure, command) {
+        (Some(_), _) | (None, Command::Retrain) => Method::Structure,
+        (None, _) => Method::parse_manual(a.method.as_deref().unwrap_or("lora"))?,
     };
-    let run = open_run(&a.common, &a.out, &cfg)?;
-    structure.save(&run.path("structure.json"))?;
-    let report = train_structure(&cfg, &l, &structure, &run, loop_opts(&a.common, quiet))?;
-    println!("{}", serde_json::to_string(&report)?);
+    Ok(resolve(command, method, &TaskSpec::resolve(&a.task)?, &given)?)
+}
+
+fn opts(a: &TrainArgs, quiet: bool) -> RunOpts {
+    RunOpts { resume: a.common.resume, overwrite: a.common.overwrite, quiet }
+}
+
+pub fn run(a: TrainArgs, src: &ArgSources, quiet: bool) -> Result<()> {
+    let cfg = config(&a, src, Command::Train)?;
+    println!("{}", train_run(&cfg, &a.out, opts(&a, quiet))?);
     Ok(())
 }
 
-/// `s3pet retrain`: a structure from scratch (fresh deltas, gates at 1) on the full training set.
-pub fn retrain(a: TrainArgs, quiet: bool) -> Result<()> {
-    let Some(path) = a.structure.clone() else {
+pub fn retrain(a: TrainArgs, src: &ArgSources, quiet: bool) -> Result<()> {
+    if a.structure.is_none() && !a.common.resume {
         anyhow::bail!("retrain needs --structure FILE");
-    };
-    let cfg = train_config(&a.common, &a.task, "structure", Some(path.clone()), Defaults::search())?;
-    let (cfg, l) = resolve_run(&a.common, &a.out, cfg)?;
-    let from = if a.common.resume { a.out.join("structure.json") } else { path };
-    let structure = Structure::load(&from, &l.md.cfg)?;
-    let run = open_run(&a.common, &a.out, &cfg)?;
-    structure.save(&run.path("structure.json"))?;
-    let report = train_structure(&cfg, &l, &structure, &run, loop_opts(&a.common, quiet))?;
-    println!("{}", serde_json::to_string(&report)?);
+    }
+    let cfg = config(&a, src, Command::Retrain)?;
+    println!("{}", train_run(&cfg, &a.out, opts(&a, quiet))?);
     Ok(())
 }

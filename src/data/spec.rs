@@ -102,6 +102,12 @@ pub struct TaskSpec {
     /// Reference batch size (a default for the trainer's config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
+    /// Reference search epochs when they differ from `epochs` (a default for `search` and `run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_epochs: Option<usize>,
+    /// Evaluate dev every K steps (a default; runs always evaluate at each epoch's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
 }
 
 fn default_true() -> bool {

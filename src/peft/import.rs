@@ -333,8 +333,7 @@ fn read_groups(file: &Path) -> Result<Groups> {
 /// Reads a PEFT adapter directory (and its sub-adapters) against the base model `base` / `cfg`.
 pub fn import(dir: &Path, base: &Weights, cfg: &BertConfig) -> Result<Imported> {
     let dirs = adapter_dirs(dir)?;
-    let mut r =
-        Reader { cfg, base, sites: cfg.sites(), modules: vec![], tensors: vec![], classifier: None };
+    let mut r = Reader { cfg, base, sites: cfg.sites(), modules: vec![], tensors: vec![], classifier: None };
     let mut base_model = None;
     for d in &dirs {
         let file = d.join(CONFIG_FILE);

@@ -8,6 +8,7 @@ use crate::checkpoint::{self, LoopState};
 use crate::data::TaskSpec;
 use crate::delta::{Ctx, Gates, ModuleSpec};
 use crate::error::{Error, Result};
+use crate::guard::guarded_step;
 use crate::model::Model;
 use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
 use crate::params::flat_grads;
@@ -25,6 +26,12 @@ pub struct SearchConfig {
     /// 1: first order (2 passes a step); 2: DARTS second order (5 passes a step).
     pub order: u8,
     pub w_lr: f64,
+    /// AdamW weight decay of the delta weights w (the structure logits have none, as the paper).
+    pub weight_decay: f64,
+    /// Linear warm-up of w's learning rate over this fraction of the steps (alpha's has none).
+    pub warmup_ratio: f64,
+    /// Skip a step whose loss, gradient or updated parameters are not finite instead of stopping.
+    pub skip_nonfinite: bool,
     pub alpha_lr: f64,
     pub clip_norm: f64,
     pub beta: f64,
@@ -36,6 +43,30 @@ pub struct SearchConfig {
     pub seed: u64,
     /// Batches per length bucket (0: off); see `train::epoch_order_bucketed`.
     pub length_buckets: usize,
+}
+
+impl SearchConfig {
+    /// The paper's optimiser (w AdamW lr 3e-4, alpha lr 0.1, clip 2.0, no weight decay or warm-up, beta 1)
+    /// for `order` with batches of `batch_size`, one epoch, seed 0.
+    pub fn paper(order: u8, batch_size: usize) -> Self {
+        SearchConfig {
+            order,
+            w_lr: 3e-4,
+            weight_decay: 0.0,
+            warmup_ratio: 0.0,
+            skip_nonfinite: false,
+            alpha_lr: 0.1,
+            clip_norm: 2.0,
+            beta: 1.0,
+            epochs: 1,
+            max_steps: None,
+            batch_size,
+            eval_batch_size: batch_size,
+            eval_every: None,
+            seed: 0,
+            length_buckets: 0,
+        }
+    }
 }
 
 /// The supernet: every candidate behind a gate, its logits alpha and the budget.
@@ -127,7 +158,7 @@ pub struct Stepper<'a> {
 
 impl<'a> Stepper<'a> {
     pub fn new(net: &'a mut Supernet, cfg: &SearchConfig) -> Self {
-        let w_opt = AdamW::new(&net.model.store, AdamWConfig::new(cfg.w_lr, 0.0));
+        let w_opt = AdamW::new(&net.model.store, AdamWConfig::new(cfg.w_lr, cfg.weight_decay));
         let a_opt = AdamW::new(&net.alpha_store, AdamWConfig::new(cfg.alpha_lr, 0.0));
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x005E_ED0F_A1FA);
         Stepper { net, w_opt, a_opt, last_alpha_grad: None, rng, cfg: cfg.clone() }
@@ -173,8 +204,11 @@ impl<'a> Stepper<'a> {
             self.second_order_grad(bw, ba, u, xi)?
         };
         self.last_alpha_grad = Some(g.copy());
-        let _ = clip_grad_norm(&g, self.cfg.clip_norm);
-        self.a_opt.step(&self.net.alpha_store, &g, lr_a);
+        let norm = clip_grad_norm(&g, self.cfg.clip_norm).double_value(&[]);
+        let lv = val.double_value(&[]);
+        let at = || "a search step (alpha update); the last search checkpoint is kept".to_string();
+        let store = &self.net.alpha_store;
+        guarded_step(store, &mut self.a_opt, Some(&g), (lv, norm), lr_a, self.cfg.skip_nonfinite, &at)?;
         self.net.alpha_changed();
         Ok(val)
     }
@@ -219,14 +253,21 @@ impl<'a> Stepper<'a> {
         self.w_step_with(bw, &u, lr_w, step)
     }
 
-    /// [`Stepper::w_step`] with the noise `u` given.
+    /// [`Stepper::w_step`] with the noise `u` given; behind the non-finite guard.
     pub fn w_step_with(&mut self, bw: &Batch, u: &Tensor, lr_w: f64, step: usize) -> Result<f64> {
         let z = relax(&self.net.probs()?.detach(), u);
         let loss = self.net.loss(bw, &z);
-        let v = check(loss.double_value(&[]), "training loss", step)?;
-        let g = self.net.model.store.grads(&loss);
-        let _ = clip_grad_norm(&g, self.cfg.clip_norm);
-        self.w_opt.step(&self.net.model.store, &g, lr_w);
+        let v = loss.double_value(&[]);
+        let (g, norm) = if v.is_finite() {
+            let g = self.net.model.store.grads(&loss);
+            let norm = clip_grad_norm(&g, self.cfg.clip_norm).double_value(&[]);
+            (Some(g), norm)
+        } else {
+            (None, f64::NAN)
+        };
+        let at = || format!("search step {step} (w update); the last search checkpoint is kept");
+        let store = &self.net.model.store;
+        guarded_step(store, &mut self.w_opt, g.as_ref(), (v, norm), lr_w, self.cfg.skip_nonfinite, &at)?;
         Ok(v)
     }
 }
@@ -237,7 +278,10 @@ pub struct SearchOutcome {
     pub best_step: usize,
     pub best_dev: Metrics,
     pub steps: usize,
+    /// Seconds of search over every attempt (a resumed search adds its earlier attempts').
     pub seconds: f64,
+    /// Seconds of this attempt alone.
+    pub attempt_seconds: f64,
     pub final_alpha: Vec<f64>,
     pub final_p: Vec<f64>,
 }
@@ -253,145 +297,176 @@ pub struct SearchLoop {
 
 pub const SEARCH_CHECKPOINT: &str = "search_checkpoint.safetensors";
 
+/// The data of a search: the two halves of the training set and the dev split.
+pub struct SearchData<'a> {
+    pub d_w: &'a [Encoded],
+    pub d_alpha: &'a [Encoded],
+    pub dev: &'a [Encoded],
+    pub spec: &'a TaskSpec,
+}
+
+/// Where the loop stands: position, best dev score, the best alpha and its dev metrics.
+struct Progress {
+    ls: LoopState,
+    best_alpha: Vec<f64>,
+    best_dev: Metrics,
+}
+
+/// Restores a search checkpoint into the stepper (cutting alphas.jsonl back to it), or starts afresh.
+fn start_search(st: &mut Stepper, ckpt: &Path, log: &Path, resume: bool) -> Result<Progress> {
+    if !(resume && ckpt.is_file()) {
+        let _ = std::fs::remove_file(log);
+        let ls = LoopState { step: 0, best: f64::NEG_INFINITY, best_step: 0, seconds: 0.0 };
+        return Ok(Progress { ls, best_alpha: Vec::new(), best_dev: Metrics::new() });
+    }
+    let (w_store, a_store) = (&st.net.model.store, &st.net.alpha_store);
+    let (ls, extra) = checkpoint::load(
+        ckpt,
+        &mut [("w", w_store, &mut st.w_opt), ("alpha", a_store, &mut st.a_opt)],
+        &["best_alpha", "shift"],
+    )?;
+    let shift = extra[1].double_value(&[0]);
+    let alpha = st.net.alpha.detach().copy();
+    st.net.restore(&alpha, shift.is_finite().then_some(shift));
+    let best_alpha = to_vec(&extra[0], "extra.best_alpha")?;
+    checkpoint::truncate_log(log, ls.step)?;
+    let best_dev = checkpoint::logged_metrics(log, ls.best_step, "dev", None);
+    tracing::info!(step = ls.step, best_step = ls.best_step, "search resumed from {}", ckpt.display());
+    Ok(Progress { ls, best_alpha, best_dev })
+}
+
+/// Writes the search checkpoint: both stores and optimisers, the loop state, the best alpha, the shift.
+fn save_search(st: &Stepper, pr: &Progress, ckpt: &Path) -> Result<()> {
+    let best = if pr.best_alpha.is_empty() {
+        Tensor::zeros([0], (Kind::Double, tch::Device::Cpu))
+    } else {
+        Tensor::from_slice(&pr.best_alpha)
+    };
+    let shift = Tensor::from_slice(&[st.net.shift().unwrap_or(f64::NAN)]);
+    checkpoint::save(
+        ckpt,
+        &[("w", &st.net.model.store, &st.w_opt), ("alpha", &st.net.alpha_store, &st.a_opt)],
+        &pr.ls,
+        &[("best_alpha", best), ("shift", shift)],
+    )
+}
+
+/// Evaluates dev with z = p, logs alpha and p to alphas.jsonl and keeps the best alpha (ties: later).
+fn evaluate_search(
+    st: &mut Stepper,
+    pr: &mut Progress,
+    data: &SearchData,
+    log: &Path,
+    losses: (f64, &Tensor),
+    epoch: usize,
+) -> Result<()> {
+    let lv = check(losses.1.double_value(&[]), "validation loss", pr.ls.step)?;
+    let p = tch::no_grad(|| st.net.probs())?;
+    let dev_m = evaluate(
+        &st.net.model,
+        data.dev,
+        data.spec,
+        st.cfg.eval_batch_size,
+        &Ctx::gated(false, &Gates::new(&p)),
+    )?;
+    let (alpha, pv) = (st.net.alpha_values()?, to_vec(&p, "p")?);
+    let line = json!({"step": pr.ls.step, "epoch": epoch + 1, "train_loss": losses.0, "val_loss": lv,
+                      "shift": st.net.shift(), "dev": dev_m, "alpha": alpha, "p": pv});
+    artifact::append_line(log, &line.to_string())?;
+    let score = primary(data.spec, &dev_m);
+    if score >= pr.ls.best {
+        (pr.ls.best, pr.ls.best_step, pr.best_alpha, pr.best_dev) = (score, pr.ls.step, alpha, dev_m);
+    }
+    Ok(())
+}
+
+/// The epoch's batch orders of D_w and D_alpha, cut to the shorter half's length `n`.
+fn epoch_orders(data: &SearchData, cfg: &SearchConfig, epoch: usize, n: usize) -> (Vec<usize>, Vec<usize>) {
+    let bs = cfg.batch_size.max(1);
+    let order = |d: &[Encoded], seed: u64| -> Vec<usize> {
+        let len = |j: usize| encoded_len(&d[j]);
+        epoch_order_bucketed(d.len(), seed, epoch, bs, cfg.length_buckets, len).into_iter().take(n).collect()
+    };
+    (order(data.d_w, cfg.seed), order(data.d_alpha, cfg.seed ^ 0xA1FA))
+}
+
 /// Runs the bi-level search; writes `alphas.jsonl` (alpha and p of every candidate at each evaluation)
 /// under `out`. Evaluates dev with z = p every `eval_every` steps and at each epoch's end; keeps the alpha
 /// of the best dev score (ties: later wins).
-#[allow(clippy::too_many_arguments)]
 pub fn search(
     net: &mut Supernet,
-    d_w: &[Encoded],
-    d_alpha: &[Encoded],
-    dev: &[Encoded],
-    spec: &TaskSpec,
+    data: &SearchData,
     cfg: &SearchConfig,
     out: &Path,
     lo: SearchLoop,
 ) -> Result<SearchOutcome> {
-    let n = d_w.len().min(d_alpha.len());
+    let n = data.d_w.len().min(data.d_alpha.len());
     let bs = cfg.batch_size.max(1);
     let per_epoch = n.div_ceil(bs);
     if per_epoch == 0 {
         return Err(Error::Train("too few training examples to split into D_w and D_alpha".into()));
     }
     let total = cfg.max_steps.unwrap_or(per_epoch * cfg.epochs).max(1);
+    let warmup = (cfg.warmup_ratio * total as f64).round() as i64;
+    let (log, ckpt) = (out.join("alphas.jsonl"), out.join(SEARCH_CHECKPOINT));
     let device = net.model.device;
-    let log = out.join("alphas.jsonl");
-    let ckpt_path = out.join(SEARCH_CHECKPOINT);
-    let k = net.candidates.len() as i64;
     let mut st = Stepper::new(net, cfg);
-    let mut ls = LoopState { step: 0, best: f64::NEG_INFINITY, best_step: 0 };
-    let (mut best_alpha, mut best_dev) = (Vec::new(), Metrics::new());
-    if lo.resume && ckpt_path.is_file() {
-        let (w_store, a_store) = (&st.net.model.store, &st.net.alpha_store);
-        let (state, extra) = checkpoint::load(
-            &ckpt_path,
-            &mut [("w", w_store, &mut st.w_opt), ("alpha", a_store, &mut st.a_opt)],
-            &["best_alpha", "shift"],
-        )?;
-        ls = state;
-        let shift = extra[1].double_value(&[0]);
-        let alpha = st.net.alpha.detach().copy();
-        st.net.restore(&alpha, shift.is_finite().then_some(shift));
-        best_alpha = to_vec(&extra[0], "extra.best_alpha")?;
-        checkpoint::truncate_log(&log, ls.step)?;
-        best_dev = checkpoint::logged_metrics(&log, ls.best_step, "dev", None);
-        tracing::info!(
-            step = ls.step,
-            best_step = ls.best_step,
-            "search resumed from {}",
-            ckpt_path.display()
-        );
-    } else {
-        let _ = std::fs::remove_file(&log);
-    }
-    let save = |st: &Stepper, ls: &LoopState, best_alpha: &[f64]| -> Result<()> {
-        let best = if best_alpha.is_empty() {
-            Tensor::zeros([0], (Kind::Double, tch::Device::Cpu))
-        } else {
-            Tensor::from_slice(best_alpha)
-        };
-        let shift = Tensor::from_slice(&[st.net.shift().unwrap_or(f64::NAN)]);
-        checkpoint::save(
-            &ckpt_path,
-            &[("w", &st.net.model.store, &st.w_opt), ("alpha", &st.net.alpha_store, &st.a_opt)],
-            ls,
-            &[("best_alpha", best), ("shift", shift)],
-        )
-    };
-    let start = Instant::now();
+    let mut pr = start_search(&mut st, &ckpt, &log, lo.resume)?;
+    let (start, before) = (Instant::now(), pr.ls.seconds);
     let bar = crate::progress::bar(total as u64, "search", lo.quiet);
-    bar.set_position(ls.step as u64);
+    bar.set_position(pr.ls.step as u64);
     let mut orders: (usize, Vec<usize>, Vec<usize>) = (usize::MAX, Vec::new(), Vec::new());
-    while ls.step < total {
-        checkpoint::stop_if_interrupted("search", ls.step, &ckpt_path, || save(&st, &ls, &best_alpha))?;
-        let (epoch, i) = (ls.step / per_epoch, ls.step % per_epoch);
+    while pr.ls.step < total {
+        pr.ls.seconds = before + start.elapsed().as_secs_f64();
+        checkpoint::stop_if_interrupted("search", pr.ls.step, &ckpt, || save_search(&st, &pr, &ckpt))?;
+        let (epoch, i) = (pr.ls.step / per_epoch, pr.ls.step % per_epoch);
         if orders.0 != epoch {
-            let order = |data: &[Encoded], seed: u64| -> Vec<usize> {
-                let len = |j: usize| encoded_len(&data[j]);
-                let o = epoch_order_bucketed(data.len(), seed, epoch, bs, cfg.length_buckets, len);
-                o.into_iter().take(n).collect()
-            };
-            orders = (epoch, order(d_w, cfg.seed), order(d_alpha, cfg.seed ^ 0xA1FA));
+            let (w, a) = epoch_orders(data, cfg, epoch, n);
+            orders = (epoch, w, a);
         }
         let range = i * bs..((i + 1) * bs).min(n);
-        let pick = |data: &[Encoded], order: &[usize]| {
-            let items: Vec<&Encoded> = order[range.clone()].iter().map(|&j| &data[j]).collect();
-            Batch::new(&items, device)
+        let pick = |d: &[Encoded], order: &[usize]| {
+            Batch::new(&order[range.clone()].iter().map(|&j| &d[j]).collect::<Vec<_>>(), device)
         };
-        let (bw, ba) = (pick(d_w, &orders.1), pick(d_alpha, &orders.2));
-        let lr_w = linear_lr(cfg.w_lr, ls.step as i64, 0, total as i64);
-        let lr_a = linear_lr(cfg.alpha_lr, ls.step as i64, 0, total as i64);
-        st.seed_step(ls.step);
+        let (bw, ba) = (pick(data.d_w, &orders.1), pick(data.d_alpha, &orders.2));
+        let lr_w = linear_lr(cfg.w_lr, pr.ls.step as i64, warmup, total as i64);
+        let lr_a = linear_lr(cfg.alpha_lr, pr.ls.step as i64, 0, total as i64);
+        st.seed_step(pr.ls.step);
         let val = st.alpha_step(&bw, &ba, lr_w, lr_a)?;
-        let lt = st.w_step(&bw, lr_w, ls.step)?;
-        ls.step += 1;
-        bar.set_position(ls.step as u64);
+        let lt = st.w_step(&bw, lr_w, pr.ls.step)?;
+        pr.ls.step += 1;
+        bar.set_position(pr.ls.step as u64);
         bar.set_message(format!("epoch {} train {lt:.4}", epoch + 1));
-        let eval_now = eval_due(ls.step, cfg.eval_every, per_epoch, total);
+        let eval_now = eval_due(pr.ls.step, cfg.eval_every, per_epoch, total);
         if eval_now {
-            let lv = check(val.double_value(&[]), "validation loss", ls.step)?;
-            let p = tch::no_grad(|| st.net.probs())?;
-            let dev_m = evaluate(
-                &st.net.model,
-                dev,
-                spec,
-                cfg.eval_batch_size,
-                &Ctx::gated(false, &Gates::new(&p)),
-            )?;
-            let (alpha, pv) = (st.net.alpha_values()?, to_vec(&p, "p")?);
-            artifact::append_line(
-                &log,
-                &json!({"step": ls.step, "epoch": epoch + 1, "train_loss": lt, "val_loss": lv,
-                        "shift": st.net.shift(), "dev": dev_m, "alpha": alpha, "p": pv})
-                .to_string(),
-            )?;
-            let score = primary(spec, &dev_m);
-            if score >= ls.best {
-                (ls.best, ls.best_step, best_alpha, best_dev) = (score, ls.step, alpha, dev_m);
-            }
+            evaluate_search(&mut st, &mut pr, data, &log, (lt, &val), epoch)?;
         }
-        if eval_now || lo.checkpoint_every.is_some_and(|c| ls.step.is_multiple_of(c)) {
-            save(&st, &ls, &best_alpha)?;
+        if eval_now || lo.checkpoint_every.is_some_and(|c| pr.ls.step.is_multiple_of(c)) {
+            pr.ls.seconds = before + start.elapsed().as_secs_f64();
+            save_search(&st, &pr, &ckpt)?;
         }
     }
     bar.finish_and_clear();
-    let seconds = start.elapsed().as_secs_f64();
+    finish_search(&mut st, pr, (before, start.elapsed().as_secs_f64()))
+}
+
+/// The outcome: the best alpha and its p (the shift solved again for it), the final alpha and p.
+fn finish_search(st: &mut Stepper, pr: Progress, (before, attempt): (f64, f64)) -> Result<SearchOutcome> {
     let final_alpha = st.net.alpha_values()?;
     let final_p = to_vec(&tch::no_grad(|| st.net.probs())?, "p")?;
-    if best_alpha.len() != k as usize {
+    if pr.best_alpha.len() != st.net.candidates.len() {
         return Err(Error::Train("the search ended without a dev evaluation".into()));
     }
-    let best_p = {
-        let b = solve_shift(&best_alpha, &st.net.n, st.net.budget as f64, st.net.beta, st.net.shift)?;
-        best_alpha.iter().map(|a| 1.0 / (1.0 + (-(a - b) / st.net.beta).exp())).collect()
-    };
+    let b = solve_shift(&pr.best_alpha, &st.net.n, st.net.budget as f64, st.net.beta, st.net.shift)?;
+    let best_p = pr.best_alpha.iter().map(|a| 1.0 / (1.0 + (-(a - b) / st.net.beta).exp())).collect();
     Ok(SearchOutcome {
-        best_alpha,
+        best_alpha: pr.best_alpha,
         best_p,
-        best_step: ls.best_step,
-        best_dev,
-        steps: ls.step,
-        seconds,
+        best_step: pr.ls.best_step,
+        best_dev: pr.best_dev,
+        steps: pr.ls.step,
+        seconds: before + attempt,
+        attempt_seconds: attempt,
         final_alpha,
         final_p,
     })

@@ -1,0 +1,94 @@
+//! `s3pet import-peft`: a PEFT LoRA / LN_TUNING adapter directory becomes an s3pet run directory
+//! (config.json, structure.json, weights.safetensors) for eval, predict, merge, export or retrain.
+use crate::backbone::{ModelConfig, Placement};
+use crate::config::RunConfig;
+use crate::data::TaskSpec;
+use crate::error::{Error, Result};
+use crate::model::{HeadInit, Model, ModelDir};
+use crate::peft::Imported;
+use crate::rundir::RunDir;
+use crate::structure::Structure;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// Written next to a PEFT export: the task and labels the classifier was trained for.
+pub const META_FILE: &str = "s3pet_export.json";
+
+/// The task of an adapter: `task` when given, else the one an s3pet export recorded next to it.
+pub fn adapter_task(dir: &Path, task: Option<&str>) -> Result<String> {
+    if let Some(t) = task {
+        return Ok(t.to_string());
+    }
+    let meta = dir.join(META_FILE);
+    let text = std::fs::read_to_string(&meta).map_err(|e| {
+        Error::file(&meta, format!("no --task given and no {META_FILE} to read it from ({e})"))
+    })?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::parse(&meta, e.line(), e.to_string()))?;
+    v["task"].as_str().map(str::to_string).ok_or_else(|| Error::file(&meta, "no string `task`"))
+}
+
+/// Copies the imported tensors into the model's parameters (every parameter must be covered).
+fn fill(model: &Model, imp: &Imported, dir: &Path) -> Result<()> {
+    if model.store.len() != imp.tensors.len() {
+        let msg = format!("{} tensors imported for {} parameters", imp.tensors.len(), model.store.len());
+        return Err(Error::file(dir, msg));
+    }
+    tch::no_grad(|| {
+        for (name, t) in &imp.tensors {
+            let p = model
+                .store
+                .get(name)
+                .ok_or_else(|| Error::Tensor { key: name.clone(), msg: "no such parameter".into() })?;
+            if p.size() != t.size() {
+                let msg = format!("shape {:?}, expected {:?}", t.size(), p.size());
+                return Err(Error::Tensor { key: name.clone(), msg });
+            }
+            p.shallow_clone().copy_(&t.to_device(model.device));
+        }
+        Ok(())
+    })
+}
+
+/// Reads the adapter in `dir` onto `cfg.model` for `cfg.task` and writes the run directory `out`.
+pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> Result<Value> {
+    let spec = TaskSpec::resolve(&cfg.task)?;
+    let md = ModelDir::open(&cfg.model)?;
+    let weights = md.load_weights(cfg.device()?)?;
+    let ModelConfig::Bert(bert_cfg) = &md.cfg else {
+        return Err(Error::file(
+            dir,
+            format!("PEFT import is for BERT-family models; {} is not one", cfg.model.display()),
+        ));
+    };
+    let imp = crate::peft::import(dir, &weights, bert_cfg)?;
+    if imp.num_labels != spec.num_labels() as i64 {
+        let msg = format!(
+            "the adapter's classifier has {} labels but task `{}` has {}",
+            imp.num_labels,
+            spec.name,
+            spec.num_labels()
+        );
+        return Err(Error::file(dir, msg));
+    }
+    if let Some(b) = &imp.base_model {
+        tracing::info!(base_model_name_or_path = %b, model = %cfg.model.display(), "adapter base model");
+    }
+    let structure = Structure::manual("peft", imp.modules.clone(), &md.cfg, md.cfg.param_count())?;
+    let placements: Vec<Placement> =
+        structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
+    let model = Model::build(
+        &md.cfg,
+        &weights,
+        &placements,
+        false,
+        HeadInit::Fresh { num_labels: imp.num_labels },
+        cfg.seed,
+    )?;
+    fill(&model, &imp, dir)?;
+    let run = RunDir::create(out, overwrite)?;
+    cfg.save(&run.path("config.json"))?;
+    structure.save(&run.path("structure.json"))?;
+    model.store.save(&run.path("weights.safetensors"))?;
+    Ok(json!({"out": out, "task": spec.name, "adapters": imp.adapters, "modules": structure.modules.len(),
+              "delta_params": structure.total_params, "num_labels": imp.num_labels}))
+}

@@ -1,0 +1,174 @@
+//! `s3pet report results/`: RESULTS.md (tables of mean ± std over seeds, the fraction of full
+//! fine-tuning kept, budget sweep, orders, transfer, explainability, costs) and plots under plots/.
+//! Table builders return data ([`render::Block`]); one renderer writes markdown.
+mod figures;
+pub mod render;
+mod tables;
+
+use crate::error::{Error, Result};
+use crate::results::{grouped, load, Cell, Key};
+use render::Block;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Everything a table builder reads: the cells, their groups over seeds, the tasks in order, and where
+/// plots go.
+pub struct Ctx<'a> {
+    pub dir: &'a Path,
+    pub cells: &'a [Cell],
+    pub groups: Vec<(Key, Vec<&'a Cell>)>,
+    pub tasks: Vec<String>,
+    pub plots: PathBuf,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(dir: &'a Path, cells: &'a [Cell]) -> Self {
+        let mut tasks: Vec<String> = Vec::new();
+        for c in cells {
+            if !tasks.contains(&c.task) {
+                tasks.push(c.task.clone());
+            }
+        }
+        Ctx { dir, cells, groups: grouped(cells), tasks, plots: dir.join("plots") }
+    }
+
+    /// The metrics of a task: those its cells recorded (a user task's own), else the builtin spec's.
+    pub fn metrics(&self, task: &str) -> Vec<String> {
+        let recorded = self.cells.iter().filter(|c| c.task == task).find_map(|c| {
+            c.raw["metrics"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|m| m.as_str().map(String::from)).collect::<Vec<_>>())
+        });
+        recorded.filter(|m| !m.is_empty()).unwrap_or_else(|| crate::results::task_metrics(task))
+    }
+
+    /// The metric that selects checkpoints for a task (its first).
+    pub fn primary(&self, task: &str) -> String {
+        self.metrics(task).first().cloned().unwrap_or_else(|| "score".into())
+    }
+
+    /// The group of (task, method, budget, source) at `order` (None: any; second order also matches
+    /// cells without an order).
+    pub fn find(
+        &self,
+        task: &str,
+        method: &str,
+        budget: Option<f64>,
+        order: Option<u64>,
+        source: Option<&str>,
+    ) -> Option<&Vec<&'a Cell>> {
+        self.groups
+            .iter()
+            .find(|(k, _)| {
+                k.task == task
+                    && k.method == method
+                    && k.budget == budget
+                    && k.source.as_deref() == source
+                    && (order.is_none() || k.order == order || (k.order.is_none() && order == Some(2)))
+            })
+            .map(|(_, v)| v)
+    }
+
+    /// A path under the report directory, as written in RESULTS.md.
+    pub fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(self.dir).unwrap_or(p).display().to_string()
+    }
+}
+
+/// The opening paragraph: cells, seeds, machines, and how to regenerate.
+fn preamble(ctx: &Ctx) -> Vec<Block> {
+    let finished = ctx.cells.iter().filter(|c| c.skipped.is_none()).count();
+    let seeds: BTreeSet<u64> = ctx.cells.iter().map(|c| c.seed).collect();
+    let machines: BTreeSet<String> = ctx
+        .cells
+        .iter()
+        .filter(|c| c.skipped.is_none())
+        .map(|c| {
+            let m = &c.raw["machine"];
+            let gpu = m["gpu"].as_str().map(|g| format!(", {g}")).unwrap_or_default();
+            format!("{} ({} CPUs{gpu})", m["host"].as_str().unwrap_or("?"), m["cpus"])
+        })
+        .collect();
+    let mut out = vec![
+        Block::Heading(1, "Results".into()),
+        Block::Para(format!(
+            "{finished} finished cells ({} skipped), seeds {:?}, on {}. Test metrics (x100) are mean ± sample \
+             std over seeds; each cell is one line of `runs.jsonl`, its run directory is `cells/<id>/`.",
+            ctx.cells.len() - finished,
+            seeds,
+            machines.into_iter().collect::<Vec<_>>().join("; ")
+        )),
+    ];
+    if ctx.dir.join("plan.toml").is_file() {
+        out.push(Block::Para(format!(
+            "Regenerate: `s3pet experiment --plan {0}/plan.toml --out {0} && s3pet report {0}` (the plan as run \
+             is `plan.toml` here; finished cells are skipped, so delete runs.jsonl and cells/ to start over).",
+            ctx.dir.display()
+        )));
+    }
+    out
+}
+
+/// Every block of the report of the experiment in `dir` (plots are written as they are made).
+pub fn build(dir: &Path, cells: &[Cell]) -> Result<Vec<Block>> {
+    let ctx = Ctx::new(dir, cells);
+    let mut blocks = preamble(&ctx);
+    blocks.extend(tables::main_table(&ctx));
+    blocks.extend(tables::per_task(&ctx));
+    blocks.extend(figures::budget_sweeps(&ctx)?);
+    blocks.extend(tables::orders(&ctx));
+    blocks.extend(figures::transfer(&ctx)?);
+    blocks.extend(figures::explain(&ctx)?);
+    blocks.extend(tables::costs(&ctx));
+    let discussion = dir.join("discussion.md");
+    if discussion.is_file() {
+        blocks.push(Block::Raw(std::fs::read_to_string(&discussion).map_err(|e| Error::io(&discussion, e))?));
+    }
+    Ok(blocks)
+}
+
+/// Writes `dir`/RESULTS.md from `dir`/runs.jsonl; returns its path.
+pub fn write(dir: &Path) -> Result<PathBuf> {
+    let runs = dir.join("runs.jsonl");
+    let cells = load(&runs).map_err(|e| Error::file(dir, format!("no runs to report: {e}")))?;
+    let md = render::markdown(&build(dir, &cells)?);
+    let out = dir.join("RESULTS.md");
+    crate::artifact::write_bytes(&out, md.as_bytes())?;
+    Ok(out)
+}
+
+/// The display name of a method.
+pub fn label(method: &str) -> String {
+    match method {
+        "full" => "Fine-tuning".into(),
+        "lora" => "LoRA r8 (q, v)".into(),
+        "adapter" => "Adapter".into(),
+        "bitfit" => "BitFit".into(),
+        "lnfit" => "LNFit".into(),
+        "lra" => "LRA".into(),
+        "s3pet-mix" => "S3PET-M".into(),
+        "s3pet-lora" => "S3PET-L".into(),
+        "s3pet-mix-peft" => "S3PET-M (PEFT space)".into(),
+        "random-mix" => "random-M".into(),
+        "random-lora" => "random-L".into(),
+        "transfer-mix" => "S3PET-M (transferred)".into(),
+        m => m.into(),
+    }
+}
+
+/// A group's row label: method, budget, "(1st order)".
+pub fn row_label(k: &Key) -> String {
+    let mut s = label(&k.method);
+    if let Some(b) = k.budget {
+        s += &format!(" @ {b:.3e}");
+    }
+    if k.order == Some(1) {
+        s += " (1st order)";
+    }
+    s
+}
+
+/// The manual methods by name, in report order.
+pub fn manual() -> Vec<&'static str> {
+    crate::config::Method::MANUAL.iter().map(|m| m.name()).collect()
+}

@@ -1,0 +1,209 @@
+//! Runs an experiment's cells: each one a child `s3pet` process writing its own run directory under
+//! `cells/`; finished cells are one line each of `runs.jsonl` and are skipped when the plan runs again
+//! (here or on another machine); a cell cut short resumes from its checkpoint.
+use super::plan::Cell;
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What one finished cell adds to runs.jsonl: what it is, its metrics (with the task's metric names),
+/// its parameter counts (`trainable_params` = deltas + head, as in report.json) and its costs.
+pub fn record(cell: &Cell, report: &Value, wall: f64, peak_gpu_mib: Option<u64>, machine: &Value) -> Value {
+    let retrain = if report.get("retrain").is_some() { &report["retrain"] } else { report };
+    json!({
+        "id": cell.id, "task": cell.task, "method": cell.method, "budget": cell.budget, "seed": cell.seed,
+        "order": cell.order, "source_task": cell.source_task, "metrics": report["metrics"],
+        "dev": report["dev"], "test": report["test"],
+        "trainable_params": retrain["trainable_params"], "delta_params": retrain["delta_params"],
+        "head_params": retrain["head_params"], "backbone_params": retrain["backbone_params"],
+        "delta_fraction": retrain["delta_fraction"],
+        "search_seconds": report["search"]["seconds"], "search_attempt_seconds": report["search"]["attempt_seconds"],
+        "retrain_seconds": retrain["train_seconds"], "retrain_attempt_seconds": retrain["attempt_seconds"],
+        "wall_seconds": wall,
+        "peak_rss_bytes": retrain["peak_rss_bytes"], "search_peak_rss_bytes": report["search"]["peak_rss_bytes"],
+        "peak_gpu_memory_mib": peak_gpu_mib, "peak_gpu_bytes": retrain["peak_gpu_bytes"],
+        "search_peak_gpu_bytes": report["search"]["peak_gpu_bytes"], "structure": report["structure"],
+        "machine": machine,
+    })
+}
+
+/// The machine the cells ran on: host, CPUs, device and GPU name.
+pub fn machine(device: &str) -> Value {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).ok();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).ok();
+    let gpu = if device != "cpu" {
+        Command::new("nvidia-smi")
+            .args(["--query-gpu=name", "--format=csv,noheader"])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(|l| l.trim().to_string()))
+            .filter(|g| !g.is_empty())
+    } else {
+        None
+    };
+    json!({"host": host, "cpus": cpus, "device": device, "gpu": gpu})
+}
+
+/// Peak GPU memory per process id, sampled from nvidia-smi once a second while cells run.
+fn gpu_sampler(stop: Arc<Mutex<bool>>, peaks: Arc<Mutex<HashMap<u32, u64>>>) {
+    std::thread::spawn(move || loop {
+        if stop.lock().map(|s| *s).unwrap_or(true) {
+            return;
+        }
+        let query = ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"];
+        if let (Ok(o), Ok(mut p)) = (Command::new("nvidia-smi").args(query).output(), peaks.lock()) {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let mut it = line.split(',').map(str::trim);
+                if let (Some(Ok(pid)), Some(Ok(mib))) = (it.next().map(str::parse), it.next().map(str::parse))
+                {
+                    let e = p.entry(pid).or_insert(0);
+                    *e = (*e).max(mib);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    });
+}
+
+/// The ids already in runs.jsonl.
+pub fn finished(runs: &Path) -> Result<HashSet<String>> {
+    let text = match std::fs::read_to_string(runs) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(Error::io(runs, e)),
+    };
+    let mut done = HashSet::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).map_err(|e| Error::parse(runs, i + 1, e.to_string()))?;
+        let id = v["id"].as_str().ok_or_else(|| Error::parse(runs, i + 1, "no `id`"))?;
+        done.insert(id.to_string());
+    }
+    Ok(done)
+}
+
+/// Where and how cells run.
+pub struct Schedule {
+    pub exe: PathBuf,
+    pub out: PathBuf,
+    pub parallel: usize,
+    pub device: String,
+    /// Start no new cell after this instant (running ones finish).
+    pub deadline: Option<Instant>,
+}
+
+struct Running {
+    cell: Cell,
+    child: Child,
+    started: Instant,
+}
+
+/// What a schedule did.
+#[derive(Debug, Default)]
+pub struct Ran {
+    pub finished: usize,
+    pub failed: Vec<String>,
+    pub not_started: usize,
+}
+
+impl Schedule {
+    fn cells_dir(&self) -> PathBuf {
+        self.out.join("cells")
+    }
+
+    fn log(&self, id: &str) -> PathBuf {
+        self.out.join("logs").join(format!("{id}.log"))
+    }
+
+    /// Starts `cell` as a child process (resuming it when its run directory was started before).
+    fn start(&self, cell: Cell) -> Result<Running> {
+        let dir = self.cells_dir().join(&cell.id);
+        let mut args = cell.args.clone();
+        args.extend(["--out".into(), dir.display().to_string()]);
+        args.push(if dir.join("config.json").is_file() { "--resume" } else { "--overwrite" }.into());
+        let log_path = self.log(&cell.id);
+        let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        let child = Command::new(&self.exe)
+            .args(&args)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|e| Error::Msg(format!("cannot start cell {}: {e}", cell.id)))?;
+        Ok(Running { cell, child, started: Instant::now() })
+    }
+
+    /// Appends a finished cell's record to runs.jsonl; false when it failed.
+    fn collect(
+        &self,
+        r: Running,
+        ok: bool,
+        peaks: &Mutex<HashMap<u32, u64>>,
+        machine: &Value,
+    ) -> Result<bool> {
+        let wall = r.started.elapsed().as_secs_f64();
+        let report = self.cells_dir().join(&r.cell.id).join("report.json");
+        if !(ok && report.is_file()) {
+            eprintln!("FAILED {} (see {})", r.cell.id, self.log(&r.cell.id).display());
+            return Ok(false);
+        }
+        let text = std::fs::read_to_string(&report).map_err(|e| Error::io(&report, e))?;
+        let rep: Value =
+            serde_json::from_str(&text).map_err(|e| Error::parse(&report, e.line(), e.to_string()))?;
+        let peak = peaks.lock().ok().and_then(|p| p.get(&r.child.id()).copied());
+        let line = record(&r.cell, &rep, wall, peak, machine).to_string();
+        crate::artifact::append_line(&self.out.join("runs.jsonl"), &line)?;
+        eprintln!("{} ({wall:.0} s)", r.cell.id);
+        Ok(true)
+    }
+
+    /// Runs `todo` (cells whose `needs` are in `done` start first), `parallel` at a time.
+    pub fn run(&self, mut todo: Vec<Cell>, done: &mut HashSet<String>) -> Result<Ran> {
+        for d in [self.cells_dir(), self.out.join("logs")] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
+        let machine = machine(&self.device);
+        let (stop, peaks) = (Arc::new(Mutex::new(false)), Arc::new(Mutex::new(HashMap::new())));
+        if self.device != "cpu" {
+            gpu_sampler(stop.clone(), peaks.clone());
+        }
+        let (mut running, mut ran) = (Vec::<Running>::new(), Ran::default());
+        loop {
+            let out_of_time = self.deadline.is_some_and(|d| Instant::now() >= d);
+            while running.len() < self.parallel.max(1) && !out_of_time && !crate::checkpoint::interrupted() {
+                let Some(pos) = todo.iter().position(|c| c.needs.as_ref().is_none_or(|n| done.contains(n)))
+                else {
+                    break;
+                };
+                running.push(self.start(todo.remove(pos))?);
+            }
+            if running.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let mut i = 0;
+            while i < running.len() {
+                let Some(status) = running[i].child.try_wait().map_err(|e| Error::Msg(e.to_string()))? else {
+                    i += 1;
+                    continue;
+                };
+                let r = running.swap_remove(i);
+                let id = r.cell.id.clone();
+                if self.collect(r, status.success(), &peaks, &machine)? {
+                    done.insert(id);
+                    ran.finished += 1;
+                } else {
+                    ran.failed.push(id);
+                }
+            }
+        }
+        if let Ok(mut s) = stop.lock() {
+            *s = true;
+        }
+        ran.not_started = todo.len();
+        Ok(ran)
+    }
+}
