@@ -40,12 +40,16 @@ impl ModelDir {
         Ok(ModelDir { dir: dir.to_path_buf(), cfg })
     }
 
-    /// The longest input the model takes: `requested`, cut to a BERT's `max_position_embeddings` (with a
-    /// warning) so that a long text is truncated instead of running past the position table.
-    pub fn max_length(&self, requested: usize) -> usize {
+    /// The longest input the model takes: `requested`, cut to a BERT's `max_position_embeddings` so that
+    /// a long text is truncated instead of running past the position table (with a warning when the user
+    /// asked for the longer length: `explicit`).
+    pub fn max_length(&self, requested: usize, explicit: bool) -> usize {
         match &self.cfg {
             crate::backbone::ModelConfig::Bert(c) if requested as i64 > c.max_position_embeddings => {
                 let m = c.max_position_embeddings.max(1) as usize;
+                if !explicit {
+                    return m;
+                }
                 tracing::warn!(
                     "--max-length {requested} is more than {} allows (max_position_embeddings {m}): inputs are \
                      truncated to {m} tokens",

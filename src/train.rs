@@ -3,7 +3,7 @@
 use crate::artifact;
 use crate::batch::{batches, Batch};
 use crate::checkpoint::{self, LoopState};
-use crate::config::RunConfig;
+use crate::config::{RunConfig, Source};
 use crate::data::{load_task, TaskData, TaskSpec};
 use crate::delta::Ctx;
 use crate::error::{Error, Result};
@@ -57,7 +57,8 @@ pub fn prepare(cfg: &RunConfig, tokenizer: &Path) -> Result<Prepared> {
 /// [`prepare`] with the tokenizer of `md`; for an encoder-decoder every example first becomes one
 /// source string (crate::text2text).
 pub fn prepare_model(cfg: &RunConfig, md: &crate::model::ModelDir) -> Result<Prepared> {
-    let max_length = md.max_length(cfg.max_length);
+    let explicit = !matches!(cfg.source("max_length"), Source::Default | Source::Task);
+    let max_length = md.max_length(cfg.max_length, explicit);
     if !md.cfg.is_t5() {
         return prepare(&RunConfig { max_length, ..cfg.clone() }, &md.tokenizer_path());
     }
@@ -187,6 +188,16 @@ struct LoopFiles {
 }
 
 impl LoopFiles {
+    /// Where a stopped run stands and what it keeps, for the non-finite guard's message.
+    fn kept(&self, step: usize, epoch: usize) -> String {
+        format!(
+            "step {step} (epoch {}); the last checkpoint ({}) and the best weights so far ({}) are kept",
+            epoch + 1,
+            self.checkpoint.display(),
+            self.weights.display()
+        )
+    }
+
     fn new(out: &Path) -> Self {
         LoopFiles {
             metrics: out.join("metrics.jsonl"),
@@ -208,6 +219,27 @@ fn start_state(model: &Model, opt: &mut AdamW, f: &LoopFiles, resume: bool) -> R
     }
     let _ = std::fs::remove_file(&f.metrics);
     Ok((LoopState { step: 0, best: f64::NEG_INFINITY, best_step: 0, seconds: 0.0 }, Metrics::new()))
+}
+
+/// Evaluates dev, logs it to metrics.jsonl and keeps the weights when the score is the best so far
+/// (ties: later wins).
+fn evaluate_and_keep(
+    model: &Model,
+    data: &Prepared,
+    cfg: &RunConfig,
+    f: &LoopFiles,
+    (st, best_dev): (&mut LoopState, &mut Metrics),
+    (loss, epoch): (f64, usize),
+) -> Result<()> {
+    let dev = evaluate(model, &data.dev, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;
+    let line = json!({"step": st.step, "epoch": epoch + 1, "split": "dev", "loss": loss, "metrics": dev});
+    artifact::append_line(&f.metrics, &line.to_string())?;
+    let score = primary(&data.spec, &dev);
+    if score >= st.best {
+        (st.best, st.best_step, *best_dev) = (score, st.step, dev);
+        model.store.save(&f.weights)?;
+    }
+    Ok(())
 }
 
 /// One optimiser step on `b` behind the non-finite guard; returns the loss.
@@ -271,15 +303,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
             .collect();
         let b = Batch::new(&items, model.device);
         tch::manual_seed(step_seed(cfg.seed, st.step));
-        let at = || {
-            format!(
-                "step {} (epoch {}); the last checkpoint ({}) and the best weights so far ({}) are kept",
-                st.step,
-                epoch + 1,
-                f.checkpoint.display(),
-                f.weights.display()
-            )
-        };
+        let at = || f.kept(st.step, epoch);
         let lv = train_step(
             model,
             &mut opt,
@@ -295,14 +319,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
         bar.set_message(format!("epoch {} loss {lv:.4}", epoch + 1));
         let eval_now = eval_due(st.step, cfg.eval_every, per_epoch, total);
         if eval_now {
-            let dev = evaluate(model, &data.dev, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;
-            let line =
-                json!({"step": st.step, "epoch": epoch + 1, "split": "dev", "loss": lv, "metrics": dev});
-            artifact::append_line(&f.metrics, &line.to_string())?;
-            if primary(&data.spec, &dev) >= st.best {
-                (st.best, st.best_step, best_dev) = (primary(&data.spec, &dev), st.step, dev);
-                model.store.save(&f.weights)?;
-            }
+            evaluate_and_keep(model, data, cfg, &f, (&mut st, &mut best_dev), (lv, epoch))?;
         }
         if eval_now || cfg.checkpoint_every.is_some_and(|k| st.step.is_multiple_of(k)) {
             save_ckpt(&opt, &mut st)?;

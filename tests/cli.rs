@@ -341,8 +341,8 @@ fn cli_reference_is_current() {
     }
 }
 
-/// Text longer than the model's position table (the tiny model has 64 positions, --max-length is 128 by
-/// default) is truncated to the table with a warning, in training and in predict, instead of crashing.
+/// Text longer than the model's position table (the tiny model has 64 positions) is truncated to the
+/// table, in training and in predict, instead of crashing; asking for --max-length 128 warns.
 #[test]
 fn inputs_longer_than_the_position_table_are_truncated() {
     let d = task_dir();
@@ -356,7 +356,8 @@ fn inputs_longer_than_the_position_table_are_truncated() {
     let out = d.path().join("long");
     let o = out.to_str().unwrap();
     let r = s3pet(
-        &[&["train", "--task", &task(&d), "--method", "lora", "--out", o], &QUICK[..]].concat(),
+        &[&["train", "--task", &task(&d), "--method", "lora", "--out", o, "--max-length", "128"], &QUICK[..]]
+            .concat(),
         d.path(),
     );
     let err = String::from_utf8_lossy(&r.stderr).to_string();

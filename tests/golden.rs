@@ -91,8 +91,7 @@ fn full_finetuning_step_matches_transformers() {
 #[test]
 fn minilm_matches_transformers() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
-    if !dir.join("model.safetensors").exists() {
-        eprintln!("SKIP: {} not fetched (run scripts/setup.sh)", dir.display());
+    if !required(&dir.join("model.safetensors"), "the real all-MiniLM-L6-v2") {
         return;
     }
     let g = read(&fixtures().join("minilm_golden.safetensors"));

@@ -120,6 +120,17 @@ fn check_two_steps(order: u8) {
         let want_g = get(&f, &format!("step{s}.alpha_grad"));
         let scale = want_g.abs().max().double_value(&[]);
         assert_close(&tag("alpha_grad"), st.last_alpha_grad.as_ref().unwrap(), want_g, 1e-4 * scale);
+        if order == 2 {
+            // the check above sees the Hessian term: dropping it or flipping its sign moves the gradient
+            // by |term| or 2 |term|, far above the tolerance
+            let term = st.last_hessian_term.as_ref().unwrap().abs().max().double_value(&[]);
+            assert!(
+                term > 20.0 * 1e-4 * scale,
+                "{}: Hessian term {term:e} vs tolerance {:e}",
+                tag("alpha_grad"),
+                1e-4 * scale
+            );
+        }
         for (name, t) in st.net.model.store.entries() {
             // A key bias has exactly zero gradient (softmax ignores it), so AdamW turns rounding noise
             // (1e-17 in the float64 reference, 1e-9 here) into steps of +-lr: not comparable.

@@ -16,12 +16,17 @@ mod tests {
 
     use super::*;
 
+    /// The real files ($S3PET_DATA, else ../shared/data); missing is a failure under CI=true.
     fn real_dir() -> Option<PathBuf> {
-        let dir = default_data_dir().filter(|d| d.is_dir());
-        if dir.is_none() {
-            eprintln!("skipped: no data dir (set S3PET_DATA or provide ../shared/data)");
+        let dir = std::env::var_os("S3PET_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+        if dir.is_dir() {
+            return Some(dir);
         }
-        dir
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {} is missing", dir.display());
+        eprintln!("NOTICE: this test did NOT run: no data at {} (set S3PET_DATA)", dir.display());
+        None
     }
 
     fn fixtures() -> PathBuf {

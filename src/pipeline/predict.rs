@@ -87,7 +87,7 @@ pub fn predict(
             rm.spec.name
         )));
     }
-    let enc = TextEncoder::load(&rm.md.tokenizer_path(), rm.md.max_length(rm.cfg.max_length))?;
+    let enc = TextEncoder::load(&rm.md.tokenizer_path(), rm.md.max_length(rm.cfg.max_length, false))?;
     for chunk in inputs.chunks(rm.cfg.eval_batch_size.max(1)) {
         let lines = if rm.model.words().is_some() {
             text2text(&rm, &enc, chunk)?

@@ -79,6 +79,7 @@ pub fn train_structure(
         "trainable_params": model.trainable_params(),
         "delta_fraction": model.delta_params as f64 / backbone as f64,
         "train_examples": l.data.train.len(),
+        "eval_examples": {"dev": l.data.dev.len(), "test": l.data.test.len()},
         "steps": out.steps,
         "best_step": out.best_step,
         "train_seconds": out.seconds,

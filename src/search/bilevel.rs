@@ -152,6 +152,8 @@ pub struct Stepper<'a> {
     pub a_opt: AdamW,
     /// The gradient that reached alpha in the last alpha step, before clipping.
     pub last_alpha_grad: Option<Tensor>,
+    /// The finite-difference Hessian-vector term the last second-order step subtracted from it.
+    pub last_hessian_term: Option<Tensor>,
     rng: rand_chacha::ChaCha8Rng,
     cfg: SearchConfig,
 }
@@ -161,7 +163,7 @@ impl<'a> Stepper<'a> {
         let w_opt = AdamW::new(&net.model.store, AdamWConfig::new(cfg.w_lr, cfg.weight_decay));
         let a_opt = AdamW::new(&net.alpha_store, AdamWConfig::new(cfg.alpha_lr, 0.0));
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x005E_ED0F_A1FA);
-        Stepper { net, w_opt, a_opt, last_alpha_grad: None, rng, cfg: cfg.clone() }
+        Stepper { net, w_opt, a_opt, last_alpha_grad: None, last_hessian_term: None, rng, cfg: cfg.clone() }
     }
 
     /// Re-seeds the noise generator and libtorch's (dropout) from (seed, step): a step draws the same
@@ -243,7 +245,9 @@ impl<'a> Stepper<'a> {
         let minus = side(-1.0);
         self.net.model.store.restore(&w0);
         let (plus, minus) = (plus?, minus?);
-        let g = tch::no_grad(|| &d_alpha - (plus - minus) / (&eps * 2.0) * xi);
+        let term = tch::no_grad(|| (plus - minus) / (&eps * 2.0) * xi);
+        let g = tch::no_grad(|| &d_alpha - &term);
+        self.last_hessian_term = Some(term);
         Ok((g, val_loss.detach()))
     }
 

@@ -12,6 +12,28 @@ pub const FWD_TOL: f64 = 1e-4;
 /// Loss and gradients of one training step.
 pub const GRAD_TOL: f64 = 1e-4;
 
+/// Whether a test's input at `path` (the real model, ../shared/data) is there. Under `CI=true` (set by
+/// .ci/run) a missing input is a failure; elsewhere the test says loudly that it did not run.
+pub fn required(path: &Path, what: &str) -> bool {
+    if path.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but {what} is missing at {} (run scripts/setup.sh; ../shared/data must be beside the checkout)",
+        path.display()
+    );
+    eprintln!("NOTICE: this test did NOT run: {what} is missing at {}", path.display());
+    false
+}
+
+/// The real GLUE / SuperGLUE files: $S3PET_DATA, else ../shared/data beside the checkout.
+pub fn shared_data() -> PathBuf {
+    std::env::var_os("S3PET_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
