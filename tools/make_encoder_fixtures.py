@@ -194,6 +194,10 @@ def build(fam, name, vocab):
     return model
 
 
+def write_json(path, obj):
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def save_model(model, out):
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -313,9 +317,7 @@ def make_family(name):
     inputs, tokens = encode(tok, pad_id)
     g = golden(fam, name, out, inputs)
     mf.save(g, out / "golden.safetensors")
-    (out / "golden_texts.json").write_text(json.dumps(
-        [{"text_a": a, "text_b": b, "tokens": t} for (a, b), t in zip(TEXTS, tokens)],
-        indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(out / "golden_texts.json", [{"text_a": a, "text_b": b, "tokens": t} for (a, b), t in zip(TEXTS, tokens)])
     msg = (f"tiny_{name}: vocab {tok.get_vocab_size()}, inputs {tuple(inputs['input_ids'].shape)}, "
            f"lengths {inputs['attention_mask'].sum(1).tolist()}, params {g['params.total'].item():,}")
     if name in STEP_FAMILIES:
@@ -344,8 +346,7 @@ def make_mpnet():
     mf.save({"input_ids": ids, "attention_mask": mask, "last_hidden_state": res.last_hidden_state,
              "pooler_output": res.pooler_output, "params.total": torch.tensor(n)},
             OUT / "mpnet_golden.safetensors")
-    (OUT / "mpnet_sentences.json").write_text(json.dumps([list(t) for t in texts], indent=1,
-                                                         ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(OUT / "mpnet_sentences.json", [list(t) for t in texts])
     print(f"all-mpnet-base-v2: batch {tuple(ids.shape)}, lengths {mask.sum(1).tolist()}, {n:,} parameters")
 
 
