@@ -113,9 +113,9 @@ def f32(t):
     return t.detach().to(torch.float32).contiguous().clone()
 
 
-def save(tensors, path):
+def save(tensors, path, metadata=None):
     save_file({k: (v.contiguous() if not v.is_floating_point() else f32(v)) for k, v in tensors.items()},
-              str(path))
+              str(path), metadata=metadata)
     os.chmod(path, 0o644)
 
 
@@ -130,13 +130,15 @@ def rte_sentences():
         yield r[i2]
 
 
-def train_tokenizer():
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##",
+def train_tokenizer(specials=SPECIALS, unk="[UNK]", post=None):
+    """WordPiece trained on the RTE training sentences. `post(tok)` gives the post-processor; the
+    default is BERT's `[CLS] A [SEP]` / `[CLS] A [SEP] B:1 [SEP]:1`."""
+    tok = Tokenizer(models.WordPiece(unk_token=unk, continuing_subword_prefix="##",
                                      max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                 strip_accents=None, lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=VOCAB_TARGET, min_frequency=2, special_tokens=SPECIALS,
+    trainer = trainers.WordPieceTrainer(vocab_size=VOCAB_TARGET, min_frequency=2, special_tokens=specials,
                                         limit_alphabet=150, continuing_subword_prefix="##",
                                         show_progress=False)
     tok.train_from_iterator(list(rte_sentences()), trainer=trainer)
@@ -147,8 +149,8 @@ def train_tokenizer():
     vocab = tok.get_vocab()
 
     def key(t):
-        if t in SPECIALS:
-            return (0, SPECIALS.index(t), "")
+        if t in specials:
+            return (0, specials.index(t), "")
         if len(t) == 1:
             return (1, ord(t), "")
         if t.startswith("##") and len(t) == 3:
@@ -156,15 +158,18 @@ def train_tokenizer():
         return (3, 0, t)
 
     ordered = sorted(vocab, key=key)
-    tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(ordered)}, unk_token="[UNK]",
+    tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(ordered)}, unk_token=unk,
                                  continuing_subword_prefix="##", max_input_chars_per_word=100)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    assert [tok.token_to_id(s) for s in SPECIALS] == list(range(len(SPECIALS))), "special ids"
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
+    assert [tok.token_to_id(s) for s in specials] == list(range(len(specials))), "special ids"
+    if post is None:
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+        )
+    else:
+        tok.post_processor = post(tok)
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tok.no_truncation()
     tok.no_padding()
@@ -213,14 +218,14 @@ def load_tiny(dropout):
 
 
 # ---- 3. delta training steps -----------------------------------------------------------------
-def strip(name):
-    """PEFT / transformers parameter path -> our name (no wrappers, no "bert." prefix)."""
+def strip(name, prefix="bert"):
+    """PEFT / transformers parameter path -> our name (no wrappers, no "<prefix>." backbone prefix)."""
     name = re.sub(r"^base_model\.model\.", "", name)
     name = name.replace(".base_layer.", ".")
     name = re.sub(r"\.modules_to_save\.default\.", ".", name)
     name = re.sub(r"\.ln_tuning_layers\.default\.", ".", name)
     name = re.sub(r"\.(lora_[AB])\.default\.weight$", r".\1", name)
-    return re.sub(r"^bert\.", "", name)
+    return re.sub(rf"^{prefix}\.", "", name)
 
 
 def freeze_all_but_classifier(model):
@@ -228,18 +233,19 @@ def freeze_all_but_classifier(model):
         p.requires_grad_(n.startswith("classifier."))
 
 
-def run_step(model, inputs, labels, extra_params=None):
-    """One train-mode forward/backward; returns (loss, logits, {our name: param})."""
+def run_step(model, inputs, labels, extra_params=None, prefix="bert", loss_fn=None):
+    """One train-mode forward/backward; returns (loss, logits, {our name: param}). The loss is the
+    mean cross-entropy of the logits unless `loss_fn(output)` is given."""
     model.train()
     model.zero_grad(set_to_none=True)
     out = model(**inputs)
     logits = out.logits
-    loss = F.cross_entropy(logits, labels)  # mean over the batch
+    loss = F.cross_entropy(logits, labels) if loss_fn is None else loss_fn(out)  # mean over the batch
     loss.backward()
     trainable = {}
     for n, p in model.named_parameters():
         if p.requires_grad:
-            trainable[strip(n)] = p
+            trainable[strip(n, prefix)] = p
     for n, p in (extra_params or {}).items():
         assert n not in trainable
         trainable[n] = p
@@ -263,6 +269,24 @@ def classifier_inits(model):
     return {"classifier.weight": f32(model.classifier.weight), "classifier.bias": f32(model.classifier.bias)}
 
 
+def init_lora(base, sites, g, r, alpha, prefix="bert."):
+    """Seeded values for PEFT's lora_A [r, d_in] ~ N(0, 1/d_in) and lora_B [d_out, r] ~ N(0, 0.1^2)
+    (PEFT would zero B) at `prefix + site`; returns {site.lora_A / site.lora_B: value}."""
+    inits = {}
+    with torch.no_grad():
+        for site in sites:
+            layer = base.get_submodule(prefix + site)
+            a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            assert layer.scaling["default"] == alpha / r
+            d_in, d_out = a.shape[1], b.shape[0]
+            va = rand(g, r, d_in, std=1.0 / math.sqrt(d_in))
+            vb = rand(g, d_out, r, std=0.1)
+            a.copy_(va)
+            b.copy_(vb)
+            inits[f"{site}.lora_A"], inits[f"{site}.lora_B"] = va, vb
+    return inits
+
+
 def step_lora(inputs, labels):
     # Real PEFT LoRA. lora_A and lora_B both get seeded random values (PEFT would zero B).
     model = load_tiny(dropout=False)
@@ -274,19 +298,7 @@ def step_lora(inputs, labels):
         modules_to_save=["classifier"],
     )
     model = get_peft_model(model, cfg).to(CALC)
-    g = gen("lora")
-    inits = dict(cls)
-    with torch.no_grad():
-        for site in LINEAR_SITES:
-            layer = model.base_model.model.get_submodule("bert." + site)
-            a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
-            assert layer.scaling["default"] == LORA_ALPHA / LORA_R
-            d_in, d_out = a.shape[1], b.shape[0]
-            va = rand(g, LORA_R, d_in, std=1.0 / math.sqrt(d_in))
-            vb = rand(g, d_out, LORA_R, std=0.1)
-            a.copy_(va)
-            b.copy_(vb)
-            inits[f"{site}.lora_A"], inits[f"{site}.lora_B"] = va, vb
+    inits = dict(cls, **init_lora(model.base_model.model, LINEAR_SITES, gen("lora"), LORA_R, LORA_ALPHA))
     loss, logits, trainable = run_step(model, inputs, labels)
     rec = step_record(inputs, labels, loss, trainable, inits)
     rec["logits"] = logits

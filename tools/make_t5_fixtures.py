@@ -83,25 +83,26 @@ def rte_sentences():
     return out
 
 
-def build_tokenizer():
+def build_tokenizer(specials=SPECIALS, unk="<unk>", post=None):
+    """The Unigram tokenizer of the module doc; `post` replaces T5's `$A </s>` post-processor."""
     norm = [unicodedata.normalize("NFKC", s).lower() for s in rte_sentences()]
     chars = Counter(c for s in norm for c in s if not c.isspace())
     words = Counter(w for s in norm for w in s.split())
     n_chars, n_words = sum(chars.values()), sum(words.values())
-    vocab = [(s, 0.0) for s in SPECIALS]
+    vocab = [(s, 0.0) for s in specials]
     vocab.append((MS, math.log(len(norm) / n_chars) - 10.0))
     for c in sorted(chars):
         vocab.append((c, math.log(chars[c] / n_chars) - 10.0))
     top = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))[:N_WORDS]
     for w, n in sorted(top):
         vocab.append((MS + w, math.log(n / n_words)))
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=specials.index(unk), byte_fallback=False))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=MS, prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement=MS, prepend_scheme="always")
-    tok.post_processor = processors.TemplateProcessing(
+    tok.post_processor = post or processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
-    assert [tok.token_to_id(s) for s in SPECIALS] == [0, 1, 2]
+    assert [tok.token_to_id(s) for s in specials] == list(range(len(specials)))
     return tok
 
 
