@@ -1,6 +1,11 @@
 //! A run directory, the unit of reproducibility: config.json (resolved), structure.json,
 //! weights.safetensors (deltas + head), metrics.jsonl, report.json.
+use crate::backbone::Placement;
+use crate::config::TrainConfig;
+use crate::data::TaskSpec;
 use crate::error::{Error, Result};
+use crate::model::{HeadInit, Model, ModelDir};
+use crate::structure::Structure;
 use std::path::{Path, PathBuf};
 
 /// Every file a run writes (removed by --overwrite).
@@ -52,4 +57,38 @@ impl RunDir {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+/// A finished run's model: its config, model directory, task spec and trained weights.
+pub struct RunModel {
+    pub cfg: TrainConfig,
+    pub md: ModelDir,
+    pub spec: TaskSpec,
+    pub model: Model,
+}
+
+/// Rebuilds a finished run's model from config.json, structure.json and weights.safetensors;
+/// `device` replaces the recorded one (e.g. "cpu" to export a GPU run).
+pub fn load_run_model(dir: &Path, device: Option<String>) -> Result<RunModel> {
+    let run = RunDir::open(dir)?;
+    let mut cfg = TrainConfig::load(&run.path("config.json"))?;
+    if let Some(d) = device {
+        cfg.device = d;
+    }
+    let md = ModelDir::open(&cfg.model)?;
+    let spec = TaskSpec::resolve(&cfg.task)?;
+    let structure = Structure::load(&run.path("structure.json"), &md.cfg)?;
+    let mut weights = md.load_weights(cfg.device()?)?;
+    weights.set_frozen_kind(crate::config::frozen_kind(&cfg.backbone_dtype)?);
+    let placements: Vec<Placement> =
+        structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
+    let head = HeadInit::for_task(&spec, &md)?;
+    let model = Model::build(&md.cfg, &weights, &placements, structure.full, head, cfg.seed)?;
+    model.store.load(&run.path("weights.safetensors"))?;
+    Ok(RunModel { cfg, md, spec, model })
+}
+
+/// A path as written into an exported file: absolute when it exists here, else as given (a hub id).
+pub fn portable(p: &Path) -> String {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
 }

@@ -1,15 +1,12 @@
 //! `s3pet export`: a finished run as PEFT adapters for transformers' BertForSequenceClassification
 //! (`--format peft`), or as a self-contained copy of its own files (`--format native`, lossless).
-use super::eval::{load_run_model, RunModel};
+use super::eval::load_run_model;
 use crate::cli::ExportArgs;
 use anyhow::{bail, Context, Result};
-use s3pet::peft::{CONFIG_FILE, LN_SUBDIR, WEIGHTS_FILE};
-use s3pet::structure::Structure;
+use s3pet::peft::LN_SUBDIR;
+use s3pet::rundir::portable;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-/// Written next to a PEFT export: the task and labels the classifier was trained for.
-pub const META_FILE: &str = "s3pet_export.json";
 
 pub fn run(a: ExportArgs) -> Result<()> {
     match a.format.as_str() {
@@ -34,52 +31,9 @@ fn prepare_out(out: &Path, overwrite: bool, ours: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// A path as written into an exported file: absolute when it exists here, else as given (a hub id).
-fn portable(p: &Path) -> String {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
-}
-
 fn peft(a: &ExportArgs) -> Result<()> {
-    let RunModel { cfg, md, spec, model } = load_run_model(&a.run, Some("cpu".into()))?;
-    let structure = Structure::load(&a.run.join("structure.json"), &md.cfg)?;
-    let base = portable(&cfg.model);
-    let exported = match s3pet::peft::export(&model, &structure, &base)? {
-        Ok(e) => e,
-        Err(u) => bail!("{}: {u}", a.run.display()),
-    };
-    let ours: Vec<PathBuf> = [None, Some(LN_SUBDIR)]
-        .iter()
-        .flat_map(|sub| {
-            let d = sub.map(PathBuf::from).unwrap_or_default();
-            [d.join(CONFIG_FILE), d.join(WEIGHTS_FILE)]
-        })
-        .chain([PathBuf::from(META_FILE)])
-        .collect();
-    prepare_out(&a.out, a.overwrite, &ours)?;
-    let mut written = Vec::new();
-    for ad in &exported.adapters {
-        let dir = match ad.subdir {
-            Some(s) => a.out.join(s),
-            None => a.out.clone(),
-        };
-        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        s3pet::artifact::write_safetensors(&dir.join(WEIGHTS_FILE), &ad.tensors)?;
-        s3pet::artifact::write_json(&dir.join(CONFIG_FILE), &ad.config)?;
-        let sub = ad.subdir.unwrap_or(".");
-        written.push(json!({"dir": sub, "peft_type": ad.config["peft_type"], "tensors": ad.tensors.len()}));
-    }
-    let meta = json!({
-        "format": "peft",
-        "run": portable(&a.run),
-        "task": cfg.task,
-        "labels": spec.labels,
-        "num_labels": spec.num_labels(),
-        "max_length": cfg.max_length,
-        "base_model": base,
-        "adapters": written,
-    });
-    s3pet::artifact::write_json(&a.out.join(META_FILE), &meta)?;
-    println!("{}", json!({"out": a.out, "format": "peft", "adapters": written}));
+    let written = s3pet::peft::export_run(&a.run, &a.out, a.overwrite)?;
+    println!("{}", json!({"out": written.out, "format": "peft", "adapters": written.adapters}));
     Ok(())
 }
 

@@ -1,14 +1,11 @@
 //! `s3pet import-peft`: a PEFT LoRA / LN_TUNING adapter directory becomes an s3pet run directory
 //! (config.json, structure.json, weights.safetensors) for eval, predict, merge, export or retrain.
 use super::common::{train_config, Defaults};
-use super::export::META_FILE;
 use crate::cli::ImportPeftArgs;
 use anyhow::{bail, Context, Result};
-use s3pet::backbone::Placement;
 use s3pet::data::TaskSpec;
-use s3pet::model::{HeadInit, Model, ModelDir};
+use s3pet::model::ModelDir;
 use s3pet::rundir::RunDir;
-use s3pet::structure::Structure;
 use serde_json::{json, Value};
 
 /// The task: --task, else the one an s3pet export recorded next to the adapter.
@@ -16,7 +13,7 @@ fn task(a: &ImportPeftArgs) -> Result<String> {
     if let Some(t) = &a.task {
         return Ok(t.clone());
     }
-    let meta = a.dir.join(META_FILE);
+    let meta = a.dir.join(s3pet::peft::META_FILE);
     let text = std::fs::read_to_string(&meta)
         .with_context(|| format!("no --task given and no {} to read it from", meta.display()))?;
     let v: Value = serde_json::from_str(&text).with_context(|| meta.display().to_string())?;
@@ -52,30 +49,8 @@ pub fn run(a: ImportPeftArgs) -> Result<()> {
     if let Some(b) = &imp.base_model {
         tracing::info!(base_model_name_or_path = %b, model = %cfg.model.display(), "adapter base model");
     }
-    let backbone = md.cfg.param_count();
-    let structure = Structure::manual("peft", imp.modules.clone(), &md.cfg, backbone)?;
-    let placements: Vec<Placement> =
-        structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
-    let head = HeadInit::Fresh { num_labels: imp.num_labels };
-    let model = Model::build(&md.cfg, &weights, &placements, false, head, cfg.seed)?;
-    if model.store.len() != imp.tensors.len() {
-        bail!(
-            "{}: {} tensors imported for {} parameters",
-            a.dir.display(),
-            imp.tensors.len(),
-            model.store.len()
-        );
-    }
-    tch::no_grad(|| -> Result<()> {
-        for (name, t) in &imp.tensors {
-            let p = model.store.get(name).with_context(|| format!("tensor `{name}`: no such parameter"))?;
-            if p.size() != t.size() {
-                bail!("tensor `{name}`: shape {:?}, expected {:?}", t.size(), p.size());
-            }
-            p.shallow_clone().copy_(&t.to_device(model.device));
-        }
-        Ok(())
-    })?;
+    let (structure, model) = s3pet::peft::imported_model(&imp, bert_cfg, &weights, cfg.seed)
+        .with_context(|| a.dir.display().to_string())?;
     let run = RunDir::create(&a.out, common.overwrite)?;
     cfg.save(&run.path("config.json"))?;
     structure.save(&run.path("structure.json"))?;
