@@ -271,7 +271,8 @@ impl FromNumber for u8 {
 /// The search space and budget.
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct SpaceArgs {
-    /// mix (S3PET-M), lora (S3PET-L) or a space TOML file [default: mix].
+    /// mix (S3PET-M), mix-peft (S3PET-M without LRA: every structure exports to PEFT), lora (S3PET-L) or a space
+    /// TOML file [default: mix].
     #[arg(long)]
     pub space: Option<String>,
     /// Budget as a fraction of all backbone parameters (rounded down), e.g. 1.39e-4.
@@ -474,7 +475,7 @@ pub struct InspectArgs {
     pub method: String,
     #[arg(long)]
     pub structure: Option<PathBuf>,
-    /// Show a search space's candidates instead of a method (mix, lora or a TOML file).
+    /// Show a search space's candidates instead of a method (mix, mix-peft, lora or a TOML file).
     #[arg(long)]
     pub space: Option<String>,
     #[arg(long)]

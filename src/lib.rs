@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod delta;
 pub mod error;
+pub mod font;
 pub mod gpu_mem;
 pub mod guard;
 pub mod hub;

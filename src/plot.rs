@@ -1,43 +1,9 @@
 //! Figures (PNG and SVG, the same drawing on both backends): heatmaps and line plots with plotters.
-//! Text is drawn with a TrueType font read at run time (S3PET_FONT, else DejaVu Sans / Liberation Sans
-//! from the usual system paths), so the binary links no font library.
+//! Text is drawn with the font of [`crate::font`]: DejaVu Sans compiled into the binary, or S3PET_FONT.
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-const FONT_PATHS: [&str; 4] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-];
-
-/// Registers the font once; an error names the paths tried.
-fn font() -> Result<()> {
-    static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let mut tried: Vec<String> = Vec::new();
-        let candidates: Vec<PathBuf> = std::env::var_os("S3PET_FONT")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(FONT_PATHS.iter().map(PathBuf::from))
-            .collect();
-        for p in candidates {
-            tried.push(p.display().to_string());
-            if let Ok(bytes) = std::fs::read(&p) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return Ok(());
-                }
-            }
-        }
-        Err(format!("no usable TrueType font for plots (set S3PET_FONT; tried {})", tried.join(", ")))
-    })
-    .clone()
-    .map_err(|e| Error::config("S3PET_FONT", e))
-}
 
 fn draw_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> Error + '_ {
     move |e| Error::file(path, format!("cannot draw: {e:?}"))
@@ -59,7 +25,7 @@ pub trait Figure {
 
 fn both<F: Figure>(base: &Path, f: &F) -> Result<Vec<PathBuf>> {
     let size = f.size();
-    font()?;
+    crate::font::ensure()?;
     if let Some(dir) = base.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -369,6 +335,36 @@ mod tests {
             layer_and_type("decoder.block.11.layer.1.EncDecAttention.q"),
             (Some(11), "decoder.layer.1.EncDecAttention.q".into())
         );
+    }
+
+    #[test]
+    fn figures_with_text_draw_with_the_embedded_font() {
+        crate::font::register(None).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let p = std::collections::BTreeMap::from([
+            (("encoder.layer.0.attention.self.query".to_string(), "lora".to_string()), 0.9),
+            (("embeddings.LayerNorm".to_string(), "bitfit".to_string()), 0.1),
+        ]);
+        let mut files = save_p_heatmap(&p, "p per site", &d.path().join("heat")).unwrap();
+        let series: Vec<Series> = vec![("dev".into(), vec![(1.0, 50.0, 1.0), (2.0, 60.0, 0.5)])];
+        let notes = ["a note under the title".to_string()];
+        let lines = Lines {
+            title: "dev accuracy",
+            x_label: "step",
+            y_label: "accuracy",
+            series: &series,
+            log_x: false,
+            notes: &notes,
+            points_only: &[],
+        };
+        files.extend(lines.save(&d.path().join("curves")).unwrap());
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            assert!(bytes.len() > 1000, "{}: {} bytes", f.display(), bytes.len());
+        }
+        assert!(std::fs::read(&files[0]).unwrap().starts_with(b"\x89PNG"));
+        let svg = std::fs::read_to_string(&files[3]).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("dev accuracy") && svg.contains("<text"), "{svg}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Search spaces as data: rules of site patterns x delta types x hyper-parameters, in TOML.
-//! Builtin: `mix` (S3PET-M) and `lora` (S3PET-L); any other value is read as a TOML file.
+//! Builtin: `mix` (S3PET-M), `mix-peft` (S3PET-M without the modules PEFT cannot hold) and `lora`
+//! (S3PET-L); any other value is read as a TOML file.
 use crate::backbone::Arch;
 use crate::delta::{DeltaKind, ModuleSpec};
 use crate::error::{Error, Result};
@@ -55,10 +56,14 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     true
 }
 
+/// The builtin space names, for `--space` and its error message.
+pub const BUILTIN: [&str; 3] = ["mix", "mix-peft", "lora"];
+
 impl Space {
     pub fn builtin(name: &str) -> Option<Space> {
         let text = match name {
             "mix" => include_str!("spaces/mix.toml"),
+            "mix-peft" => include_str!("spaces/mix-peft.toml"),
             "lora" => include_str!("spaces/lora.toml"),
             _ => return None,
         };
@@ -74,7 +79,10 @@ impl Space {
         if !path.is_file() {
             return Err(Error::config(
                 "space",
-                format!("`{name_or_path}` is neither mix, lora nor a TOML file"),
+                format!(
+                    "`{name_or_path}` is neither a builtin space ({}) nor a TOML file",
+                    BUILTIN.join(", ")
+                ),
             ));
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -171,6 +179,15 @@ pub fn budget_params(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_builtin_space_parses_under_its_name() {
+        for name in BUILTIN {
+            let space =
+                Space::builtin(name).unwrap_or_else(|| panic!("builtin space `{name}` does not parse"));
+            assert_eq!(space.name, name);
+        }
+    }
 
     #[test]
     fn glob() {

@@ -183,15 +183,15 @@ fn export_refuses_what_peft_cannot_represent() {
     assert!(!e.status.success());
     let msg = String::from_utf8_lossy(&e.stderr);
     for needle in [
-        "3 module(s)",
+        "2 module(s)",
         "lra at `encoder.layer.0.output.dense`",
         "adapter at `encoder.layer.1.attention.output.dense`",
-        "bitfit at `encoder.layer.1.attention.self.key`",
         "--format native",
     ] {
         assert!(msg.contains(needle), "error should contain `{needle}`: {msg}");
     }
     assert!(!msg.contains(L0Q), "LoRA is representable: {msg}");
+    assert!(!msg.contains("self.key"), "BitFit on a Linear without LoRA is representable: {msg}");
     assert!(!out.exists(), "nothing is written");
     // the lossless format takes it
     ok(s3pet(
@@ -199,6 +199,72 @@ fn export_refuses_what_peft_cannot_represent() {
         d.path(),
     ));
     assert_eq!(logits(&predict(&out, &d)), logits(&predict(&run, &d)));
+}
+
+#[test]
+fn bitfit_on_a_linear_without_lora_exports_as_a_rank_1_lora_bias_and_imports_back() {
+    let d = task_dir();
+    let key = "encoder.layer.1.attention.self.key";
+    let ffn = "encoder.layer.0.intermediate.dense";
+    let modules = json!([
+        {"site": L0Q, "type": "lora", "rank": 4, "alpha": 8.0},
+        {"site": key, "type": "bitfit"},
+        {"site": ffn, "type": "bitfit"},
+        {"site": "encoder.layer.0.output.LayerNorm", "type": "bitfit"}
+    ]);
+    let run = train(&d, "bias", modules);
+    let peft = d.path().join("peft");
+    let export = |extra: &[&str]| {
+        let args = [&["export", "--run", run.to_str().unwrap(), "--out", peft.to_str().unwrap()][..], extra];
+        s3pet(&args.concat(), d.path())
+    };
+    ok(export(&[]));
+    let cfg = read_json(&peft.join("adapter_config.json"));
+    assert_eq!(cfg["target_modules"], json!([L0Q, key, ffn]));
+    assert_eq!((cfg["r"].clone(), cfg["lora_alpha"].clone()), (json!(1), json!(1.0)), "{cfg}");
+    assert_eq!(cfg["rank_pattern"], json!({L0Q: 4}));
+    assert_eq!(cfg["alpha_pattern"], json!({L0Q: 8.0}));
+    assert_eq!(cfg["lora_bias"], true);
+    let saved = read_safetensors_map(&peft.join("adapter_model.safetensors"));
+    let w = read_safetensors_map(&run.join("weights.safetensors"));
+    let k = |site: &str, leaf: &str| format!("base_model.model.bert.{site}.{leaf}");
+    for (site, d_in, d_out) in [(key, 32, 32), (ffn, 32, 64)] {
+        let (a, b) = (&saved[&k(site, "lora_A.weight")], &saved[&k(site, "lora_B.weight")]);
+        assert_eq!((a.size(), b.size()), (vec![1, d_in], vec![d_out, 1]));
+        assert_eq!(a.abs().max().double_value(&[]) + b.abs().max().double_value(&[]), 0.0, "zero factors");
+        let bias = &w[&format!("{site}.bitfit")];
+        assert!(bias.abs().max().double_value(&[]) > 0.0, "training moved the BitFit bias");
+        assert!(saved[&k(site, "lora_B.bias")].equal(bias), "scale 1: lora_B.bias is BitFit's b exactly");
+    }
+    // import: the zero-factor LoRA is BitFit again, the same structure and predictions
+    let back = d.path().join("back");
+    ok(s3pet(&["import-peft", peft.to_str().unwrap(), "--out", back.to_str().unwrap()], d.path()));
+    let mods = |r: &Path| {
+        let mut v: Vec<String> = read_json(&r.join("structure.json"))["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {} {}", m["site"], m["type"], m["rank"]))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(mods(&back), mods(&run));
+    let diff = max_diff(&logits(&predict(&run, &d)), &logits(&predict(&back, &d)));
+    assert!(diff < 1e-5, "round-trip logits differ by {diff}");
+    // --overwrite replaces an earlier export whole; a file it did not write is kept and refused
+    ok(export(&["--overwrite"]));
+    std::fs::write(peft.join("notes.md"), "mine").unwrap();
+    let refused = export(&["--overwrite"]);
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && msg.contains("notes.md"), "{msg}");
+    assert!(peft.join("notes.md").is_file() && peft.join("adapter_config.json").is_file());
+    let left: Vec<String> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".peft"))
+        .collect();
+    assert!(left.is_empty(), "no temporary directory left: {left:?}");
 }
 
 /// A minimal adapter as PEFT saves it, written here: rsLoRA (scale alpha / sqrt r), one site, a classifier.

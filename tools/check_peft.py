@@ -2,15 +2,20 @@
 """Checks `s3pet export --format peft` and `s3pet import-peft` against real PEFT on the real MiniLM.
 
 Export: short s3pet runs on RTE (plain LoRA; a structure mixing LoRA of several ranks and alphas, BitFit
-on LoRA Linears, LNFit and BitFit on LayerNorms; LayerNorm deltas only) are exported, loaded by PEFT
-onto transformers' BertForSequenceClassification (the LN_TUNING sub-adapter first, merged, then the
-LoRA adapter) and their logits compared with `s3pet predict` on real RTE sentence pairs.
+on LoRA Linears and on Linears without LoRA, LNFit and BitFit on LayerNorms; LayerNorm deltas only; a
+structure searched by `s3pet run --space mix-peft`) are exported, loaded by PEFT onto transformers'
+BertForSequenceClassification (the LN_TUNING sub-adapter first, merged, then the LoRA adapter) and their
+logits compared with `s3pet predict` on real RTE sentence pairs. The searched run's export is also
+imported back with `s3pet import-peft` and must give the same structure and logits.
 Import: adapters made by PEFT itself (LoRA with rank_pattern, alpha_pattern, rsLoRA and lora_bias;
 LoRA with bias="lora_only"; LN_TUNING), with random non-zero weights, are imported with
 `s3pet import-peft` and `s3pet predict` is compared with PEFT's logits.
 
     LD_LIBRARY_PATH=tools/.venv/cuda-stubs CUDA_VISIBLE_DEVICES="" \\
-        tools/.venv/bin/python tools/check_peft.py [--work /tmp/check_peft]
+        tools/.venv/bin/python tools/check_peft.py [--work /tmp/check_peft] [--searched-run RUN]
+
+Without --searched-run, the searched run is made here (`s3pet run --task rte --space mix-peft --budget
+5e-4`, 256 training examples, one search and one retrain epoch: about 2 minutes on 2 cores).
 
 Prints one JSON line per case and a summary; exits 1 when any max abs difference exceeds --tol (1e-4).
 """
@@ -27,6 +32,11 @@ from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_OPTS = ["--max-train-examples", "64", "--epochs", "1", "--batch-size", "16",
               "--max-eval-examples", "32", "--lr", "5e-3", "--threads", "2"]
+
+
+SEARCH_OPTS = ["--space", "mix-peft", "--budget", "5e-4", "--max-train-examples", "256",
+               "--max-eval-examples", "128", "--search-epochs", "1", "--retrain-epochs", "1",
+               "--batch-size", "16", "--lr", "5e-3", "--threads", "2"]
 
 
 def sh(args):
@@ -58,6 +68,10 @@ def mix_structure(n_layers, d, f):
         {"site": "embeddings.LayerNorm", "type": "lnfit"},
         {"site": "embeddings.LayerNorm", "type": "bitfit"},
         {"site": "encoder.layer.2.attention.output.LayerNorm", "type": "bitfit"},
+        # BitFit on Linears without LoRA: rank-1 LoRA with zero factors and the bias in lora_B.bias
+        {"site": "encoder.layer.2.attention.self.key", "type": "bitfit"},
+        {"site": "encoder.layer.1.intermediate.dense", "type": "bitfit"},
+        {"site": "encoder.layer.4.output.dense", "type": "bitfit"},
     ]
     return mods
 
@@ -163,12 +177,56 @@ def make_python_adapters(model_dir, work, num_labels):
     return made
 
 
+def module_set(run):
+    """A run's modules as comparable tuples (site, type, rank, alpha)."""
+    mods = json.load(open(os.path.join(run, "structure.json")))["modules"]
+    return sorted((m["site"], m["type"], m.get("rank"), m.get("alpha")) for m in mods)
+
+
+def check_export(a, name, run, pairs, inputs):
+    """Exports an s3pet run, loads it with PEFT and compares PEFT's logits with `s3pet predict`."""
+    out = os.path.join(a.work, f"peft_{name}")
+    sh([a.s3pet, "export", "--run", run, "--format", "peft", "--out", out, "--overwrite"])
+    got = peft_logits(a.model, out, 2, pairs, 128)
+    want = s3pet_logits(a.s3pet, run, inputs)
+    mods = module_set(run)
+    bare = classifier_only_logits(a.model, out, 2, pairs, 128)
+    extra = {"modules": len(mods), "types": sorted({m[1] for m in mods}),
+             "adapters": sorted(x for x in os.listdir(out) if not x.endswith(".json"))}
+    return out, report(f"export_{name}", got, want, bare, a.tol, extra)
+
+
+def searched_run(a, common):
+    """A structure searched in the deployable space (or --searched-run), retrained: the run directory."""
+    if a.searched_run:
+        return a.searched_run
+    run = os.path.join(a.work, "run_searched")
+    sh([a.s3pet, "run", "--task", "rte", "--out", run, *SEARCH_OPTS, *common])
+    return run
+
+
+def check_reimport(a, run, exported, pairs, inputs, common):
+    """The searched run's export imported back: the same modules, and the same logits as PEFT's."""
+    back = os.path.join(a.work, "run_searched_reimported")
+    sh([a.s3pet, "import-peft", exported, "--out", back, *common])
+    if module_set(back) != module_set(run):
+        sys.exit(f"re-imported structure differs:\n{module_set(back)}\nvs\n{module_set(run)}")
+    got = s3pet_logits(a.s3pet, back, inputs)
+    want = peft_logits(a.model, exported, 2, pairs, 128)
+    bare = classifier_only_logits(a.model, exported, 2, pairs, 128)
+    diff_orig = (got - s3pet_logits(a.s3pet, run, inputs)).abs().max().item()
+    return report("reimport_searched", got, want, bare, a.tol,
+                  {"modules": len(module_set(back)), "same_structure": True,
+                   "max_abs_diff_to_original_run": diff_orig})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--s3pet", default=os.path.join(ROOT, "target/release/s3pet"))
     ap.add_argument("--model", default=os.path.join(ROOT, "models/all-MiniLM-L6-v2"))
     ap.add_argument("--data-dir", default=os.environ.get("S3PET_DATA", os.path.join(ROOT, "../shared/data")))
     ap.add_argument("--work", default="/tmp/check_peft")
+    ap.add_argument("--searched-run", help="a finished `s3pet run --space mix-peft` run (else one is made)")
     ap.add_argument("--inputs", type=int, default=64, help="RTE dev pairs to compare on")
     ap.add_argument("--tol", type=float, default=1e-4)
     a = ap.parse_args()
@@ -189,17 +247,12 @@ def main():
     runs = {"lora": ["--method", "lora"], "mix": ["--structure", os.path.join(a.work, "mix.json")],
             "norms": ["--structure", os.path.join(a.work, "norms.json")]}
     for name, how in runs.items():
-        run, out = os.path.join(a.work, f"run_{name}"), os.path.join(a.work, f"peft_{name}")
+        run = os.path.join(a.work, f"run_{name}")
         sh([a.s3pet, "train", "--task", "rte", "--out", run, *how, *common, *TRAIN_OPTS])
-        sh([a.s3pet, "export", "--run", run, "--format", "peft", "--out", out, "--overwrite"])
-        got = peft_logits(a.model, out, 2, pairs, 128)
-        want = s3pet_logits(a.s3pet, run, inputs)
-        structure = json.load(open(os.path.join(run, "structure.json")))
-        kinds = sorted({m["type"] for m in structure["modules"]})
-        bare = classifier_only_logits(a.model, out, 2, pairs, 128)
-        worst = max(worst, report(f"export_{name}", got, want, bare, a.tol,
-                                  {"modules": len(structure["modules"]), "types": kinds,
-                                   "adapters": sorted(x for x in os.listdir(out) if not x.endswith(".json"))}))
+        worst = max(worst, check_export(a, name, run, pairs, inputs)[1])
+    searched = searched_run(a, common)
+    exported, diff = check_export(a, "searched", searched, pairs, inputs)
+    worst = max(worst, diff, check_reimport(a, searched, exported, pairs, inputs, common))
 
     # import: PEFT adapter -> s3pet run
     for name, adapter in make_python_adapters(a.model, a.work, 2).items():
@@ -207,11 +260,10 @@ def main():
         sh([a.s3pet, "import-peft", adapter, "--task", "rte", "--out", run, *common])
         got = s3pet_logits(a.s3pet, run, inputs)
         want = peft_logits(a.model, adapter, 2, pairs, 128)
-        structure = json.load(open(os.path.join(run, "structure.json")))
+        mods = module_set(run)
         bare = classifier_only_logits(a.model, adapter, 2, pairs, 128)
         worst = max(worst, report(f"import_{name}", got, want, bare, a.tol,
-                                  {"modules": len(structure["modules"]),
-                                   "types": sorted({m["type"] for m in structure["modules"]})}))
+                                  {"modules": len(mods), "types": sorted({m[1] for m in mods})}))
     print(json.dumps({"max_abs_diff": worst, "tol": a.tol, "ok": worst <= a.tol}))
     sys.exit(0 if worst <= a.tol else 1)
 

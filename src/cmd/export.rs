@@ -3,14 +3,11 @@
 use crate::cli::ExportArgs;
 use anyhow::{bail, Context, Result};
 use s3pet::config::DeviceSpec;
-use s3pet::peft::{CONFIG_FILE, LN_SUBDIR, WEIGHTS_FILE};
-use s3pet::pipeline::RunModel;
-use s3pet::structure::Structure;
+use s3pet::peft::LN_SUBDIR;
+use s3pet::rundir::portable;
+use s3pet::rundir::RunModel;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-/// Written next to a PEFT export: the task and labels the classifier was trained for.
-pub use s3pet::pipeline::import::META_FILE;
 
 pub fn run(a: ExportArgs) -> Result<()> {
     match a.format.as_str() {
@@ -35,52 +32,9 @@ fn prepare_out(out: &Path, overwrite: bool, ours: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// A path as written into an exported file: absolute when it exists here, else as given (a hub id).
-fn portable(p: &Path) -> String {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
-}
-
 fn peft(a: &ExportArgs) -> Result<()> {
-    let RunModel { cfg, md, spec, model, .. } = RunModel::open(&a.run, Some(DeviceSpec::Cpu))?;
-    let structure = Structure::load(&a.run.join("structure.json"), &md.cfg)?;
-    let base = portable(&cfg.model);
-    let exported = match s3pet::peft::export(&model, &structure, &base)? {
-        Ok(e) => e,
-        Err(u) => bail!("{}: {u}", a.run.display()),
-    };
-    let ours: Vec<PathBuf> = [None, Some(LN_SUBDIR)]
-        .iter()
-        .flat_map(|sub| {
-            let d = sub.map(PathBuf::from).unwrap_or_default();
-            [d.join(CONFIG_FILE), d.join(WEIGHTS_FILE)]
-        })
-        .chain([PathBuf::from(META_FILE)])
-        .collect();
-    prepare_out(&a.out, a.overwrite, &ours)?;
-    let mut written = Vec::new();
-    for ad in &exported.adapters {
-        let dir = match ad.subdir {
-            Some(s) => a.out.join(s),
-            None => a.out.clone(),
-        };
-        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        s3pet::artifact::write_safetensors(&dir.join(WEIGHTS_FILE), &ad.tensors)?;
-        s3pet::artifact::write_json(&dir.join(CONFIG_FILE), &ad.config)?;
-        let sub = ad.subdir.unwrap_or(".");
-        written.push(json!({"dir": sub, "peft_type": ad.config["peft_type"], "tensors": ad.tensors.len()}));
-    }
-    let meta = json!({
-        "format": "peft",
-        "run": portable(&a.run),
-        "task": cfg.task,
-        "labels": spec.labels,
-        "num_labels": spec.num_labels(),
-        "max_length": cfg.max_length,
-        "base_model": base,
-        "adapters": written,
-    });
-    s3pet::artifact::write_json(&a.out.join(META_FILE), &meta)?;
-    println!("{}", json!({"out": a.out, "format": "peft", "adapters": written}));
+    let written = s3pet::peft::export_run(&a.run, &a.out, a.overwrite)?;
+    println!("{}", json!({"out": written.out, "format": "peft", "adapters": written.adapters}));
     Ok(())
 }
 
@@ -94,8 +48,14 @@ fn native(a: &ExportArgs) -> Result<()> {
         serde_json::from_str(&std::fs::read_to_string(&src)?).with_context(|| src.display().to_string())?;
     // paths made absolute so that the copy works from anywhere
     for key in ["model", "data_dir", "structure"] {
-        if let Some(p) = cfg[key].as_str().filter(|p| !p.is_empty()) {
-            cfg[key] = json!(portable(Path::new(p)));
+        // config.json holds {"value": ..., "from": ...} per key (older runs: the plain value)
+        let slot = if cfg[key]["value"].is_null() && !cfg[key].is_object() {
+            &mut cfg[key]
+        } else {
+            &mut cfg[key]["value"]
+        };
+        if let Some(p) = slot.as_str().filter(|p| !p.is_empty()).map(str::to_string) {
+            *slot = json!(portable(Path::new(&p)));
         }
     }
     s3pet::artifact::write_json(&a.out.join("config.json"), &cfg)?;

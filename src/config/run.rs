@@ -69,7 +69,7 @@ fn fp32() -> Dtype {
 #[serde(deny_unknown_fields)]
 pub struct SearchSettings {
     pub strategy: Strategy,
-    /// mix, lora or a space TOML file.
+    /// mix, mix-peft, lora or a space TOML file.
     pub space: String,
     /// Budget as a fraction of the backbone.
     pub budget: Option<f64>,

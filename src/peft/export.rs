@@ -1,7 +1,8 @@
-//! A run's deltas as PEFT adapters: LoRA (with BitFit on the same Linear as PEFT's `lora_bias`) and
+//! A run's deltas as PEFT adapters: LoRA (with BitFit on the same Linear as PEFT's `lora_bias`; BitFit
+//! on a Linear without LoRA as a rank-1 LoRA whose factors are zero, its bias in `lora_bias`) and
 //! LN_TUNING (LNFit and BitFit at a LayerNorm folded into the norm's weight and bias).
 use super::{classifier_key, site_key, LN_SUBDIR};
-use crate::delta::{DeltaKind, ModuleSpec};
+use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::structure::{site_shape, Structure};
@@ -50,6 +51,20 @@ impl std::fmt::Display for Unrepresentable {
 struct LoraTarget {
     spec: ModuleSpec,
     bitfit: bool,
+    /// A BitFit-only Linear: rank 1, alpha 1 (scale 1), zero factors, the bias in `lora_B.bias`.
+    /// Zero A and B add nothing and get no gradient, so under PEFT it stays a pure bias delta.
+    bias_only: bool,
+}
+
+impl LoraTarget {
+    fn lora(spec: &ModuleSpec, bitfit: bool) -> Self {
+        LoraTarget { spec: spec.clone(), bitfit, bias_only: false }
+    }
+
+    fn bias_only(site: &str) -> Self {
+        let spec = ModuleSpec { rank: Some(1), alpha: Some(1.0), ..ModuleSpec::new(site, DeltaKind::Lora) };
+        LoraTarget { spec, bitfit: true, bias_only: true }
+    }
 }
 
 /// What goes where: LoRA targets and the LayerNorm sites of the LN_TUNING adapter.
@@ -58,38 +73,46 @@ struct Plan {
     norms: Vec<String>,
 }
 
+/// Sorts `modules` into PEFT adapters, or names those PEFT has no counterpart for.
 fn plan(
-    structure: &Structure,
+    modules: &[ModuleSpec],
+    full: bool,
     cfg: &crate::backbone::BertConfig,
 ) -> Result<std::result::Result<Plan, Unrepresentable>> {
     let mut bad = Vec::new();
     let mut lora = Vec::new();
     let mut norms: Vec<String> = Vec::new();
-    let has =
-        |site: &str, kind: DeltaKind| structure.modules.iter().any(|m| m.site == site && m.kind == kind);
-    for m in &structure.modules {
-        let is_norm = matches!(site_shape(cfg, &m.site)?, crate::delta::SiteShape::Norm { .. });
+    let has = |site: &str, kind: DeltaKind| modules.iter().any(|m| m.site == site && m.kind == kind);
+    for m in modules {
+        let is_norm = matches!(site_shape(cfg, &m.site)?, SiteShape::Norm { .. });
         match m.kind {
-            DeltaKind::Lora => {
-                lora.push(LoraTarget { spec: m.clone(), bitfit: has(&m.site, DeltaKind::Bitfit) })
+            DeltaKind::Lora => lora.push(LoraTarget::lora(m, has(&m.site, DeltaKind::Bitfit))),
+            DeltaKind::Lnfit | DeltaKind::Bitfit if is_norm => {
+                if !norms.contains(&m.site) {
+                    norms.push(m.site.clone());
+                }
             }
-            DeltaKind::Lnfit => norms.push(m.site.clone()),
-            DeltaKind::Bitfit if is_norm => norms.push(m.site.clone()),
+            DeltaKind::Lnfit => return Err(Error::site(&m.site, "LNFit at a site that is not a LayerNorm")),
             DeltaKind::Bitfit if has(&m.site, DeltaKind::Lora) => {}
-            DeltaKind::Bitfit => bad.push((
-                m.site.clone(),
-                m.kind,
-                "BitFit on a Linear without LoRA: PEFT's LoRA bias needs LoRA",
-            )),
+            DeltaKind::Bitfit => lora.push(LoraTarget::bias_only(&m.site)),
             DeltaKind::Lra => bad.push((m.site.clone(), m.kind, "low-rank adapter: no PEFT counterpart")),
             DeltaKind::Adapter => bad.push((m.site.clone(), m.kind, "Houlsby adapter: no PEFT counterpart")),
         }
     }
-    norms.dedup();
-    if structure.full || !bad.is_empty() {
-        return Ok(Err(Unrepresentable { full: structure.full, modules: bad }));
+    if full || !bad.is_empty() {
+        return Ok(Err(Unrepresentable { full, modules: bad }));
     }
     Ok(Ok(Plan { lora, norms }))
+}
+
+/// The modules PEFT cannot hold among `modules` (a structure, or every candidate of a search space:
+/// when none is reported, every structure of the space exports), `None` when all export.
+pub fn unrepresentable(
+    modules: &[ModuleSpec],
+    full: bool,
+    cfg: &crate::backbone::BertConfig,
+) -> Result<Option<Unrepresentable>> {
+    Ok(plan(modules, full, cfg)?.err())
 }
 
 /// The most common value (the smallest among ties), for PEFT's `r` / `lora_alpha` defaults.
@@ -120,35 +143,51 @@ fn classifier(model: &Model) -> Result<Vec<(String, Tensor)>> {
     ])
 }
 
+/// A target's saved tensors: lora_A, lora_B and, when the adapter has `lora_bias`, lora_B's bias
+/// (BitFit's b divided by alpha / r, since PEFT scales lora_B's output, bias included; zero without BitFit).
+fn lora_tensors(model: &Model, t: &LoraTarget, with_bias: bool) -> Result<Vec<(String, Tensor)>> {
+    let site = &t.spec.site;
+    let (a, b) = if t.bias_only {
+        let SiteShape::Linear { d_in, d_out, .. } = site_shape(&bert_of(model)?.cfg, site)? else {
+            return Err(Error::site(site, "BitFit exported as LoRA bias at a site that is not a Linear"));
+        };
+        let zeros = |shape: [i64; 2]| Tensor::zeros(shape, (tch::Kind::Float, Device::Cpu));
+        (zeros([1, d_in]), zeros([d_out, 1]))
+    } else {
+        (store_tensor(model, &format!("{site}.lora_A"))?, store_tensor(model, &format!("{site}.lora_B"))?)
+    };
+    let mut out = Vec::new();
+    if with_bias {
+        let scale = t.spec.alpha() / t.spec.rank() as f64;
+        let bias = if t.bitfit {
+            store_tensor(model, &format!("{site}.bitfit"))? / scale
+        } else {
+            Tensor::zeros([b.size()[0]], (tch::Kind::Float, Device::Cpu))
+        };
+        out.push((site_key(site, "lora_B.bias"), bias.contiguous()));
+    }
+    out.push((site_key(site, "lora_A.weight"), a));
+    out.push((site_key(site, "lora_B.weight"), b));
+    Ok(out)
+}
+
 fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<PeftAdapter> {
     let first = &targets.first().ok_or_else(|| Error::Msg("no LoRA module to export".into()))?.spec;
     let r = mode(targets.iter().map(|t| t.spec.rank())).unwrap_or(first.rank());
     let alpha = mode(targets.iter().map(|t| t.spec.alpha())).unwrap_or(first.alpha());
-    let dropout = mode(targets.iter().map(|t| t.spec.dropout())).unwrap_or(first.dropout());
+    // dropout is adapter-wide in PEFT; the zero factors of a BitFit-only target ignore it
+    let dropout = mode(targets.iter().filter(|t| !t.bias_only).map(|t| t.spec.dropout())).unwrap_or(0.0);
     let with_bias = targets.iter().any(|t| t.bitfit);
     let (mut ranks, mut alphas) = (Map::new(), Map::new());
     let mut tensors = classifier(model)?;
     for t in targets {
-        let site = &t.spec.site;
         if t.spec.rank() != r {
-            ranks.insert(site.clone(), json!(t.spec.rank()));
+            ranks.insert(t.spec.site.clone(), json!(t.spec.rank()));
         }
         if t.spec.alpha() != alpha {
-            alphas.insert(site.clone(), json!(t.spec.alpha()));
+            alphas.insert(t.spec.site.clone(), json!(t.spec.alpha()));
         }
-        tensors.push((site_key(site, "lora_A.weight"), store_tensor(model, &format!("{site}.lora_A"))?));
-        let b = store_tensor(model, &format!("{site}.lora_B"))?;
-        if with_bias {
-            // PEFT scales lora_B's output, bias included: store BitFit's b divided by alpha / r
-            let scale = t.spec.alpha() / t.spec.rank() as f64;
-            let bias = if t.bitfit {
-                store_tensor(model, &format!("{site}.bitfit"))? / scale
-            } else {
-                Tensor::zeros([b.size()[0]], (tch::Kind::Float, Device::Cpu))
-            };
-            tensors.push((site_key(site, "lora_B.bias"), bias.contiguous()));
-        }
-        tensors.push((site_key(site, "lora_B.weight"), b));
+        tensors.extend(lora_tensors(model, t, with_bias)?);
     }
     let config = json!({
         "peft_type": "LORA",
@@ -221,7 +260,7 @@ pub fn export(
     structure: &Structure,
     base: &str,
 ) -> Result<std::result::Result<Exported, Unrepresentable>> {
-    let plan = match plan(structure, &bert_of(model)?.cfg)? {
+    let plan = match plan(&structure.modules, structure.full, &bert_of(model)?.cfg)? {
         Ok(p) => p,
         Err(u) => return Ok(Err(u)),
     };

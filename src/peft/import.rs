@@ -2,9 +2,11 @@
 //! BertForSequenceClassification) as s3pet modules and their parameter values.
 //!
 //! LoRA becomes LoRA with alpha chosen so that s3pet's alpha / r equals PEFT's scaling (rsLoRA
-//! included); `lora_B.bias` (PEFT's `lora_bias`) and saved Linear biases (`bias` = `lora_only` /
-//! `all`) become BitFit; an LN_TUNING norm becomes LNFit (weight - base weight) and BitFit (bias - base
-//! bias), keeping only the parts that differ from the base (both when neither does).
+//! included), except a LoRA whose A and B are both zero (inert, and untrainable: s3pet's export of
+//! BitFit on a Linear without LoRA), which is dropped; `lora_B.bias` (PEFT's `lora_bias`) and saved
+//! Linear biases (`bias` = `lora_only` / `all`) become BitFit; an LN_TUNING norm becomes LNFit
+//! (weight - base weight) and BitFit (bias - base bias), keeping only the parts that differ from the
+//! base (both when neither does).
 use super::{split_key, BACKBONE, CONFIG_FILE, WEIGHTS_FILE};
 use crate::backbone::{Arch, BertConfig, Weights};
 use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
@@ -222,12 +224,16 @@ impl Reader<'_> {
                     dropout: (dropout > 0.0).then_some(dropout),
                     ..ModuleSpec::new(&site, DeltaKind::Lora)
                 };
-                self.add(
-                    &site,
-                    DeltaKind::Lora,
-                    spec,
-                    vec![("lora_A", a.shallow_clone()), ("lora_B", b.shallow_clone())],
-                )?;
+                // zero A and B add nothing and get no gradient: no LoRA (s3pet's export of a BitFit-only
+                // Linear), its lora_B.bias read as BitFit below
+                if nonzero(a) || nonzero(b) {
+                    self.add(
+                        &site,
+                        DeltaKind::Lora,
+                        spec,
+                        vec![("lora_A", a.shallow_clone()), ("lora_B", b.shallow_clone())],
+                    )?;
+                }
                 // lora_bias is adapter-wide: a zero bias is a Linear without BitFit
                 if let Some((_, bias)) = leaves.get("lora_B.bias").filter(|(_, t)| nonzero(t)) {
                     let b = bias.to_kind(tch::Kind::Float) * scale;

@@ -6,11 +6,14 @@
 //! `ln_tuning/adapter_config.json` + `ln_tuning/adapter_model.safetensors` (PEFT's own layout for a
 //! second, non-default adapter saved next to the first). Each adapter carries the classifier
 //! (`modules_to_save`), so either loads alone onto a fresh BertForSequenceClassification.
+//! `s3pet_export.json` (written last) records the run, task and labels.
 mod export;
 mod import;
+mod run;
 
-pub use export::{export, Exported, PeftAdapter, Unrepresentable};
+pub use export::{export, unrepresentable, Exported, PeftAdapter, Unrepresentable};
 pub use import::{import, Imported};
+pub use run::{export_run, imported_model, write_adapters, PeftExport, WrittenAdapter, EXPORT_FILES};
 
 /// The prefix PEFT gives every key of a saved adapter (PeftModel -> base_model -> model).
 pub const KEY_PREFIX: &str = "base_model.model.";
@@ -20,6 +23,8 @@ pub const BACKBONE: &str = "bert.";
 pub const LN_SUBDIR: &str = "ln_tuning";
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// Written next to an exported adapter: the task and labels the classifier was trained for.
+pub const META_FILE: &str = "s3pet_export.json";
 
 /// The saved-adapter key of `leaf` (e.g. `lora_A.weight`) at an s3pet site (a BertModel module path).
 pub fn site_key(site: &str, leaf: &str) -> String {

@@ -1,18 +1,15 @@
 //! `s3pet import-peft`: a PEFT LoRA / LN_TUNING adapter directory becomes an s3pet run directory
 //! (config.json, structure.json, weights.safetensors) for eval, predict, merge, export or retrain.
-use crate::backbone::{ModelConfig, Placement};
+use crate::backbone::ModelConfig;
 use crate::config::RunConfig;
 use crate::data::TaskSpec;
 use crate::error::{Error, Result};
-use crate::model::{HeadInit, Model, ModelDir};
-use crate::peft::Imported;
+use crate::model::ModelDir;
 use crate::rundir::RunDir;
-use crate::structure::Structure;
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// Written next to a PEFT export: the task and labels the classifier was trained for.
-pub const META_FILE: &str = "s3pet_export.json";
+pub use crate::peft::META_FILE;
 
 /// The task of an adapter: `task` when given, else the one an s3pet export recorded next to it.
 pub fn adapter_task(dir: &Path, task: Option<&str>) -> Result<String> {
@@ -25,28 +22,6 @@ pub fn adapter_task(dir: &Path, task: Option<&str>) -> Result<String> {
     })?;
     let v: Value = serde_json::from_str(&text).map_err(|e| Error::parse(&meta, e.line(), e.to_string()))?;
     v["task"].as_str().map(str::to_string).ok_or_else(|| Error::file(&meta, "no string `task`"))
-}
-
-/// Copies the imported tensors into the model's parameters (every parameter must be covered).
-fn fill(model: &Model, imp: &Imported, dir: &Path) -> Result<()> {
-    if model.store.len() != imp.tensors.len() {
-        let msg = format!("{} tensors imported for {} parameters", imp.tensors.len(), model.store.len());
-        return Err(Error::file(dir, msg));
-    }
-    tch::no_grad(|| {
-        for (name, t) in &imp.tensors {
-            let p = model
-                .store
-                .get(name)
-                .ok_or_else(|| Error::Tensor { key: name.clone(), msg: "no such parameter".into() })?;
-            if p.size() != t.size() {
-                let msg = format!("shape {:?}, expected {:?}", t.size(), p.size());
-                return Err(Error::Tensor { key: name.clone(), msg });
-            }
-            p.shallow_clone().copy_(&t.to_device(model.device));
-        }
-        Ok(())
-    })
 }
 
 /// Reads the adapter in `dir` onto `cfg.model` for `cfg.task` and writes the run directory `out`.
@@ -73,18 +48,8 @@ pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> 
     if let Some(b) = &imp.base_model {
         tracing::info!(base_model_name_or_path = %b, model = %cfg.model.display(), "adapter base model");
     }
-    let structure = Structure::manual("peft", imp.modules.clone(), &md.cfg, md.cfg.param_count())?;
-    let placements: Vec<Placement> =
-        structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
-    let model = Model::build(
-        &md.cfg,
-        &weights,
-        &placements,
-        false,
-        HeadInit::Fresh { num_labels: imp.num_labels },
-        cfg.seed,
-    )?;
-    fill(&model, &imp, dir)?;
+    let (structure, model) = crate::peft::imported_model(&imp, bert_cfg, &weights, cfg.seed)
+        .map_err(|e| Error::file(dir, e.to_string()))?;
     let run = RunDir::create(out, overwrite)?;
     cfg.save(&run.path("config.json"))?;
     structure.save(&run.path("structure.json"))?;

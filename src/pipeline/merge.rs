@@ -43,12 +43,17 @@ pub fn merge_run(run: &Path, out: &Path, overwrite: bool) -> Result<Value> {
     named.push(("classifier.weight".into(), head.weight.detach().to_device(tch::Device::Cpu)));
     named.push(("classifier.bias".into(), head.bias.detach().to_device(tch::Device::Cpu)));
     let cfg = merged_config(&md.dir.join("config.json"), &spec)?;
-    crate::artifact::write_dir(out, overwrite, |dir| {
-        crate::artifact::write_safetensors(&dir.join("model.safetensors"), &named)?;
-        crate::artifact::write_json(&dir.join("config.json"), &cfg)?;
-        let tok = dir.join("tokenizer.json");
-        std::fs::copy(md.tokenizer_path(), &tok).map_err(|e| Error::io(&tok, e))?;
-        Ok(())
-    })?;
+    crate::artifact::write_dir(
+        out,
+        overwrite,
+        &["model.safetensors", "config.json", "tokenizer.json"],
+        |dir| {
+            crate::artifact::write_safetensors(&dir.join("model.safetensors"), &named)?;
+            crate::artifact::write_json(&dir.join("config.json"), &cfg)?;
+            let tok = dir.join("tokenizer.json");
+            std::fs::copy(md.tokenizer_path(), &tok).map_err(|e| Error::io(&tok, e))?;
+            Ok(())
+        },
+    )?;
     Ok(json!({"out": out, "tensors": named.len(), "num_labels": cfg["num_labels"]}))
 }
