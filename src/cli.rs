@@ -327,6 +327,10 @@ pub struct RunArgs {
     /// Search epochs [default: --epochs, else the task's schedule].
     #[arg(long, value_parser = checked::<usize>("search-epochs"))]
     pub search_epochs: Option<usize>,
+    /// At the end of the run, export the retrained structure: `--export peft DIR` writes a PEFT adapter
+    /// (refused up front when the space holds modules PEFT cannot represent: use --space mix-peft).
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "DIR"])]
+    pub export: Option<Vec<String>>,
     /// Retraining epochs (the same as --epochs) [default: the task's schedule].
     #[arg(long, conflicts_with = "epochs", value_parser = checked::<usize>("retrain-epochs"))]
     pub retrain_epochs: Option<usize>,
@@ -448,7 +452,30 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// Manual LoRA's knobs, named as PEFT names them (`--method lora`; a structure takes only the dropout).
+#[derive(Args, Clone, Debug, Serialize)]
+pub struct LoraArgs {
+    /// LoRA rank r [default: 8].
+    #[arg(long, value_parser = checked::<i64>("lora-r"))]
+    pub lora_r: Option<i64>,
+    /// lora_alpha (scale = alpha / r) [default: 16].
+    #[arg(long, value_parser = checked::<f64>("lora-alpha"))]
+    pub lora_alpha: Option<f64>,
+    /// Dropout on LoRA's input [default: 0].
+    #[arg(long, value_parser = checked::<f64>("lora-dropout"))]
+    pub lora_dropout: Option<f64>,
+    /// Comma-separated module names or suffixes (as PEFT matches them), or `re:<regex>` matched against
+    /// the whole module path [default: the query and value projections].
+    #[arg(long)]
+    pub target_modules: Option<String>,
+    /// Per-module ranks, `name=r,...` (names or suffixes of target modules).
+    #[arg(long)]
+    pub rank_pattern: Option<String>,
 }
 
 #[derive(Args)]

@@ -13,6 +13,7 @@ pub mod font;
 pub mod gpu_mem;
 pub mod guard;
 pub mod hub;
+pub mod lora_targets;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -86,8 +86,15 @@ fn experiment_runs_resumes_and_reports() {
     ok(s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap());
     assert_eq!(lines(&out.join("runs.jsonl")).len(), 28);
 
-    ok(s3pet(&["report", o]).output().unwrap());
+    // the report needs neither the task files (their metrics are in runs.jsonl) nor a system font, and
+    // runs from anywhere
+    let hidden = d.path().join("task.toml.away");
+    std::fs::rename(&t1, &hidden).unwrap();
+    ok(s3pet(&["report", o]).env_remove("S3PET_FONT").current_dir("/").output().unwrap());
+    std::fs::rename(&hidden, &t1).unwrap();
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    assert!(md.contains("| task (accuracy) |") && md.contains("| other (accuracy) |"), "{md}");
+    assert!(md.contains("| method | seeds | accuracy | f1 |"), "a user task's own metrics: {md}");
     for want in [
         "## Main table",
         "Fine-tuning",

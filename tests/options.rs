@@ -86,6 +86,19 @@ fn expect(cmd: &str, opt: &str) -> Option<Expect> {
         "--method" => Honoured(&["--method", "bitfit"], Report("/delta_params")),
         "--structure" if cmd == "train" => Refused(&["--structure", "STRUCTURE", "--method", "bitfit"]),
         "--structure" => Honoured(&["--structure", "STRUCTURE2"], Report("/delta_params")),
+        "--lora-r" | "--lora-alpha" | "--target-modules" | "--rank-pattern" if cmd == "retrain" => {
+            Refused(match opt {
+                "--lora-r" => &["--lora-r", "2"],
+                "--lora-alpha" => &["--lora-alpha", "4"],
+                "--target-modules" => &["--target-modules", "key"],
+                _ => &["--rank-pattern", "query=2"],
+            })
+        }
+        "--lora-r" => Honoured(&["--lora-r", "2"], Report("/delta_params")),
+        "--lora-alpha" => Honoured(&["--lora-alpha", "64"], Outcome),
+        "--lora-dropout" => Honoured(&["--lora-dropout", "0.5"], Outcome),
+        "--target-modules" => Honoured(&["--target-modules", "re:.*\\.(key|dense)"], Report("/delta_params")),
+        "--rank-pattern" => Honoured(&["--rank-pattern", "value=2"], Report("/delta_params")),
         "--space" => Honoured(&["--space", "lora"], Report("/structure/by_type")),
         "--budget" => Honoured(&["--budget", "1.5e-2"], Report("/structure/budget_params")),
         "--budget-params" => Honoured(&["--budget-params", "900"], Report("/structure/budget_params")),

@@ -384,3 +384,94 @@ fn import_errors_name_the_file_or_key() {
     assert!(import(&["--task", task.to_str().unwrap()]).contains("not a PEFT adapter directory"));
     assert!(!run.exists(), "nothing is written on bad input");
 }
+
+/// PEFT's LoRA knobs on `train --method lora`: rank, alpha, dropout, target modules (names and a
+/// regex) and a rank pattern reach structure.json, the exported adapter_config.json, and come back
+/// through import-peft with the same predictions.
+#[test]
+fn lora_knobs_reach_the_structure_and_round_trip_through_peft() {
+    let d = task_dir();
+    let task = d.path().join("task.toml");
+    let out = d.path().join("knobs");
+    let args = [
+        &["train", "--task", task.to_str().unwrap(), "--method", "lora", "--out", out.to_str().unwrap()][..],
+        &["--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--target-modules", "query,key"],
+        &["--rank-pattern", "layer.1.attention.self.key=2"],
+        &QUICK[..],
+    ]
+    .concat();
+    ok(s3pet(&args, d.path()));
+    let st = read_json(&out.join("structure.json"));
+    let mods = st["modules"].as_array().unwrap();
+    assert_eq!(mods.len(), 4, "query and key of 2 layers: {st}");
+    for m in mods {
+        let site = m["site"].as_str().unwrap();
+        assert!(site.ends_with(".query") || site.ends_with(".key"), "{site}");
+        let want_r = if site == "encoder.layer.1.attention.self.key" { 2 } else { 4 };
+        assert_eq!(
+            (m["rank"].as_i64(), m["alpha"].as_f64(), m["dropout"].as_f64()),
+            (Some(want_r), Some(8.0), Some(0.1)),
+            "{m}"
+        );
+    }
+    let peft = d.path().join("knobs-peft");
+    ok(s3pet(&["export", "--run", out.to_str().unwrap(), "--out", peft.to_str().unwrap()], d.path()));
+    let cfg = read_json(&peft.join("adapter_config.json"));
+    assert_eq!(
+        (cfg["r"].as_i64(), cfg["lora_alpha"].as_f64(), cfg["lora_dropout"].as_f64()),
+        (Some(4), Some(8.0), Some(0.1))
+    );
+    assert_eq!(cfg["rank_pattern"], json!({"encoder.layer.1.attention.self.key": 2}));
+    assert_eq!(cfg["target_modules"].as_array().unwrap().len(), 4);
+    let back = d.path().join("knobs-back");
+    ok(s3pet(&["import-peft", peft.to_str().unwrap(), "--out", back.to_str().unwrap()], d.path()));
+    assert_eq!(read_json(&back.join("structure.json"))["modules"], st["modules"], "import keeps the knobs");
+    assert!(max_diff(&logits(&predict(&out, &d)), &logits(&predict(&back, &d))) < 1e-6);
+    // knobs that a method without LoRA cannot use are refused, naming the option
+    let bad = s3pet(
+        &["train", "--task", task.to_str().unwrap(), "--method", "bitfit", "--lora-r", "2", "--out", "x"],
+        d.path(),
+    );
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--lora-r"));
+}
+
+/// `run --export peft DIR` writes the adapter of the retrained structure at the end of the run; a space
+/// with modules PEFT cannot hold is refused before anything runs.
+#[test]
+fn run_exports_peft_at_the_end() {
+    let d = task_dir();
+    let task = d.path().join("task.toml");
+    let (out, peft) = (d.path().join("run"), d.path().join("run-peft"));
+    let base =
+        ["run", "--task", task.to_str().unwrap(), "--budget-params", "400", "--out", out.to_str().unwrap()];
+    let r = ok(s3pet(
+        &[&base[..], &["--space", "mix-peft", "--export", "peft", peft.to_str().unwrap()], &QUICK[..]]
+            .concat(),
+        d.path(),
+    ));
+    assert!(r["export"]["adapters"].as_array().is_some_and(|a| !a.is_empty()), "{r}");
+    let back = d.path().join("run-back");
+    ok(s3pet(&["import-peft", peft.to_str().unwrap(), "--out", back.to_str().unwrap()], d.path()));
+    assert!(max_diff(&logits(&predict(&out, &d)), &logits(&predict(&back, &d))) < 1e-5);
+    let other = d.path().join("run-mix");
+    let bad = s3pet(
+        &[
+            "run",
+            "--task",
+            task.to_str().unwrap(),
+            "--budget-params",
+            "400",
+            "--space",
+            "mix",
+            "--out",
+            other.to_str().unwrap(),
+            "--export",
+            "peft",
+            "p",
+        ],
+        d.path(),
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("--export") && err.contains("mix-peft"), "{err}");
+    assert!(!other.exists(), "nothing is written when the export is refused");
+}

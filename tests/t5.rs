@@ -411,3 +411,39 @@ fn t5_model_gates_and_label_word_loss() {
     assert_eq!(preds.len(), 3);
     assert!(preds.iter().all(|p| matches!(p, Target::Class(c) if *c <= 2)), "{preds:?}");
 }
+
+/// PEFT's LoRA knobs select T5 modules by their own names: `q,v` of self- and cross-attention, a regex
+/// for the FFN, a rank pattern; the structure says so and the model trains.
+#[test]
+fn t5_lora_knobs_select_modules_by_name() {
+    let d = common::task_dir();
+    let (task, model) = (d.path().join("task.toml"), t5_dir("v11"));
+    let out = d.path().join("knobs");
+    let args = [
+        &["train", "--model", model.to_str().unwrap(), "--task", task.to_str().unwrap(), "--method", "lora"]
+            [..],
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--lora-r",
+            "2",
+            "--target-modules",
+            r"re:encoder\..*DenseReluDense\.wo",
+        ],
+        &["--rank-pattern", "block.0.layer.1.DenseReluDense.wo=3"],
+        &QUICK[..],
+    ]
+    .concat();
+    let r = s3pet(&args, d.path());
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("structure.json")).unwrap()).unwrap();
+    let mods = st["modules"].as_array().unwrap();
+    assert!(
+        !mods.is_empty() && mods.iter().all(|m| m["site"].as_str().unwrap().starts_with("encoder.")),
+        "{st}"
+    );
+    let ranks: Vec<i64> = mods.iter().map(|m| m["rank"].as_i64().unwrap()).collect();
+    assert_eq!(ranks[0], 3, "the rank pattern applies to block 0: {st}");
+    assert!(ranks[1..].iter().all(|&r| r == 2), "{st}");
+    assert_eq!(r["delta_params"], st["total_params"]);
+}

@@ -32,7 +32,7 @@ impl ArgSources {
     }
 
     /// Every field of `args` the user set (non-null, flags only when on), under `prefix`.
-    fn collect(&self, args: &impl Serialize, prefix: &str, out: &mut Given) {
+    pub fn collect(&self, args: &impl Serialize, prefix: &str, out: &mut Given) {
         let Ok(Value::Object(map)) = serde_json::to_value(args) else { return };
         for (k, v) in map {
             if v.is_null() || v == Value::Bool(false) {

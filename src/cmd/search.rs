@@ -4,6 +4,7 @@ use crate::cli::{RandomArgs, RunArgs, SearchArgs};
 use anyhow::Result;
 use s3pet::config::{resolve, Command, Given, Method, RunConfig, SearchSettings, Strategy};
 use s3pet::data::TaskSpec;
+use s3pet::pipeline::search::check_peft_space;
 use s3pet::pipeline::{random_structure_file, resume_config, search_only, search_then_retrain, RunOpts};
 use serde_json::json;
 use std::path::Path;
@@ -31,8 +32,23 @@ pub fn run(a: RunArgs, src: &ArgSources, quiet: bool) -> Result<()> {
     ];
     let given = src.given(&a.task, &a.common, Some((&a.space, &a.search)), &extra);
     let cfg = config(&a.task, &a.out, a.common.resume, &given, Command::Run)?;
+    let export = match a.export.as_deref() {
+        Some([format, dir]) if format == "peft" => {
+            check_peft_space(&cfg)?;
+            Some(std::path::PathBuf::from(dir))
+        }
+        Some([format, _]) => {
+            anyhow::bail!("--export {format}: only `peft` (a native copy: s3pet export --format native)")
+        }
+        _ => None,
+    };
     let o = RunOpts { resume: a.common.resume, overwrite: a.common.overwrite, quiet };
-    println!("{}", search_then_retrain(&cfg, &a.out, o)?);
+    let mut report = search_then_retrain(&cfg, &a.out, o)?;
+    if let Some(dir) = export {
+        let written = s3pet::peft::export_run(&a.out, &dir, a.common.overwrite)?;
+        report["export"] = serde_json::to_value(&written)?;
+    }
+    println!("{report}");
     Ok(())
 }
 

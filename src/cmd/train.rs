@@ -13,7 +13,8 @@ fn config(a: &TrainArgs, src: &ArgSources, command: Command) -> Result<RunConfig
         ("method", "method", a.method.as_ref().map(|m| json!(m))),
         ("structure", "structure", a.structure.as_ref().map(|p| json!(p))),
     ];
-    let given = src.given(&a.task, &a.common, None, &extra);
+    let mut given = src.given(&a.task, &a.common, None, &extra);
+    src.collect(&a.lora, "", &mut given);
     if a.common.resume {
         return Ok(resume_config(&a.out, &given)?);
     }

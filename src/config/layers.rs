@@ -61,6 +61,7 @@ fn defaults(method: Method) -> Map<String, Value> {
         "clip_norm": clip, "eval_every": null, "max_length": 128, "length_buckets": 0,
         "max_train_examples": null, "max_eval_examples": null, "structure": null, "device": "auto",
         "threads": null, "checkpoint_every": null, "skip_nonfinite": false, "backbone_dtype": "fp32",
+        "lora_r": null, "lora_alpha": null, "lora_dropout": null, "target_modules": null, "rank_pattern": null,
     });
     v.as_object().cloned().unwrap_or_default()
 }
@@ -166,6 +167,19 @@ fn refuse_unused(command: Command, given: &Given) -> Result<()> {
     }
     if command == Command::Train && has("method") && has("structure") {
         return refuse("method", "with --structure the structure is trained, not a manual method");
+    }
+    let lora_shape = ["lora_r", "lora_alpha", "target_modules", "rank_pattern"];
+    let manual = given.get("method").and_then(|(v, _)| v.as_str()).unwrap_or("lora");
+    if let Some(k) = lora_shape.iter().find(|k| has(k)) {
+        if has("structure") || command == Command::Retrain {
+            return refuse(k, "a structure fixes its LoRA modules (only --lora-dropout applies to it)");
+        }
+        if manual != "lora" {
+            return refuse(k, &format!("--method {manual} has no LoRA modules"));
+        }
+    }
+    if has("lora_dropout") && !(has("structure") || command == Command::Retrain) && manual != "lora" {
+        return refuse("lora_dropout", &format!("--method {manual} has no LoRA modules"));
     }
     if command == Command::Run {
         let strategy = given.get("search.strategy").and_then(|(v, _)| v.as_str()).unwrap_or("s3pet");

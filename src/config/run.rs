@@ -52,6 +52,18 @@ pub struct RunConfig {
     /// Dtype of the frozen backbone matrices (deltas, head, norms and optimiser state stay fp32).
     #[serde(default = "fp32")]
     pub backbone_dtype: Dtype,
+    /// Manual LoRA's rank, alpha, dropout, target modules and rank pattern (`train --method lora`; with a
+    /// structure only the dropout applies).
+    #[serde(default)]
+    pub lora_r: Option<i64>,
+    #[serde(default)]
+    pub lora_alpha: Option<f64>,
+    #[serde(default)]
+    pub lora_dropout: Option<f64>,
+    #[serde(default)]
+    pub target_modules: Option<String>,
+    #[serde(default)]
+    pub rank_pattern: Option<String>,
     /// The search settings of `search` and `run` (absent for `train` / `retrain`).
     #[serde(default)]
     pub search: Option<SearchSettings>,
@@ -132,6 +144,7 @@ impl RunConfig {
             ("max_train_examples", self.max_train_examples),
             ("max_eval_examples", self.max_eval_examples),
             ("threads", self.threads),
+            ("lora_r", self.lora_r.map(|r| r.max(0) as usize)),
         ];
         for (k, v) in counts {
             if let Some(v) = v {
@@ -140,6 +153,12 @@ impl RunConfig {
         }
         if let Some(s) = &self.search {
             s.validate()?;
+        }
+        if let Some(a) = self.lora_alpha {
+            check_f64("lora_alpha", a)?;
+        }
+        if let Some(d) = self.lora_dropout {
+            check_f64("lora_dropout", d)?;
         }
         if self.method.is_full() && self.backbone_dtype != Dtype::Fp32 {
             return Err(Error::config(
@@ -151,6 +170,17 @@ impl RunConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The manual-LoRA knobs of this run.
+    pub fn lora_knobs(&self) -> crate::lora_targets::LoraKnobs {
+        crate::lora_targets::LoraKnobs {
+            r: self.lora_r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            target_modules: self.target_modules.clone(),
+            rank_pattern: self.rank_pattern.clone(),
+        }
     }
 
     /// Where `key` came from (`search.order` for a search setting).

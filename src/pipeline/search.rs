@@ -232,6 +232,27 @@ pub fn search_then_retrain(cfg: &RunConfig, out: &Path, o: RunOpts) -> Result<Va
     Ok(report)
 }
 
+/// Refuses `run --export peft` up front when some structure of the run's space could not be exported
+/// (a low-rank or Houlsby adapter, or a family PEFT export does not cover).
+pub fn check_peft_space(cfg: &RunConfig) -> Result<()> {
+    let s = settings(cfg)?;
+    let mcfg = ModelConfig::from_file(&crate::hub::resolve(&cfg.model)?.join("config.json"))?;
+    let ModelConfig::Bert(bert) = &mcfg else {
+        return Err(Error::config(
+            "--export",
+            "PEFT export covers BERT-family encoders; this model is not one",
+        ));
+    };
+    let cands = Space::resolve(&s.space)?.candidates(&mcfg)?;
+    match crate::peft::unrepresentable(&cands, false, bert)? {
+        None => Ok(()),
+        Some(u) => Err(Error::config(
+            "--export",
+            format!("space `{}` can yield structures PEFT cannot hold ({u}); use --space mix-peft", s.space),
+        )),
+    }
+}
+
 /// `s3pet structure random`: a random structure of `s`'s space and budget on the model in `model`,
 /// written to `out`.
 pub fn random_structure_file(model: &Path, s: &SearchSettings, seed: u64, out: &Path) -> Result<Value> {

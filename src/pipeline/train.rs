@@ -27,12 +27,21 @@ pub fn train_run(cfg: &RunConfig, out: &Path, o: RunOpts) -> Result<Value> {
 
 /// The structure a config names: `cfg.structure`, or its manual method's modules.
 fn structure_of_config(cfg: &RunConfig, l: &Loaded) -> Result<Structure> {
+    let knobs = cfg.lora_knobs();
     match (&cfg.structure, cfg.method) {
-        (Some(p), _) => Structure::load(p, &l.md.cfg),
+        (Some(p), _) => {
+            let mut s = Structure::load(p, &l.md.cfg)?;
+            knobs.apply_dropout(&mut s.modules);
+            Ok(s)
+        }
         (None, Method::Structure) => Err(Error::config("--structure", "this command needs --structure FILE")),
         (None, m) => {
             let backbone = l.md.cfg.param_count();
-            Structure::manual(m.name(), method_modules(m.name(), &l.md.cfg)?, &l.md.cfg, backbone)
+            let mut modules = method_modules(m.name(), &l.md.cfg)?;
+            if m == Method::Lora {
+                modules = knobs.modules(&l.md.cfg, modules)?;
+            }
+            Structure::manual(m.name(), modules, &l.md.cfg, backbone)
         }
     }
 }
