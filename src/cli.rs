@@ -72,10 +72,10 @@ pub struct ExperimentArgs {
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
     /// Cells run at once (default: the plan's `parallel`).
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<usize>("parallel"))]
     pub parallel: Option<usize>,
     /// Start no new cell after this many minutes (running ones finish); run again to continue.
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<f64>("max-minutes"))]
     pub max_minutes: Option<f64>,
     /// List the cells still to run and their commands, run nothing.
     #[arg(long)]
@@ -182,20 +182,20 @@ pub struct BenchArgs {
     /// full, lora, retrain, search1, search2, comma-separated, or all.
     #[arg(long, default_value = "all")]
     pub workload: String,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = checked::<usize>("batch-size"))]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = checked::<usize>("seq-len"))]
     pub seq_len: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = checked::<usize>("warmup"))]
     pub warmup: usize,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = checked::<usize>("steps"))]
     pub steps: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<usize>("threads"))]
     pub threads: Option<usize>,
     /// Budget (fraction of the backbone) of the retrain and search workloads.
-    #[arg(long, default_value_t = 1.39e-4)]
+    #[arg(long, default_value_t = 1.39e-4, value_parser = checked::<f64>("budget"))]
     pub budget: f64,
     /// Frozen backbone matrices in fp32 or bf16 (the full workload always trains fp32).
     #[arg(long, default_value = "fp32")]
@@ -348,7 +348,7 @@ pub struct RandomArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub space: SpaceArgs,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, value_parser = checked::<u64>("seed"))]
     pub seed: u64,
     #[arg(long)]
     pub out: PathBuf,
@@ -505,13 +505,33 @@ pub struct InspectArgs {
     /// Show a search space's candidates instead of a method (mix, mix-peft, lora or a TOML file).
     #[arg(long)]
     pub space: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<f64>("budget"))]
     pub budget: Option<f64>,
-    #[arg(long, conflicts_with = "budget")]
+    #[arg(long, conflicts_with = "budget", value_parser = checked::<i64>("budget-params"))]
     pub budget_params: Option<i64>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The command with every value-taking option accepting a leading `-` (so `--lr -1` reaches the range
+/// check and its message instead of reading as an unknown flag).
+fn command() -> clap::Command {
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })
+            .mut_subcommands(negatives)
+    }
+    negatives(<Cli as clap::CommandFactory>::command())
+}
+
+/// Parses a command line (`args[0]` is the program).
+pub fn parse<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
 }
 
 pub fn init_logging(verbose: u8, quiet: bool) {

@@ -10,7 +10,7 @@ fn main() {
         }
     };
     let sources = cmd::ArgSources::new(&args, file_keys);
-    let cli = <cli::Cli as clap::Parser>::parse_from(args);
+    let cli = cli::parse(args).unwrap_or_else(|e| e.exit());
     cli::init_logging(cli.verbose, cli.quiet);
     if cli.offline {
         std::env::set_var(s3pet::hub::OFFLINE_ENV, "1");

@@ -154,8 +154,8 @@ pub fn budget_params(
         (None, None) => return Err(Error::Budget("give --budget FRACTION or --budget-params N".into())),
     };
     let what = match (fraction, absolute) {
-        (Some(f), None) => format!("{b} parameters ({f} of the backbone's {backbone})"),
-        _ => format!("{b} parameters"),
+        (Some(f), None) => format!("--budget {f}: {b} parameters ({f} of the backbone's {backbone})"),
+        _ => format!("--budget-params {b}: {b} parameters"),
     };
     let smallest = candidates.iter().filter(|m| m.params.is_some()).min_by_key(|m| m.params);
     let total: i64 = candidates.iter().filter_map(|m| m.params).sum();

@@ -3,7 +3,7 @@
 use crate::data::{Example, Target};
 use crate::error::{Error, Result};
 use std::path::Path;
-use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{PostProcessor, Tokenizer, TruncationParams, TruncationStrategy};
 
 /// One example as token ids: one row per choice (a single row unless multiple choice).
 #[derive(Debug, Clone)]
@@ -25,6 +25,19 @@ impl TextEncoder {
         let mut tok =
             Tokenizer::from_file(path).map_err(|e| Error::file(path, format!("bad tokenizer: {e}")))?;
         tok.with_padding(None);
+        let specials = tok.get_post_processor().map(|p| p.added_tokens(true)).unwrap_or(0);
+        // a pair needs its special tokens and at least one token of each text
+        if max_len < specials + 2 {
+            return Err(Error::config(
+                "--max-length",
+                format!(
+                    "{max_len} is too short for {}: a pair takes {specials} special tokens plus one token per text, \
+                     so at least {}",
+                    path.display(),
+                    specials + 2
+                ),
+            ));
+        }
         tok.with_truncation(Some(TruncationParams {
             max_length: max_len,
             strategy: TruncationStrategy::LongestFirst,

@@ -231,7 +231,8 @@ fn evaluate_and_keep(
     (st, best_dev): (&mut LoopState, &mut Metrics),
     (loss, epoch): (f64, usize),
 ) -> Result<()> {
-    let dev = evaluate(model, &data.dev, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;
+    let dev = evaluate(model, &data.dev, &data.spec, cfg.eval_batch_size, &Ctx::eval())
+        .map_err(|e| Error::Train(format!("evaluating dev: {e} at {}", f.kept(st.step, epoch))))?;
     let line = json!({"step": st.step, "epoch": epoch + 1, "split": "dev", "loss": loss, "metrics": dev});
     artifact::append_line(&f.metrics, &line.to_string())?;
     let score = primary(&data.spec, &dev);

@@ -475,3 +475,61 @@ fn run_exports_peft_at_the_end() {
     assert!(!bad.status.success() && err.contains("--export") && err.contains("mix-peft"), "{err}");
     assert!(!other.exists(), "nothing is written when the export is refused");
 }
+
+/// A directory that is either absent or holds exactly what a complete write of `files` holds.
+fn absent_or_complete(dir: &Path, files: &[&str]) -> bool {
+    !dir.exists()
+        || files.iter().all(|f| dir.join(f).is_file() && std::fs::metadata(dir.join(f)).unwrap().len() > 0)
+}
+
+/// `export`, `merge` and `import-peft` killed at random moments never leave a directory that looks
+/// complete but is not: the output is absent or whole (it is written into a hidden sibling and renamed).
+#[test]
+fn killed_exports_merges_and_imports_leave_nothing_half_written() {
+    use rand::{Rng, SeedableRng};
+    let d = task_dir();
+    let run = train(&d, "mix", mixed_modules());
+    let peft = d.path().join("peft");
+    ok(s3pet(&["export", "--run", run.to_str().unwrap(), "--out", peft.to_str().unwrap()], d.path()));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let jobs: [(&str, Vec<String>, &[&str]); 3] = [
+        (
+            "export",
+            vec!["export".into(), "--run".into(), run.display().to_string()],
+            &["adapter_config.json", "adapter_model.safetensors"],
+        ),
+        (
+            "merge",
+            vec!["merge".into(), "--run".into(), run.display().to_string()],
+            &["model.safetensors", "config.json", "tokenizer.json"],
+        ),
+        (
+            "import",
+            vec!["import-peft".into(), peft.display().to_string()],
+            &["config.json", "structure.json", "weights.safetensors"],
+        ),
+    ];
+    let (mut killed, mut finished) = (0, 0);
+    for (name, args, files) in &jobs {
+        for i in 0..8u64 {
+            let out = d.path().join(format!("{name}-{i}"));
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_s3pet"));
+            c.args(args).args(["--out", out.to_str().unwrap()]).env("S3PET_MODEL", tiny_dir());
+            let mut child =
+                c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+            // spread over the command's life: the early kills land before or while it writes
+            std::thread::sleep(std::time::Duration::from_millis(i * 150 + rng.gen_range(0..150)));
+            match child.try_wait().unwrap() {
+                Some(_) => finished += 1,
+                None => {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    killed += 1;
+                }
+            }
+            assert!(absent_or_complete(&out, files), "{name} killed at attempt {i} left {}", out.display());
+        }
+    }
+    assert!(killed > 0, "no kill landed ({finished} finished)");
+    eprintln!("{killed} killed, {finished} finished before the kill");
+}

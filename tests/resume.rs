@@ -108,6 +108,13 @@ fn killed_and_resumed_training_matches_uninterrupted() {
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let want_log = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
     assert_eq!(log, want_log, "metrics.jsonl is the same line for line");
+    // the cost of a resumed run is the sum of its attempts (up to each one's last checkpoint)
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let (total, last) = (r["train_seconds"].as_f64().unwrap(), r["attempt_seconds"].as_f64().unwrap());
+    assert!(
+        total > last && last > 0.0,
+        "train_seconds {total} must add the earlier attempts to the last {last}"
+    );
 }
 
 /// `s3pet run` (second-order search, then retraining) killed during the search and the retraining ends

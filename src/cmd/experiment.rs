@@ -1,8 +1,7 @@
 //! `s3pet experiment --plan plans/x.toml --out results/`: the plan's cells, each a child `s3pet`
 //! process (the library's plan expander and scheduler, src/pipeline/plan.rs and schedule.rs).
-use crate::cli::{Cli, ExperimentArgs};
+use crate::cli::ExperimentArgs;
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use s3pet::pipeline::plan::{Cell, Plan};
 use s3pet::pipeline::schedule::{finished, Schedule};
 use serde_json::json;
@@ -15,7 +14,7 @@ fn check_cells(a: &ExperimentArgs, cells: &[Cell]) -> Result<()> {
         let mut argv = vec!["s3pet".to_string()];
         argv.extend(c.args.iter().cloned());
         argv.extend(["--out".into(), a.out.join("cells").join(&c.id).display().to_string()]);
-        if let Err(e) = Cli::try_parse_from(&argv) {
+        if let Err(e) = crate::cli::parse(&argv) {
             bail!("{}: cell {} does not parse: {}", a.plan.display(), c.id, e.render());
         }
     }

@@ -58,11 +58,12 @@ pub fn range_of(option: &str) -> Option<Range> {
         "warmup-ratio" => Range::Unit,
         "lora-dropout" => Range::Dropout,
         "budget" => Range::OpenUnit,
-        "epochs" | "retrain-epochs" | "search-epochs" | "max-steps" | "batch-size" | "eval-batch-size"
-        | "search-batch-size" | "eval-every" | "checkpoint-every" | "max-train-examples"
-        | "max-eval-examples" | "budget-params" | "parallel" | "steps" | "seq-len" | "lora-r" => {
-            Range::AtLeast(1)
-        }
+        "epochs" | "retrain-epochs" | "search-epochs" => Range::Between(1, 1_000_000),
+        "max-steps" | "steps" => Range::Between(1, 1_000_000_000),
+        "batch-size" | "eval-batch-size" | "search-batch-size" | "seq-len" => Range::Between(1, 1 << 24),
+        "lora-r" => Range::Between(1, 1 << 16),
+        "eval-every" | "checkpoint-every" | "max-train-examples" | "max-eval-examples" | "budget-params"
+        | "parallel" => Range::AtLeast(1),
         "threads" => Range::Between(1, 4096),
         "max-length" => Range::Between(2, 1 << 20),
         "length-buckets" | "warmup" | "seed" => Range::AtLeast(0),

@@ -5,7 +5,6 @@ use crate::config::RunConfig;
 use crate::data::TaskSpec;
 use crate::error::{Error, Result};
 use crate::model::ModelDir;
-use crate::rundir::RunDir;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -50,10 +49,17 @@ pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> 
     }
     let (structure, model) = crate::peft::imported_model(&imp, bert_cfg, &weights, cfg.seed)
         .map_err(|e| Error::file(dir, e.to_string()))?;
-    let run = RunDir::create(out, overwrite)?;
-    cfg.save(&run.path("config.json"))?;
-    structure.save(&run.path("structure.json"))?;
-    model.store.save(&run.path("weights.safetensors"))?;
+    // the run directory appears whole or not at all
+    crate::artifact::write_dir(
+        out,
+        overwrite,
+        &["config.json", "structure.json", "weights.safetensors"],
+        |dir| {
+            cfg.save(&dir.join("config.json"))?;
+            structure.save(&dir.join("structure.json"))?;
+            model.store.save(&dir.join("weights.safetensors"))
+        },
+    )?;
     Ok(json!({"out": out, "task": spec.name, "adapters": imp.adapters, "modules": structure.modules.len(),
               "delta_params": structure.total_params, "num_labels": imp.num_labels}))
 }

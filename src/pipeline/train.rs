@@ -92,6 +92,7 @@ pub fn train_structure(
         "steps": out.steps,
         "best_step": out.best_step,
         "train_seconds": out.seconds,
+        "attempt_seconds": out.attempt_seconds,
         "examples_per_second": out.examples_per_s,
         "train_tokens": out.tokens,
         "train_padded_tokens": out.padded_tokens,

@@ -436,8 +436,9 @@ pub fn search(
         let lr_w = linear_lr(cfg.w_lr, pr.ls.step as i64, warmup, total as i64);
         let lr_a = linear_lr(cfg.alpha_lr, pr.ls.step as i64, 0, total as i64);
         st.seed_step(pr.ls.step);
-        let val = st.alpha_step(&bw, &ba, lr_w, lr_a)?;
-        let lt = st.w_step(&bw, lr_w, pr.ls.step)?;
+        let stopped = |e: Error| stopped_at(e, pr.ls.step, &ckpt);
+        let val = st.alpha_step(&bw, &ba, lr_w, lr_a).map_err(stopped)?;
+        let lt = st.w_step(&bw, lr_w, pr.ls.step).map_err(stopped)?;
         pr.ls.step += 1;
         bar.set_position(pr.ls.step as u64);
         bar.set_message(format!("epoch {} train {lt:.4}", epoch + 1));
@@ -452,6 +453,18 @@ pub fn search(
     }
     bar.finish_and_clear();
     finish_search(&mut st, pr, (before, start.elapsed().as_secs_f64()))
+}
+
+/// A step's error with where the search stopped and what it keeps (a non-finite value, or a shift that
+/// no longer converges because the structure logits ran off: lower --alpha-lr).
+fn stopped_at(e: Error, step: usize, ckpt: &Path) -> Error {
+    match e {
+        Error::Train(m) => Error::Train(m),
+        e => Error::Train(format!(
+            "{e} at search step {step}; the last search checkpoint ({}) is kept",
+            ckpt.display()
+        )),
+    }
 }
 
 /// The outcome: the best alpha and its p (the shift solved again for it), the final alpha and p.
