@@ -17,7 +17,7 @@ pub struct Cli {
     /// No progress bars, warnings only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Use only the local hub cache for `--model org/name` (as HF_HUB_OFFLINE=1).
+    /// Use only the local hub cache for `--model org/name` and Hub task data (as HF_HUB_OFFLINE=1).
     #[arg(long, global = true)]
     pub offline: bool,
     #[command(subcommand)]
@@ -160,7 +160,31 @@ pub struct PredictArgs {
 #[derive(Subcommand)]
 pub enum DataCommand {
     /// Write the split and cut examples of a task (train/dev/test.jsonl + spec.json).
-    Export(DataExportArgs),
+    Export(Box<DataExportArgs>),
+    /// Download a task's Hub dataset files into the hub cache ($HF_HOME/hub) and print them.
+    Fetch(DataFetchArgs),
+    /// The dataset repos in the hub cache: revisions, commits, files.
+    List(DataListArgs),
+}
+
+#[derive(Args)]
+pub struct DataFetchArgs {
+    /// Builtin task or a task-spec TOML file with a [hub] table.
+    #[arg(long)]
+    pub task: String,
+    /// Branch, tag or commit of the dataset repo (default: the spec's, else main).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DataListArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -302,7 +326,7 @@ pub struct CommonArgs {
     /// model id `org/name` (downloaded once into the hub cache; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE).
     #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     pub model: PathBuf,
-    /// Where the GLUE / SuperGLUE files are (else $S3PET_DATA, else ../shared/data).
+    /// Where the GLUE / SuperGLUE files are (else $S3PET_DATA, else the task's Hugging Face Hub dataset).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 42)]

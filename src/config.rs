@@ -11,7 +11,13 @@ pub struct TrainConfig {
     /// Manual method (`full`, `lora`, `adapter`, `bitfit`, `lnfit`, `lra`) or `structure`.
     pub method: String,
     pub model: PathBuf,
-    pub data_dir: PathBuf,
+    /// The task files' directory; `None`: the task's `[hub]` dataset repo (the hub cache).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// What the run's data was read from (files with size and sha256; for the Hub the repo, config
+    /// and commit), recorded when the run is created; eval and --resume then read the same commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::data::Provenance>,
     pub seed: u64,
     pub epochs: usize,
     /// Stop after this many optimiser steps (overrides epochs when set).

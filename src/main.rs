@@ -11,6 +11,8 @@ fn main() {
     };
     let cli = <cli::Cli as clap::Parser>::parse_from(args);
     cli::init_logging(cli.verbose, cli.quiet);
+    s3pet::progress::set_quiet(cli.quiet);
+    s3pet::data::quiet_parquet_panics();
     if cli.offline {
         std::env::set_var(s3pet::hub::OFFLINE_ENV, "1");
     }

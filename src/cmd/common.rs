@@ -1,6 +1,6 @@
 //! Glue shared by the training subcommands: resolve a config, build the model, train, write the report.
 use crate::cli::CommonArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use s3pet::backbone::{Placement, Weights};
 use s3pet::config::TrainConfig;
 use s3pet::model::{HeadInit, Model, ModelDir};
@@ -33,19 +33,14 @@ pub fn train_config(
     structure: Option<PathBuf>,
     defaults: Defaults,
 ) -> Result<TrainConfig> {
-    let data_dir = match &c.data_dir {
-        Some(d) => d.clone(),
-        // a resumed run reads its data directory from its saved config
-        None if c.resume => PathBuf::new(),
-        None => s3pet::data::default_data_dir().context(
-            "no data directory: pass --data-dir, set S3PET_DATA, or place the data in ../shared/data",
-        )?,
-    };
+    // --data-dir, else $S3PET_DATA, else (None) the task's Hub dataset (a resumed run reads its own)
+    let data_dir = c.data_dir.clone().or_else(s3pet::data::default_data_dir);
     Ok(TrainConfig {
         task: task.into(),
         method: method.into(),
         model: c.model.clone(),
         data_dir,
+        data: None,
         seed: c.seed,
         epochs: c.epochs,
         max_steps: c.max_steps,
@@ -160,7 +155,7 @@ pub fn resolve_run(
     out: &std::path::Path,
     fresh: TrainConfig,
 ) -> Result<(TrainConfig, Loaded)> {
-    let cfg = if c.resume {
+    let mut cfg = if c.resume {
         let mut cfg = TrainConfig::load(&RunDir::open(out)?.path("config.json"))?;
         cfg.device = c.device.clone();
         cfg
@@ -168,6 +163,8 @@ pub fn resolve_run(
         fresh
     };
     let l = load(&cfg)?;
+    // a fresh run records what its data was read from (a resumed one keeps its record)
+    cfg.data = Some(l.data.provenance.clone());
     Ok((cfg, l))
 }
 

@@ -42,7 +42,8 @@ pub fn load_run_model(dir: &Path, device: Option<String>) -> Result<RunModel> {
 pub fn run(a: EvalArgs) -> Result<()> {
     let RunModel { mut cfg, md, model, .. } = load_run_model(&a.run, a.device)?;
     if let Some(d) = a.data_dir {
-        cfg.data_dir = d;
+        cfg.data_dir = Some(d);
+        cfg.data = None; // the run's record is of another source
     }
     let data = prepare_model(&cfg, &md)?;
     let split = match a.split.as_str() {

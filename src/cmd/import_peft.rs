@@ -25,10 +25,9 @@ fn task(a: &ImportPeftArgs) -> Result<String> {
 
 pub fn run(a: ImportPeftArgs) -> Result<()> {
     let task = task(&a)?;
-    let mut common = a.common.clone();
-    // importing reads no task data; the data directory is recorded for later eval / retrain
-    common.data_dir = common.data_dir.or_else(s3pet::data::default_data_dir).or(Some(Default::default()));
-    let cfg = train_config(&common, &task, "structure", None, Defaults::train("lora"))?;
+    // importing reads no task data; the data directory (none: the Hub) is recorded for later eval / retrain
+    let common = &a.common;
+    let cfg = train_config(common, &task, "structure", None, Defaults::train("lora"))?;
     let spec = TaskSpec::resolve(&task)?;
     let md = ModelDir::open(&cfg.model)?;
     let weights = md.load_weights(cfg.device()?)?;
