@@ -18,7 +18,7 @@ pub struct Cli {
     /// No progress bars, warnings only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Use only the local hub cache for `--model org/name` (as HF_HUB_OFFLINE=1).
+    /// Use only the local hub cache for `--model org/name` and Hub task data (as HF_HUB_OFFLINE=1).
     #[arg(long, global = true)]
     pub offline: bool,
     #[command(subcommand)]
@@ -161,7 +161,31 @@ pub struct PredictArgs {
 #[derive(Subcommand)]
 pub enum DataCommand {
     /// Write the split and cut examples of a task (train/dev/test.jsonl + spec.json).
-    Export(DataExportArgs),
+    Export(Box<DataExportArgs>),
+    /// Download a task's Hub dataset files into the hub cache ($HF_HOME/hub) and print them.
+    Fetch(DataFetchArgs),
+    /// The dataset repos in the hub cache: revisions, commits, files.
+    List(DataListArgs),
+}
+
+#[derive(Args)]
+pub struct DataFetchArgs {
+    /// Builtin task or a task-spec TOML file with a [hub] table.
+    #[arg(long)]
+    pub task: String,
+    /// Branch, tag or commit of the dataset repo (default: the spec's, else main).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DataListArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -364,7 +388,8 @@ pub struct CommonArgs {
     /// [default: models/all-MiniLM-L6-v2].
     #[arg(long, env = "S3PET_MODEL")]
     pub model: Option<PathBuf>,
-    /// Where the GLUE / SuperGLUE files are.
+    /// Where the task's files are (also $S3PET_DATA); without one, a builtin task's Hugging Face Hub
+    /// dataset (fetched into the hub cache; offline: the cache only).
     #[arg(long, env = "S3PET_DATA")]
     pub data_dir: Option<PathBuf>,
     /// Seed of every generator (splits, initialisation, dropout, batch order, search noise) [default: 42].

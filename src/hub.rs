@@ -29,6 +29,15 @@ pub fn offline() -> bool {
         .unwrap_or(false)
 }
 
+/// The hub cache of this environment (`$HF_HOME/hub`, else `~/.cache/huggingface/hub`); `None` when
+/// neither HF_HOME nor HOME is set (hf-hub's default cache is under the home directory).
+pub fn env_cache() -> Option<hf_hub::Cache> {
+    if std::env::var_os("HF_HOME").is_none() && std::env::var_os("HOME").is_none() {
+        return None;
+    }
+    Some(hf_hub::Cache::from_env())
+}
+
 /// The local directory of `model`: itself, or for a hub id the cache snapshot holding [`MODEL_FILES`]
 /// (downloaded first when missing and not offline).
 pub fn resolve(model: &Path) -> Result<PathBuf> {
@@ -36,14 +45,9 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
         return Ok(model.to_path_buf());
     }
     let id = model.to_string_lossy().to_string();
-    if std::env::var_os("HF_HOME").is_none() && std::env::var_os("HOME").is_none() {
-        // hf-hub's default cache is under the home directory
-        return Err(Error::file(
-            model,
-            "hub model: neither HF_HOME nor HOME is set, so there is no hub cache",
-        ));
-    }
-    let cache = hf_hub::Cache::from_env();
+    let cache = env_cache().ok_or_else(|| {
+        Error::file(model, "hub model: neither HF_HOME nor HOME is set, so there is no hub cache")
+    })?;
     let repo = cache.model(id.clone());
     let mut paths = Vec::new();
     if offline() {

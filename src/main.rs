@@ -12,6 +12,8 @@ fn main() {
     let sources = cmd::ArgSources::new(&args, file_keys);
     let cli = cli::parse(args).unwrap_or_else(|e| e.exit());
     cli::init_logging(cli.verbose, cli.quiet);
+    s3pet::progress::set_quiet(cli.quiet);
+    s3pet::data::quiet_parquet_panics();
     if cli.offline {
         std::env::set_var(s3pet::hub::OFFLINE_ENV, "1");
     }

@@ -1,6 +1,7 @@
 //! One progress bar per phase, hidden when stderr is not a terminal or with --quiet.
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub fn bar(len: u64, prefix: &str, quiet: bool) -> ProgressBar {
     let bar = ProgressBar::new(len);
@@ -12,6 +13,49 @@ pub fn bar(len: u64, prefix: &str, quiet: bool) -> ProgressBar {
     }
     bar.set_prefix(prefix.to_string());
     bar
+}
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `--quiet`: no progress bars anywhere (the download bars of task data consult it).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// A download's bar (bytes), hidden like [`bar`]; hf-hub drives it.
+pub struct DownloadBar(ProgressBar);
+
+impl DownloadBar {
+    pub fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        if QUIET.load(Ordering::Relaxed) || !std::io::stderr().is_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        let template = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}";
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        DownloadBar(bar)
+    }
+}
+
+impl Default for DownloadBar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl hf_hub::api::Progress for DownloadBar {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.0.set_length(size as u64);
+        self.0.set_message(filename.to_string());
+    }
+    fn update(&mut self, size: usize) {
+        self.0.inc(size as u64);
+    }
+    fn finish(&mut self) {
+        self.0.finish();
+    }
 }
 
 /// Peak resident memory of this process in bytes (VmHWM), if the OS tells.

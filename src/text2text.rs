@@ -3,7 +3,7 @@
 //! <choice name>: <choice> ..."`), and its target the label word (the task spec's label value; STS-B the
 //! score rounded to 0.2 as a number string, "3.8"). Predictions are greedy decodes mapped back to labels;
 //! an output that is no label counts as wrong.
-use crate::data::spec::{parse_template, Piece};
+use crate::data::template::{parse_template, Piece};
 use crate::data::{Example, Target, TaskKind, TaskSpec};
 use crate::error::{Error, Result};
 use std::path::Path;

@@ -4,7 +4,7 @@ use crate::artifact;
 use crate::batch::{batches, Batch};
 use crate::checkpoint::{self, LoopState};
 use crate::config::{RunConfig, Source};
-use crate::data::{load_task, TaskData, TaskSpec};
+use crate::data::{load_run_data, Provenance, TaskData, TaskSpec};
 use crate::delta::Ctx;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -25,19 +25,15 @@ pub struct Prepared {
     pub train: Vec<Encoded>,
     pub dev: Vec<Encoded>,
     pub test: Vec<Encoded>,
+    /// What the examples were read from (saved as `data` in the run's config.json).
+    pub provenance: Provenance,
 }
 
 /// The task's splits as a run sees them: split with the run's seed, then cut to
-/// `max_train_examples` / `max_eval_examples`.
-pub fn load_examples(cfg: &RunConfig) -> Result<TaskData> {
+/// `max_train_examples` / `max_eval_examples`; and the record of the files read.
+pub fn load_examples(cfg: &RunConfig) -> Result<(TaskData, Provenance)> {
     let spec = TaskSpec::resolve(&cfg.task)?;
-    let dir = cfg.data_dir.as_ref().ok_or_else(|| {
-        Error::config(
-            "--data-dir",
-            format!("no data directory for task `{}`: pass --data-dir or set S3PET_DATA", cfg.task),
-        )
-    })?;
-    let mut data = load_task(&spec, dir, cfg.seed)?;
+    let (mut data, provenance) = load_run_data(&spec, cfg.data_dir.as_deref(), cfg.data.as_ref(), cfg.seed)?;
     if let Some(n) = cfg.max_train_examples {
         data.train.truncate(n);
     }
@@ -45,13 +41,14 @@ pub fn load_examples(cfg: &RunConfig) -> Result<TaskData> {
         data.dev.truncate(n);
         data.test.truncate(n);
     }
-    Ok(data)
+    Ok((data, provenance))
 }
 
 pub fn prepare(cfg: &RunConfig, tokenizer: &Path) -> Result<Prepared> {
-    let TaskData { spec, train, dev, test } = load_examples(cfg)?;
+    let (TaskData { spec, train, dev, test }, provenance) = load_examples(cfg)?;
     let enc = TextEncoder::load(tokenizer, cfg.max_length)?;
-    Ok(Prepared { train: enc.encode(&train)?, dev: enc.encode(&dev)?, test: enc.encode(&test)?, spec })
+    let (train, dev, test) = (enc.encode(&train)?, enc.encode(&dev)?, enc.encode(&test)?);
+    Ok(Prepared { train, dev, test, spec, provenance })
 }
 
 /// [`prepare`] with the tokenizer of `md`; for an encoder-decoder every example first becomes one
@@ -62,11 +59,11 @@ pub fn prepare_model(cfg: &RunConfig, md: &crate::model::ModelDir) -> Result<Pre
     if !md.cfg.is_t5() {
         return prepare(&RunConfig { max_length, ..cfg.clone() }, &md.tokenizer_path());
     }
-    let TaskData { spec, train, dev, test } = load_examples(cfg)?;
+    let (TaskData { spec, train, dev, test }, provenance) = load_examples(cfg)?;
     let enc = TextEncoder::load(&md.tokenizer_path(), max_length)?;
     let split = |v: Vec<crate::data::Example>| enc.encode(&crate::text2text::to_sources(&spec, v));
     let (train, dev, test) = (split(train)?, split(dev)?, split(test)?);
-    Ok(Prepared { train, dev, test, spec })
+    Ok(Prepared { train, dev, test, spec, provenance })
 }
 
 /// Metrics of `model` on `data` (in order, no dropout), with the gates `ctx` carries.

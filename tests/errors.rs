@@ -255,11 +255,16 @@ fn missing_data_dir() {
     let before = files(&c.prev);
     let err = c.fails_with(cmd, "S3PET_DATA=no-such-data");
     names(&err, &[&nodata.display().to_string(), "data directory not found", "glue/RTE/train.tsv"]);
-    // no data directory at all: no --data-dir, no S3PET_DATA, no ../shared/data
+    // no data directory at all (no --data-dir, no S3PET_DATA): the Hub, here offline with an empty cache
+    let hf_home = c.path("hf-home");
     let mut cmd = c.cmd(&["train", "--task", "rte", "--out", &c.prev.display().to_string(), "--overwrite"]);
-    cmd.env_remove("S3PET_DATA").current_dir(&c.model);
-    let err = c.fails_with(cmd, "no data dir");
-    names(&err, &["no data directory", "--data-dir", "S3PET_DATA"]);
+    cmd.env_remove("S3PET_DATA").env("HF_HOME", &hf_home).env("HF_HUB_OFFLINE", "1").current_dir(&c.model);
+    let err = c.fails_with(cmd, "no data dir, offline");
+    names(
+        &err,
+        &["task `rte`", "nyu-mll/glue", "not in the hub cache", "s3pet data fetch --task rte", "--data-dir"],
+    );
+    assert_eq!(err.lines().filter(|l| l.starts_with("error: ")).count(), 1, "one message: {err}");
     assert!(files(&c.prev) == before);
 }
 

@@ -1,78 +1,24 @@
 //! `--model org/name` through the hf-hub crate against a loopback HTTP server that serves the tiny fixture
-//! model in the hub's layout (`/{repo}/resolve/{revision}/{file}` with etag, x-repo-commit and ranges);
-//! the cache under HF_HOME, and offline mode (HF_HUB_OFFLINE=1, --offline).
+//! model in the hub's layout (tests/common/mirror.rs: `/{repo}/resolve/{revision}/{file}` with etag,
+//! x-repo-commit and ranges); the cache under HF_HOME, and offline mode (HF_HUB_OFFLINE=1, --offline).
 mod common;
+use common::mirror::{Mirror, MirrorRepo};
 use common::{task_dir, tiny_dir};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 const REPO: &str = "s3pet-test/tiny-bert";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-/// FNV-1a of the bytes, as the file's etag (the cache names blobs by it).
-fn etag(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3));
-    format!("{h:016x}")
-}
-
-fn respond(mut s: TcpStream, root: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut range = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("range") {
-                range = v.trim().strip_prefix("bytes=").map(str::to_string);
-            }
-        }
-    }
-    let file = path.strip_prefix(&format!("/{REPO}/resolve/main/")).map(|f| root.join(f));
-    let Some(bytes) = file.filter(|f| f.is_file()).and_then(|f| std::fs::read(f).ok()) else {
-        let body = b"Entry not found";
-        write!(s, "HTTP/1.1 404 Not Found\r\nx-error-code: EntryNotFound\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
-        return s.write_all(body);
-    };
-    let n = bytes.len();
-    let (start, end) = match range.as_deref().and_then(|r| r.split_once('-')) {
-        Some((a, b)) => (a.parse().unwrap_or(0), b.parse().map(|e: usize| e.min(n - 1)).unwrap_or(n - 1)),
-        None => (0, n - 1),
-    };
-    let status = if range.is_some() { "206 Partial Content" } else { "200 OK" };
-    let body = &bytes[start..=end];
-    write!(
-        s,
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{n}\r\n\
-         ETag: \"{}\"\r\nx-repo-commit: {COMMIT}\r\nConnection: close\r\n\r\n",
-        body.len(),
-        etag(&bytes)
-    )?;
-    s.write_all(body)
-}
-
-/// A hub on 127.0.0.1 serving the tiny fixture model as REPO; returns its endpoint and request counter.
-fn serve() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            c.fetch_add(1, Ordering::SeqCst);
-            let _ = respond(s, &tiny_dir());
-        }
-    });
-    (endpoint, count)
+/// A hub on 127.0.0.1 serving the tiny fixture model as REPO.
+fn serve() -> Mirror {
+    Mirror::start(vec![MirrorRepo {
+        kind: "models",
+        id: REPO.into(),
+        root: tiny_dir(),
+        commit: COMMIT.into(),
+    }])
 }
 
 fn s3pet(args: &[&str], data: &Path, endpoint: &str, home: &Path, offline: bool) -> Output {
@@ -120,14 +66,16 @@ fn train(d: &tempfile::TempDir, model: &str, out: &Path, endpoint: &str, home: &
 fn hub_model_downloads_into_the_cache_then_works_offline() {
     let d = task_dir();
     let home = tempfile::tempdir().unwrap();
-    let (endpoint, requests) = serve();
+    let mirror = serve();
+    let endpoint = mirror.endpoint.clone();
+    let requests = || mirror.requests().len();
     // the hub id gives the same run as the local directory
     let hub_run = d.path().join("hub");
     let r = train(&d, REPO, &hub_run, &endpoint, home.path());
     let local = train(&d, tiny_dir().to_str().unwrap(), &d.path().join("local"), &endpoint, home.path());
     assert_eq!(r["test"], local["test"]);
     assert_eq!(r["delta_params"], local["delta_params"]);
-    let downloaded = requests.load(Ordering::SeqCst);
+    let downloaded = requests();
     assert!(downloaded >= 3, "one request or more per file, got {downloaded}");
     // hub-layout cache: snapshots/<commit>/<file>, refs/main = commit, same bytes as served
     let repo_dir = home.path().join("hub/models--s3pet-test--tiny-bert");
@@ -152,7 +100,7 @@ fn hub_model_downloads_into_the_cache_then_works_offline() {
         home.path(),
         false,
     ));
-    assert_eq!(requests.load(Ordering::SeqCst), downloaded, "the cache answers without a request");
+    assert_eq!(requests(), downloaded, "the cache answers without a request");
     // offline with an empty cache: a clear error, no request
     let empty = tempfile::tempdir().unwrap();
     for offline_env in [true, false] {
@@ -165,7 +113,7 @@ fn hub_model_downloads_into_the_cache_then_works_offline() {
             &[REPO, "config.json", "not in the local cache", "HF_HUB_OFFLINE"],
         );
     }
-    assert_eq!(requests.load(Ordering::SeqCst), downloaded);
+    assert_eq!(requests(), downloaded);
     // a repository the hub does not have: the error names it and the endpoint
     fails(
         s3pet(&["inspect", "--model", "s3pet-test/missing"], d.path(), &endpoint, empty.path(), false),

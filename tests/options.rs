@@ -30,7 +30,8 @@ enum Expect {
     Control,
 }
 
-const CONTROL: [&str; 9] = [
+const CONTROL: [&str; 10] = [
+    "--export",
     "--task",
     "--out",
     "--verbose",

@@ -18,6 +18,8 @@ pub enum Source {
     File,
     Env,
     Cli,
+    /// Recorded by the run itself (what its data was read from).
+    Recorded,
 }
 
 /// The command a configuration is for.
@@ -56,7 +58,7 @@ const SEARCH_ONLY: [&str; 5] = ["order", "alpha_lr", "beta", "search_batch_size"
 fn defaults(method: Method) -> Map<String, Value> {
     let (lr, clip) = if method.is_full() { (2e-5, 1.0) } else { (3e-4, 2.0) };
     let v = json!({
-        "model": "models/all-MiniLM-L6-v2", "data_dir": null, "seed": 42, "epochs": 3, "max_steps": null,
+        "model": "models/all-MiniLM-L6-v2", "data_dir": null, "data": null, "seed": 42, "epochs": 3, "max_steps": null,
         "batch_size": 32, "eval_batch_size": 64, "lr": lr, "weight_decay": 0.0, "warmup_ratio": 0.0,
         "clip_norm": clip, "eval_every": null, "max_length": 128, "length_buckets": 0,
         "max_train_examples": null, "max_eval_examples": null, "structure": null, "device": "auto",

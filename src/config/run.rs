@@ -20,6 +20,10 @@ pub struct RunConfig {
     /// Where the task's files are (None: the task's Hugging Face Hub dataset).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// What the run's data was read from (files with size and sha256; for the Hub the repo, config and
+    /// commit), recorded when the run is created; eval and --resume then read the same commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::data::Provenance>,
     pub seed: u64,
     pub epochs: usize,
     /// Stop after this many optimiser steps (overrides epochs when set).

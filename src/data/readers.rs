@@ -6,7 +6,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::spec::{parse_template, Format, Piece, Reader, TaskKind, TaskSpec};
+use super::spec::{Format, Reader, TaskKind, TaskSpec};
+use super::template::{Lookup, Templates};
 use crate::error::{Error, Result};
 
 /// The gold (or predicted) answer of one example.
@@ -43,9 +44,12 @@ pub(crate) fn read_units(spec: &TaskSpec, path: &Path) -> Result<Vec<Unit>> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let templates = Templates::new(spec)?;
+    let templates = Templates::parse(&spec.name, &spec.text_a, spec.text_b.as_deref(), &spec.choices)?;
     let reader = FileReader { spec, path, templates };
-    let units = match (spec.format, spec.reader) {
+    let Some(format) = spec.format else {
+        return Err(Error::config(format!("{}.format", spec.name), "no `format` for the task's files"));
+    };
+    let units = match (format, spec.reader) {
         (Format::Tsv, _) => reader.tsv(text)?,
         (Format::Jsonl, Reader::Flat) => reader.jsonl(text)?,
         (Format::Jsonl, Reader::Multirc) => reader.multirc(text)?,
@@ -61,26 +65,6 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty())
 }
 
-struct Templates {
-    text_a: Vec<Piece>,
-    text_b: Option<Vec<Piece>>,
-    choices: Vec<Vec<Piece>>,
-}
-
-impl Templates {
-    fn new(spec: &TaskSpec) -> Result<Self> {
-        let parse = |key: &str, s: &str| parse_template(s).map_err(|m| Error::config(key, m));
-        Ok(Templates {
-            text_a: parse("text_a", &spec.text_a)?,
-            text_b: spec.text_b.as_deref().map(|b| parse("text_b", b)).transpose()?,
-            choices: spec.choices.iter().map(|c| parse("choices", c)).collect::<Result<_>>()?,
-        })
-    }
-}
-
-/// Field lookup for one record: a string value, or a message saying what is missing.
-type Lookup<'a> = dyn Fn(&str) -> std::result::Result<String, String> + 'a;
-
 struct FileReader<'a> {
     spec: &'a TaskSpec,
     path: &'a Path,
@@ -88,30 +72,9 @@ struct FileReader<'a> {
 }
 
 impl FileReader<'_> {
-    fn render(&self, pieces: &[Piece], lookup: &Lookup, line: usize) -> Result<String> {
-        let mut out = String::new();
-        for p in pieces {
-            match p {
-                Piece::Lit(s) => out.push_str(s),
-                Piece::Field(f) => out.push_str(&lookup(f).map_err(|m| Error::parse(self.path, line, m))?),
-            }
-        }
-        Ok(out.trim().to_string())
-    }
-
     fn example(&self, lookup: &Lookup, line: usize, group: Option<String>) -> Result<Example> {
-        let t = &self.templates;
-        let a = self.render(&t.text_a, lookup, line)?;
-        let texts = if self.spec.kind == TaskKind::MultipleChoice {
-            let mut pairs = Vec::with_capacity(t.choices.len());
-            for c in &t.choices {
-                pairs.push((a.clone(), Some(self.render(c, lookup, line)?)));
-            }
-            pairs
-        } else {
-            let b = t.text_b.as_ref().map(|b| self.render(b, lookup, line)).transpose()?;
-            vec![(a, b)]
-        };
+        let texts =
+            self.templates.texts(self.spec.kind, lookup).map_err(|m| Error::parse(self.path, line, m))?;
         let value = lookup(&self.spec.label).map_err(|m| Error::parse(self.path, line, m))?;
         let target = self.target(value.trim(), line)?;
         Ok(Example { texts, target, group, source: format!("{}:{line}", self.path.display()) })
@@ -219,7 +182,7 @@ impl FileReader<'_> {
 }
 
 /// A JSON value's string form: strings as is, numbers and booleans as JSON writes them.
-fn scalar(v: &Value) -> Option<String> {
+pub(crate) fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Bool(b) => Some(b.to_string()),
@@ -228,18 +191,27 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-/// Follows a dotted path (object keys, array indices) to a scalar; `full` names it in messages.
-fn json_field(root: &Value, path: &str, full: &str) -> std::result::Result<String, String> {
+/// The value at a dotted path (object keys, array indices); a key that itself holds dots (a CSV
+/// column `a.b`) is found as is.
+pub(crate) fn json_path<'v>(root: &'v Value, path: &str) -> Option<&'v Value> {
+    if let Some(v) = root.as_object().and_then(|m| m.get(path)) {
+        return Some(v);
+    }
     let mut cur = root;
     for seg in path.split('.') {
-        let next = match cur {
+        cur = match cur {
             Value::Object(m) => m.get(seg),
             Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
             _ => None,
-        };
-        cur = next.ok_or_else(|| format!("missing field `{full}`"))?;
+        }?;
     }
-    scalar(cur).ok_or_else(|| format!("field `{full}` is not a string, number or boolean"))
+    Some(cur)
+}
+
+/// Follows a dotted path to a scalar's string form; `full` names it in messages.
+pub(crate) fn json_field(root: &Value, path: &str, full: &str) -> std::result::Result<String, String> {
+    let v = json_path(root, path).ok_or_else(|| format!("missing field `{full}`"))?;
+    scalar(v).ok_or_else(|| format!("field `{full}` is not a string, number or boolean"))
 }
 
 #[cfg(test)]

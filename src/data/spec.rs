@@ -1,10 +1,13 @@
-//! Declarative task specs: one TOML table says where a task's files are, how to turn a row into
-//! texts and a target, which metrics to report and which split protocol applies. The builtin specs
-//! live in `src/data/tasks/*.toml`; a user adds a task by writing such a file, with no code change.
+//! Declarative task specs: one TOML table says where a task's rows are (files in a data directory,
+//! a dataset repo on the Hugging Face Hub, or both), how to turn a row into texts and a target,
+//! which metrics to report and which split protocol applies. The builtin specs live in
+//! `src/data/tasks/*.toml`; a user adds a task by writing such a file, with no code change.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::hub_spec::HubSpec;
+use super::template::Templates;
 use crate::error::{Error, Result};
 use crate::metrics;
 
@@ -54,22 +57,28 @@ pub enum Size {
 
 /// A task, as written in TOML. Templates (`text_a`, `text_b`, `choices`) hold literal text and
 /// `{field}` references; `{{` and `}}` are literal braces. A field is a TSV column name (files with a
-/// header), a 0-based column index (`{3}`), or a dotted JSON path (`{target.span2_text}`).
+/// header), a 0-based column index (`{3}`), or a dotted JSON path (`{target.span2_text}`; hub rows
+/// too, e.g. `{idx.paragraph}`). The rows come from files (`format`, `train`, `dev`) in a data
+/// directory, from a `[hub]` dataset repo, or from either (the builtin tasks have both).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub name: String,
     pub kind: TaskKind,
-    pub format: Format,
+    /// Format of the files (needed with `train` / `dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
     /// TSV only: the first non-empty line names the columns. Default true.
     #[serde(default = "default_true")]
     pub header: bool,
     #[serde(default)]
     pub reader: Reader,
     /// Paths relative to the data dir (an absolute path is used as is).
-    pub train: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
     /// The official dev set (halved for small tasks, the test set for large ones).
-    pub dev: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<PathBuf>,
     /// A labelled test file. When set, the protocol is bypassed: train, official dev and this file
     /// are used as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +93,7 @@ pub struct TaskSpec {
     pub label: String,
     /// Label values as strings, in class-index order (JSON true/false/ints in their string form).
     /// Multiple choice: one value per choice. Regression: empty (the field is parsed as a number).
+    /// Hub rows: an integer label is the class index itself (the Hub's ClassLabel convention).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
     /// Metric names (see `metrics::NAMES`); the first one selects checkpoints.
@@ -108,6 +118,9 @@ pub struct TaskSpec {
     /// Evaluate dev every K steps (a default; runs always evaluate at each epoch's end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
+    /// The task's dataset repo on the Hugging Face Hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubSpec>,
 }
 
 fn default_true() -> bool {
@@ -206,13 +219,7 @@ impl TaskSpec {
         if self.name.trim().is_empty() {
             return Err(Error::config("name", "task name is empty"));
         }
-        parse_template(&self.text_a).map_err(|m| Error::config(format!("{}.text_a", self.name), m))?;
-        if let Some(b) = &self.text_b {
-            parse_template(b).map_err(|m| Error::config(format!("{}.text_b", self.name), m))?;
-        }
-        for c in &self.choices {
-            parse_template(c).map_err(|m| Error::config(format!("{}.choices", self.name), m))?;
-        }
+        Templates::parse(&self.name, &self.text_a, self.text_b.as_deref(), &self.choices)?;
         if self.label.trim().is_empty() {
             return bad("label", "no label field given".into());
         }
@@ -242,13 +249,38 @@ impl TaskSpec {
         if self.kind != TaskKind::MultipleChoice && !self.choices.is_empty() {
             return bad("choices", "choices are only for kind = \"multiple_choice\"".into());
         }
-        if self.reader == Reader::Multirc && self.format != Format::Jsonl {
-            return bad("reader", "the multirc reader reads JSONL".into());
-        }
         if self.size == Size::Large && self.dev_size == 0 {
             return bad("dev_size", "a large task needs dev_size >= 1".into());
         }
+        self.validate_sources()?;
         self.validate_metrics()
+    }
+
+    /// Whether the spec names files (`format`, `train`, `dev`) for a data directory.
+    pub fn has_files(&self) -> bool {
+        self.format.is_some() || self.train.is_some() || self.dev.is_some() || self.test.is_some()
+    }
+
+    /// Files: all of `format`, `train`, `dev`; the Hub: a valid `[hub]` table; at least one of both.
+    fn validate_sources(&self) -> Result<()> {
+        let bad = |key: &str, msg: &str| Err(Error::config(format!("{}.{key}", self.name), msg));
+        if self.has_files() {
+            for (key, given) in [
+                ("format", self.format.is_some()),
+                ("train", self.train.is_some()),
+                ("dev", self.dev.is_some()),
+            ] {
+                if !given {
+                    return bad(key, "task files need `format`, `train` and `dev`");
+                }
+            }
+        } else if self.hub.is_none() {
+            return bad("train", "no task data: give files (`format`, `train`, `dev`) or a `[hub]` table");
+        }
+        if self.reader == Reader::Multirc && self.format != Some(Format::Jsonl) {
+            return bad("reader", "the multirc reader reads JSONL files");
+        }
+        self.hub.as_ref().map_or(Ok(()), |h| h.validate(self))
     }
 
     fn validate_metrics(&self) -> Result<()> {
@@ -264,61 +296,15 @@ impl TaskSpec {
             if metrics::is_regression_metric(m) != (self.kind == TaskKind::Regression) {
                 return Err(Error::config(key, format!("metric `{m}` does not fit kind {:?}", self.kind)));
             }
-            if m == "multirc_em" && self.reader != Reader::Multirc {
+            if m == "multirc_em" && self.has_files() && self.reader != Reader::Multirc {
                 return Err(Error::config(key, "multirc_em needs reader = \"multirc\" (question groups)"));
+            }
+            if m == "multirc_em" && self.hub.as_ref().is_some_and(|h| h.group.is_none()) {
+                return Err(Error::config(key, "multirc_em needs `group` in [hub] (question groups)"));
             }
         }
         Ok(())
     }
-}
-
-/// A piece of a parsed template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Piece {
-    Lit(String),
-    Field(String),
-}
-
-/// Parses `literal {field} literal`; `{{`/`}}` are literal braces.
-pub(crate) fn parse_template(s: &str) -> std::result::Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    let mut lit = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                lit.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                lit.push('}');
-            }
-            '{' => {
-                let mut field = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some('{') | None => return Err(format!("unclosed `{{` in template `{s}`")),
-                        Some(ch) => field.push(ch),
-                    }
-                }
-                if field.is_empty() {
-                    return Err(format!("empty `{{}}` in template `{s}`"));
-                }
-                if !lit.is_empty() {
-                    pieces.push(Piece::Lit(std::mem::take(&mut lit)));
-                }
-                pieces.push(Piece::Field(field));
-            }
-            '}' => return Err(format!("unmatched `}}` in template `{s}` (write `}}}}` for a brace)")),
-            _ => lit.push(c),
-        }
-    }
-    if !lit.is_empty() {
-        pieces.push(Piece::Lit(lit));
-    }
-    Ok(pieces)
 }
 
 #[cfg(test)]
@@ -340,24 +326,6 @@ mod tests {
         assert_eq!(TaskSpec::builtin("stsb").unwrap().num_labels(), 1);
         assert_eq!(TaskSpec::builtin("copa").unwrap().num_labels(), 1);
         assert_eq!(TaskSpec::builtin("rte").unwrap().num_labels(), 2);
-    }
-
-    #[test]
-    fn templates_parse() {
-        let p = parse_template("{premise} What was the {question}?").unwrap();
-        assert_eq!(
-            p,
-            vec![
-                Piece::Field("premise".into()),
-                Piece::Lit(" What was the ".into()),
-                Piece::Field("question".into()),
-                Piece::Lit("?".into())
-            ]
-        );
-        assert_eq!(parse_template("{{x}} {#1 String}").unwrap().len(), 2);
-        assert!(parse_template("{open").is_err());
-        assert!(parse_template("close}").is_err());
-        assert!(parse_template("{}").is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::readers::{read_units, Example, Unit};
+use super::readers::{Example, Unit};
 use super::spec::{Size, TaskSpec};
 use crate::error::{Error, Result};
 
@@ -19,61 +19,60 @@ pub struct TaskData {
     pub test: Vec<Example>,
 }
 
-/// The data directory when `--data-dir` is not given: `$S3PET_DATA` if set (and not empty), else
-/// `../shared/data` relative to the current directory if it exists, else `None`.
+/// The data directory when `--data-dir` is not given: `$S3PET_DATA` if set and not empty, else
+/// `None` (the task's data then comes from the Hugging Face Hub).
 pub fn default_data_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("S3PET_DATA").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir));
-    }
-    let fallback = PathBuf::from("../shared/data");
-    fallback.is_dir().then_some(fallback)
+    std::env::var_os("S3PET_DATA").filter(|d| !d.is_empty()).map(PathBuf::from)
 }
 
-/// Loads a task's files (paths in the spec are relative to `data_dir`) and splits them:
+/// Loads a task's files (paths in the spec are relative to `data_dir`) and splits them with
+/// [`apply_protocol`]; see [`super::load_task_from`] for the Hub.
+pub fn load_task(spec: &TaskSpec, data_dir: &Path, seed: u64) -> Result<TaskData> {
+    super::source::load_task_from(spec, &super::source::DataSource::Dir(data_dir.to_path_buf()), seed)
+        .map(|(data, _)| data)
+}
+
+/// One split's units as read, and where they came from (a file, or a hub split) for messages.
+pub(crate) struct SplitUnits {
+    pub units: Vec<Unit>,
+    pub origin: PathBuf,
+}
+
+/// The split protocol:
 /// - small tasks: train = official train; the official dev set, shuffled with `seed`, is halved:
 ///   the first half is dev, the second test (MultiRC: whole passages are shuffled and halved);
 /// - large tasks: `spec.dev_size` shuffled train examples become dev, the rest (in file order)
 ///   train; the official dev set is test;
-/// - a spec with `test` set: train, official dev and test files as they are.
+/// - a spec with a test file or split: train, official dev and test as they are.
 ///
 /// The same seed gives the same split. Any empty split is an error.
-pub fn load_task(spec: &TaskSpec, data_dir: &Path, seed: u64) -> Result<TaskData> {
-    spec.validate()?;
-    let mut relative = [Some(&spec.train), Some(&spec.dev), spec.test.as_ref()].into_iter().flatten();
-    if let Some(first) = relative.find(|p| p.is_relative()) {
-        if !data_dir.is_dir() {
-            let msg = format!(
-                "data directory not found (needed for {}; set --data-dir or S3PET_DATA)",
-                first.display()
-            );
-            return Err(Error::file(data_dir, msg));
-        }
-    }
-    let train_path = data_dir.join(&spec.train);
-    let dev_path = data_dir.join(&spec.dev);
-    let train_units = read_units(spec, &train_path)?;
-    let dev_units = read_units(spec, &dev_path)?;
-    let (train, dev, test, test_path) = if let Some(test) = &spec.test {
-        let test_path = data_dir.join(test);
-        let test_units = read_units(spec, &test_path)?;
-        (train_units, dev_units, test_units, test_path)
+pub(crate) fn apply_protocol(
+    spec: &TaskSpec,
+    train: SplitUnits,
+    dev: SplitUnits,
+    test: Option<SplitUnits>,
+    seed: u64,
+) -> Result<TaskData> {
+    let (train_path, dev_path) = (train.origin, dev.origin);
+    let (train, dev, test, test_path) = if let Some(test) = test {
+        (train.units, dev.units, test.units, test.origin)
     } else {
         match spec.size {
             Size::Small => {
-                let (dev, test) = halve(dev_units, seed);
-                (train_units, dev, test, dev_path.clone())
+                let (dev, test) = halve(dev.units, seed);
+                (train.units, dev, test, dev_path.clone())
             }
             Size::Large => {
-                if train_units.len() <= spec.dev_size {
+                if train.units.len() <= spec.dev_size {
                     let msg = format!(
                         "{} training examples: a large task needs more than dev_size = {}",
-                        train_units.len(),
+                        train.units.len(),
                         spec.dev_size
                     );
                     return Err(Error::file(&train_path, msg));
                 }
-                let (train, dev) = carve(train_units, spec.dev_size, seed);
-                (train, dev, dev_units, dev_path.clone())
+                let (train, carved) = carve(train.units, spec.dev_size, seed);
+                (train, carved, dev.units, dev_path.clone())
             }
         }
     };
@@ -156,8 +155,8 @@ mod tests {
         std::fs::write(dir.path().join("train.tsv"), format!("{header}{}", rows(9))).unwrap();
         std::fs::write(dir.path().join("dev.tsv"), format!("{header}{}", rows(5))).unwrap();
         let mut spec = TaskSpec::builtin("rte").unwrap();
-        spec.train = "train.tsv".into();
-        spec.dev = "dev.tsv".into();
+        spec.train = Some("train.tsv".into());
+        spec.dev = Some("dev.tsv".into());
         let d = load_task(&spec, dir.path(), 7).unwrap();
         assert_eq!((d.train.len(), d.dev.len(), d.test.len()), (9, 3, 2));
         assert_eq!(d.train[0].texts[0].0, "s0");
@@ -174,11 +173,11 @@ mod tests {
 
         spec.size = Size::Small;
         std::fs::write(dir.path().join("one.tsv"), format!("{header}{}", rows(1))).unwrap();
-        spec.dev = "one.tsv".into();
+        spec.dev = Some("one.tsv".into());
         let err = load_task(&spec, dir.path(), 7).unwrap_err().to_string();
         assert!(err.contains("one.tsv") && err.contains("test split is empty"), "{err}");
 
-        spec.dev = "dev.tsv".into();
+        spec.dev = Some("dev.tsv".into());
         spec.test = Some("one.tsv".into());
         let d = load_task(&spec, dir.path(), 7).unwrap();
         assert_eq!((d.train.len(), d.dev.len(), d.test.len()), (9, 5, 1));

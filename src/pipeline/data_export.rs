@@ -18,7 +18,7 @@ fn line(e: &Example) -> String {
 
 /// Writes train/dev/test.jsonl and spec.json of `cfg`'s task into `out`; returns spec.json.
 pub fn export_examples(cfg: &RunConfig, out: &Path) -> Result<Value> {
-    let data = load_examples(cfg)?;
+    let (data, _) = load_examples(cfg)?;
     std::fs::create_dir_all(out).map_err(|e| crate::Error::io(out, e))?;
     for (name, split) in [("train", &data.train), ("dev", &data.dev), ("test", &data.test)] {
         let text: String = split.iter().map(|e| line(e) + "\n").collect();

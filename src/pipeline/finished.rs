@@ -18,6 +18,7 @@ pub fn evaluate_run(
     let RunModel { mut cfg, md, model, .. } = RunModel::open(dir, device)?;
     if data_dir.is_some() {
         cfg.data_dir = data_dir;
+        cfg.data = None; // the run's record is of another source
     }
     let data = prepare_model(&cfg, &md)?;
     let examples = match split {

@@ -60,14 +60,22 @@ pub fn resume_config(out: &Path, given: &Given) -> Result<RunConfig> {
     Ok(cfg)
 }
 
+/// The config with the record of the data it read (what eval and --resume read again).
+pub fn with_provenance(cfg: &RunConfig, l: &Loaded) -> RunConfig {
+    let mut cfg = cfg.clone();
+    cfg.data = Some(l.data.provenance.clone());
+    cfg.sources.insert("data".into(), crate::config::Source::Recorded);
+    cfg
+}
+
 /// The run directory: opened with `resume`, else created (refusing a non-empty one without
-/// `overwrite`) with the resolved config saved in it.
-pub fn open_run(out: &Path, cfg: &RunConfig, o: RunOpts) -> Result<RunDir> {
+/// `overwrite`) with the resolved config (and the record of its data) saved in it.
+pub fn open_run(out: &Path, cfg: &RunConfig, l: &Loaded, o: RunOpts) -> Result<RunDir> {
     if o.resume {
         RunDir::open(out)
     } else {
         let run = RunDir::create(out, o.overwrite)?;
-        cfg.save(&run.path("config.json"))?;
+        with_provenance(cfg, l).save(&run.path("config.json"))?;
         Ok(run)
     }
 }

@@ -174,7 +174,7 @@ pub fn search_only(cfg: &RunConfig, out: &Path, o: RunOpts) -> Result<Value> {
     let l = load(cfg)?;
     let s = settings(cfg)?;
     space_and_budget(s, &l.md.cfg)?; // a bad space or budget fails before anything is written
-    let run = open_run(out, cfg, o)?;
+    let run = open_run(out, cfg, &l, o)?;
     let (structure, summary_) = search_phase(cfg, &l, cfg.epochs, &run, o)?;
     let report = json!({"task": l.data.spec.name, "seed": cfg.seed, "space": s.space, "search": summary_,
                         "structure": summary(&structure)});
@@ -212,7 +212,7 @@ pub fn search_then_retrain(cfg: &RunConfig, out: &Path, o: RunOpts) -> Result<Va
     let l = load(cfg)?;
     let s = settings(cfg)?.clone();
     space_and_budget(&s, &l.md.cfg)?; // a bad space or budget fails before anything is written
-    let run = open_run(out, cfg, o)?;
+    let run = open_run(out, cfg, &l, o)?;
     let started = Instant::now();
     let (structure, search_summary) = structure_phase(cfg, &l, &run, o)?;
     let retrain_cfg =

@@ -20,7 +20,7 @@ pub fn train_run(cfg: &RunConfig, out: &Path, o: RunOpts) -> Result<Value> {
     } else {
         structure_of_config(cfg, &l)?
     };
-    let run = open_run(out, cfg, o)?;
+    let run = open_run(out, cfg, &l, o)?;
     structure.save(&run.path("structure.json"))?;
     train_structure(cfg, &l, &structure, &run, o)
 }

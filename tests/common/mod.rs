@@ -1,5 +1,8 @@
 #![allow(dead_code)]
-//! Helpers shared by the integration tests: fixture paths, safetensors maps, named tolerances.
+//! Helpers shared by the integration tests: fixture paths, safetensors maps, named tolerances; the
+//! loopback hub mirror (`mirror`).
+pub mod mirror;
+
 use s3pet::backbone::{Arch, BertConfig, Placement, Weights};
 use s3pet::delta::{DeltaKind, ModuleSpec, SiteShape};
 use s3pet::model::{HeadInit, Model};
