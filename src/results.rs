@@ -17,6 +17,8 @@ pub struct Cell {
     pub source: Option<String>,
     pub seed: u64,
     pub skipped: Option<String>,
+    /// A learning-rate sweep cell (reported in the sweep table only).
+    pub sweep: bool,
     pub raw: Value,
 }
 
@@ -67,6 +69,7 @@ pub fn load(path: &Path) -> Result<Vec<Cell>> {
             source: s("source_task"),
             seed: v["seed"].as_u64().unwrap_or(0),
             skipped: s("skipped"),
+            sweep: v["lr_sweep"].as_bool().unwrap_or(false),
             raw: v,
         });
     }
@@ -111,7 +114,7 @@ pub fn task_metrics(task: &str) -> Vec<String> {
 /// Test values of `metric` over seeds, per group.
 pub fn grouped(cells: &[Cell]) -> Vec<(Key, Vec<&Cell>)> {
     let mut groups: Vec<(Key, Vec<&Cell>)> = Vec::new();
-    for c in cells.iter().filter(|c| c.skipped.is_none()) {
+    for c in cells.iter().filter(|c| c.skipped.is_none() && !c.sweep) {
         let k = c.key();
         match groups.iter_mut().find(|(g, _)| *g == k) {
             Some((_, v)) => v.push(c),

@@ -130,3 +130,52 @@ fn experiment_runs_resumes_and_reports() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("full") && err.contains("learning-rate"), "{err}");
 }
+
+/// `[lr_sweep]`: each group's seed-1 cell runs at every rate, the best dev rate is chosen, seed 1's cell
+/// is that sweep cell (copied, not run again) and seed 2 runs at it; the report shows the sweep.
+#[test]
+fn learning_rate_sweep_chooses_on_one_seed() {
+    let d = task_dir();
+    let t = d.path().join("task.toml").display().to_string();
+    let plan = d.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "seeds = [1, 2]\nparallel = 2\n[options]\ndata_dir = \"{}\"\nmax_steps = 3\nbatch_size = 8\nthreads = 1\n\
+             [lr_sweep]\nseed = 1\ngrid = [1e-3, 2e-2]\nfull = [1e-4]\n\
+             [[grid]]\ntasks = [\"{t}\"]\nmethods = [\"lora\", \"s3pet-mix\"]\nbudgets = [0.01]\n",
+            d.path().display()
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("results");
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    let dry = ok(s3pet(&["experiment", "--plan", p, "--out", o, "--dry-run"]).output().unwrap());
+    assert!(dry.contains("8 cells, 0 finished, 0 to skip"), "2 methods x (2 sweep + 2 seeds): {dry}");
+    ok(s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap());
+    let runs = lines(&out.join("runs.jsonl"));
+    assert_eq!(runs.len(), 8);
+    for m in ["lora", "s3pet-mix"] {
+        let of = |pred: &dyn Fn(&Value) -> bool| {
+            runs.iter().filter(|r| r["method"] == m && pred(r)).cloned().collect::<Vec<_>>()
+        };
+        let sweep = of(&|r| r["lr_sweep"] == true);
+        assert_eq!(sweep.len(), 2, "{m}");
+        let best = sweep.iter().max_by(|a, b| {
+            let s = |r: &Value| r["dev"]["accuracy"].as_f64().unwrap();
+            s(a).partial_cmp(&s(b)).unwrap()
+        });
+        let chosen = best.unwrap()["lr"].as_f64().unwrap();
+        let s1 = of(&|r| r["lr_sweep"] == false && r["seed"] == 1);
+        assert_eq!(s1.len(), 1);
+        assert_eq!(s1[0]["lr_copy_of"], best.unwrap()["id"], "seed 1's cell is the chosen sweep cell");
+        let s2 = of(&|r| r["lr_sweep"] == false && r["seed"] == 2);
+        assert_eq!((s2.len(), s2[0]["lr"].as_f64()), (1, Some(chosen)), "seed 2 runs at the chosen rate");
+    }
+    ok(s3pet(&["report", o]).output().unwrap());
+    let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    assert!(
+        md.contains("## Learning rates (chosen on one seed's dev split)") && md.contains("1e-3: "),
+        "{md}"
+    );
+}

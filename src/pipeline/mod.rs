@@ -10,6 +10,7 @@ pub mod predict;
 pub mod report;
 pub mod schedule;
 pub mod search;
+pub mod sweep;
 pub mod train;
 
 pub use finished::{evaluate_run, RunModel};

@@ -27,6 +27,10 @@ pub struct Plan {
     #[serde(default)]
     pub method_options: BTreeMap<String, toml::Table>,
     pub grid: Vec<Grid>,
+    /// Choose each method's learning rate per task on the dev split of one seed (S3PET.md protocol,
+    /// issue 21): every seed then runs at the chosen rate.
+    #[serde(default)]
+    pub lr_sweep: Option<super::sweep::LrSweep>,
 }
 
 fn one() -> usize {
@@ -49,6 +53,9 @@ pub struct Grid {
     /// Source tasks of the transfer methods.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// Seeds of this grid's cells (default: the plan's).
+    #[serde(default)]
+    pub seeds: Vec<u64>,
 }
 
 /// One cell of the plan: what it is, and the command that makes it.
@@ -67,6 +74,8 @@ pub struct Cell {
     pub skip: Option<String>,
     /// Arguments after `s3pet` (the `--out` is added when it runs).
     pub args: Vec<String>,
+    /// Its place in a learning-rate sweep (none unless the plan has `[lr_sweep]`).
+    pub lr: super::sweep::LrChoice,
 }
 
 pub fn fmt_budget(b: f64) -> String {
@@ -163,13 +172,16 @@ impl Plan {
         for g in &self.grid {
             let triples = g.tasks.iter().flat_map(|t| g.methods.iter().map(move |m| (t, m)));
             for (task, method) in triples {
-                for &seed in &self.seeds {
+                for &seed in if g.seeds.is_empty() { &self.seeds } else { &g.seeds } {
                     let cells = self.expand(g, task, method, seed, &cfg, &mut spaces, cells_dir)?;
                     out.extend(cells.into_iter().filter(|c| seen.insert(c.id.clone())));
                 }
             }
         }
-        Ok(out)
+        match &self.lr_sweep {
+            Some(sw) => sw.apply(out),
+            None => Ok(out),
+        }
     }
 
     /// `s3pet <sub> --task T --seed S` with the plan's options, then the task's, then the method's.
@@ -217,6 +229,7 @@ impl Plan {
                 needs: None,
                 skip: None,
                 args,
+                lr: Default::default(),
             };
             return Ok(vec![cell]);
         }
@@ -276,6 +289,7 @@ impl Plan {
             needs: None,
             skip: s.skip.clone(),
             args,
+            lr: Default::default(),
         })
     }
 
@@ -307,6 +321,7 @@ impl Plan {
                 budgets: vec![s.budget],
                 orders: s.order.into_iter().collect(),
                 sources: vec![],
+                seeds: vec![],
             };
             let source = self.expand(&grid, src, &searched, seed, cfg, spaces, cells_dir)?.remove(0);
             let method = format!("transfer-{}", s.space);
@@ -326,6 +341,7 @@ impl Plan {
                 needs: Some(source.id.clone()),
                 skip: s.skip.clone(),
                 args,
+                lr: Default::default(),
             });
             out.push(source);
         }

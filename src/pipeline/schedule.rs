@@ -17,6 +17,8 @@ pub fn record(cell: &Cell, report: &Value, wall: f64, peak_gpu_mib: Option<u64>,
     json!({
         "id": cell.id, "task": cell.task, "method": cell.method, "budget": cell.budget, "seed": cell.seed,
         "order": cell.order, "source_task": cell.source_task, "metrics": report["metrics"],
+        "lr": retrain["lr"], "lr_sweep": cell.lr.rate.is_some(),
+        "lr_selected_from": if cell.lr.from.is_empty() { Value::Null } else { json!(cell.lr.from) },
         "dev": report["dev"], "test": report["test"],
         "trainable_params": retrain["trainable_params"], "delta_params": retrain["delta_params"],
         "head_params": retrain["head_params"], "backbone_params": retrain["backbone_params"],
@@ -95,6 +97,12 @@ pub struct Schedule {
     pub deadline: Option<Instant>,
 }
 
+/// A cell after its learning rate is chosen: to run, or already done (the chosen sweep cell's record).
+enum Chosen {
+    Run(Cell),
+    Copied(String),
+}
+
 struct Running {
     cell: Cell,
     child: Child,
@@ -116,6 +124,47 @@ impl Schedule {
 
     fn log(&self, id: &str) -> PathBuf {
         self.out.join("logs").join(format!("{id}.log"))
+    }
+
+    /// The finished records of runs.jsonl by id.
+    fn records(&self) -> Result<HashMap<String, Value>> {
+        let runs = self.out.join("runs.jsonl");
+        let text = std::fs::read_to_string(&runs).map_err(|e| Error::io(&runs, e))?;
+        let mut out = HashMap::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: Value =
+                serde_json::from_str(line).map_err(|e| Error::parse(&runs, i + 1, e.to_string()))?;
+            if let Some(id) = v["id"].as_str() {
+                out.insert(id.to_string(), v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A swept group's cell takes the rate whose sweep cell has the best dev score: the choosing seed's
+    /// cell is that sweep cell (its record is copied under the cell's id), the others run at that rate.
+    fn choose_rate(&self, mut cell: Cell) -> Result<Chosen> {
+        if cell.lr.from.is_empty() {
+            return Ok(Chosen::Run(cell));
+        }
+        let records = self.records()?;
+        let (chosen, rate) = super::sweep::best(&cell.lr.from, &records)?;
+        if cell.lr.copy {
+            let mut rec = chosen.clone();
+            rec["lr_copy_of"] = rec["id"].clone();
+            rec["id"] = json!(cell.id);
+            rec["lr_sweep"] = json!(false);
+            rec["lr_selected_from"] = json!(cell.lr.from);
+            crate::artifact::append_line(&self.out.join("runs.jsonl"), &rec.to_string())?;
+            eprintln!(
+                "{} = {} (learning rate {rate:e} chosen on dev)",
+                cell.id,
+                rec["lr_copy_of"].as_str().unwrap_or("")
+            );
+            return Ok(Chosen::Copied(cell.id));
+        }
+        cell.args = super::sweep::with_rate(&cell.args, rate);
+        Ok(Chosen::Run(cell))
     }
 
     /// Starts `cell` as a child process (resuming it when its run directory was started before).
@@ -174,11 +223,21 @@ impl Schedule {
         loop {
             let out_of_time = self.deadline.is_some_and(|d| Instant::now() >= d);
             while running.len() < self.parallel.max(1) && !out_of_time && !crate::checkpoint::interrupted() {
-                let Some(pos) = todo.iter().position(|c| c.needs.as_ref().is_none_or(|n| done.contains(n)))
-                else {
+                let ready = |c: &Cell| {
+                    c.needs.as_ref().is_none_or(|n| done.contains(n))
+                        && c.lr.from.iter().all(|n| done.contains(n))
+                };
+                let Some(pos) = todo.iter().position(ready) else {
                     break;
                 };
-                running.push(self.start(todo.remove(pos))?);
+                let cell = todo.remove(pos);
+                match self.choose_rate(cell)? {
+                    Chosen::Run(cell) => running.push(self.start(cell)?),
+                    Chosen::Copied(id) => {
+                        done.insert(id);
+                        ran.finished += 1;
+                    }
+                }
             }
             if running.is_empty() {
                 break;

@@ -82,6 +82,7 @@ pub fn train_structure(
         "metrics": l.data.spec.metrics,
         "method": cfg.method,
         "seed": cfg.seed,
+        "lr": cfg.lr,
         "backbone_params": backbone,
         "delta_params": model.delta_params,
         "head_params": model.head_params,

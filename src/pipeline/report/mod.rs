@@ -2,6 +2,7 @@
 //! fine-tuning kept, budget sweep, orders, transfer, explainability, costs) and plots under plots/.
 //! Table builders return data ([`render::Block`]); one renderer writes markdown.
 mod figures;
+mod paired;
 pub mod render;
 mod tables;
 
@@ -114,12 +115,15 @@ pub fn build(dir: &Path, cells: &[Cell]) -> Result<Vec<Block>> {
     let ctx = Ctx::new(dir, cells);
     let mut blocks = preamble(&ctx);
     blocks.extend(tables::main_table(&ctx));
+    blocks.extend(paired::differences(&ctx));
+    blocks.extend(paired::lr_choices(&ctx));
     blocks.extend(tables::per_task(&ctx));
     blocks.extend(figures::budget_sweeps(&ctx)?);
     blocks.extend(tables::orders(&ctx));
     blocks.extend(figures::transfer(&ctx)?);
     blocks.extend(figures::explain(&ctx)?);
     blocks.extend(tables::costs(&ctx));
+    blocks.extend(paired::compute(&ctx));
     let discussion = dir.join("discussion.md");
     if discussion.is_file() {
         blocks.push(Block::Raw(std::fs::read_to_string(&discussion).map_err(|e| Error::io(&discussion, e))?));

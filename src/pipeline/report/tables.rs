@@ -158,7 +158,7 @@ pub fn orders(ctx: &Ctx) -> Vec<Block> {
 /// Mean search and retrain seconds and peak memory per method.
 pub fn costs(ctx: &Ctx) -> Vec<Block> {
     let mut methods: Vec<String> = Vec::new();
-    for c in ctx.cells.iter().filter(|c| c.skipped.is_none()) {
+    for c in ctx.cells.iter().filter(|c| c.skipped.is_none() && !c.sweep) {
         if !methods.contains(&c.method) {
             methods.push(c.method.clone());
         }
@@ -166,7 +166,7 @@ pub fn costs(ctx: &Ctx) -> Vec<Block> {
     let mut t = Table::new(&["method", "search s", "retrain s", "peak RSS MiB", "peak GPU MiB"]);
     for m in methods {
         let cells: Vec<&crate::results::Cell> =
-            ctx.cells.iter().filter(|c| c.method == m && c.skipped.is_none()).collect();
+            ctx.cells.iter().filter(|c| c.method == m && c.skipped.is_none() && !c.sweep).collect();
         t.rows.push(vec![
             label(&m),
             mean_of(&cells, "search_seconds", 1.0),
