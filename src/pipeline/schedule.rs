@@ -99,7 +99,7 @@ pub struct Schedule {
 
 /// A cell after its learning rate is chosen: to run, or already done (the chosen sweep cell's record).
 enum Chosen {
-    Run(Cell),
+    Run(Box<Cell>),
     Copied(String),
 }
 
@@ -145,7 +145,7 @@ impl Schedule {
     /// cell is that sweep cell (its record is copied under the cell's id), the others run at that rate.
     fn choose_rate(&self, mut cell: Cell) -> Result<Chosen> {
         if cell.lr.from.is_empty() {
-            return Ok(Chosen::Run(cell));
+            return Ok(Chosen::Run(Box::new(cell)));
         }
         let records = self.records()?;
         let (chosen, rate) = super::sweep::best(&cell.lr.from, &records)?;
@@ -164,7 +164,7 @@ impl Schedule {
             return Ok(Chosen::Copied(cell.id));
         }
         cell.args = super::sweep::with_rate(&cell.args, rate);
-        Ok(Chosen::Run(cell))
+        Ok(Chosen::Run(Box::new(cell)))
     }
 
     /// Starts `cell` as a child process (resuming it when its run directory was started before).
@@ -232,7 +232,7 @@ impl Schedule {
                 };
                 let cell = todo.remove(pos);
                 match self.choose_rate(cell)? {
-                    Chosen::Run(cell) => running.push(self.start(cell)?),
+                    Chosen::Run(cell) => running.push(self.start(*cell)?),
                     Chosen::Copied(id) => {
                         done.insert(id);
                         ran.finished += 1;
