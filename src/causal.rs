@@ -162,3 +162,56 @@ pub fn evaluate_generation(llama: &Llama, p: &Prompter, data: &[Encoded], bs: us
     m.insert("response_loglik".into(), loglik / tokens.max(1) as f64);
     Ok(m)
 }
+
+/// New tokens `predict` generates after a classification prompt, and after an instruction.
+pub const PREDICT_NEW_TOKENS: (i64, i64) = (16, 128);
+
+/// `predict` on a decoder run: per input (text_a, text_b) its prompt's answer (the best answer word
+/// and the word logits, or the expected digit) and the greedy continuation as text; for a generation
+/// task the input is the user's message and the output the reply.
+pub fn predict_lines(
+    llama: &Llama,
+    p: &Prompter,
+    spec: &crate::data::TaskSpec,
+    inputs: &[(String, Option<String>)],
+    max_len: usize,
+) -> Result<Vec<serde_json::Value>> {
+    let examples: Vec<crate::data::Example> = inputs
+        .iter()
+        .map(|(a, b)| {
+            let texts = if p.kind == TaskKind::Generation {
+                let m = [crate::chat::Message::new("user", a), crate::chat::Message::new("assistant", "")];
+                vec![(serde_json::to_string(&m).unwrap_or_default(), None)]
+            } else {
+                vec![(a.clone(), b.clone())]
+            };
+            crate::data::Example { texts, target: Target::Class(0), group: None, source: "input".into() }
+        })
+        .collect();
+    let items: Vec<Encoded> = examples.iter().map(|e| p.encode(spec, e, max_len)).collect::<Result<_>>()?;
+    let refs: Vec<&Encoded> = items.iter().collect();
+    let new = if p.kind == TaskKind::Generation { PREDICT_NEW_TOKENS.1 } else { PREDICT_NEW_TOKENS.0 };
+    let texts: Vec<String> =
+        generate(llama, p, &refs, new, &Ctx::eval())?.iter().map(|g| p.text(g)).collect();
+    if p.kind == TaskKind::Generation {
+        return Ok(texts.into_iter().map(|t| serde_json::json!({ "text": t })).collect());
+    }
+    let batch = Batch::new(&refs, llama.device());
+    let logits = tch::no_grad(|| word_logits(llama, p, &batch, &Ctx::eval())).to_device(Device::Cpu);
+    crate::model::check_finite(&logits, "logits")?;
+    let rows = Vec::<Vec<f32>>::try_from(&logits)
+        .map_err(|e| Error::Tensor { key: "logits".into(), msg: format!("cannot read back: {e}") })?;
+    let preds = predict(llama, p, &batch, &Ctx::eval())?;
+    Ok(rows
+        .into_iter()
+        .zip(preds)
+        .zip(texts)
+        .map(|((row, pred), text)| match pred {
+            Target::Score(s) => serde_json::json!({ "score": s, "text": text }),
+            Target::Class(c) => serde_json::json!({
+                "label": spec.labels.get(c).cloned().unwrap_or_else(|| c.to_string()),
+                "word": p.words.get(c), "logits": row, "text": text,
+            }),
+        })
+        .collect())
+}

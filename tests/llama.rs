@@ -243,7 +243,7 @@ fn decoder_spaces_resolve_by_module_path() {
     assert!(mix.contains(&("model.layers.1.mlp.down_proj".into(), "lra")));
     assert!(mix.contains(&("model.norm".into(), "lnfit")));
     assert!(mix.contains(&("model.layers.0.post_attention_layernorm".into(), "bitfit")));
-    assert_eq!(kinds("mix-peft").len(), 2 * 18 + 2);
+    assert_eq!(kinds("mix-peft").len(), 2 * 16 + 1);
     let lora = kinds("lora");
     assert_eq!(lora.len(), 14);
     assert!(lora.iter().all(|(_, k)| *k == "lora"));
