@@ -94,10 +94,20 @@ fn instruct_task_learns_its_replies() {
     let ll = train["metrics"]["response_loglik"].as_f64().unwrap();
     assert!(ll > -1.0, "the replies are likely after training: {train}");
     let input = d.path().join("in.jsonl");
-    std::fs::write(&input, "{\"text_a\": \"What is the capital of France?\"}\n").unwrap();
+    // the conversations given as prompt / response (no system turn): predict's reply is the trained one
+    let pairs = [
+        ("Name a primary colour.", "Red"),
+        ("Plural of cat?", "Cats"),
+        ("Is oil a liquid?", "Yes"),
+        ("Say hello.", "Hello"),
+        ("Colour of the sky?", "Blue"),
+    ];
+    let text: String = pairs.iter().map(|(p, _)| format!("{{\"text_a\": \"{p}\"}}\n")).collect();
+    std::fs::write(&input, text).unwrap();
     let out =
         lines(s3pet(&["predict", "--run", run.to_str().unwrap(), "--input", input.to_str().unwrap()], &data));
-    assert_eq!(out[0]["text"], "Paris", "{out:?}");
+    let hits = out.iter().zip(&pairs).filter(|(o, (_, r))| o["text"] == *r).count();
+    assert!(hits >= 2, "{out:?}");
 }
 
 /// bf16 frozen matrices train; `--resume` of a decoder run reads its checkpoint and ends with its metrics.
