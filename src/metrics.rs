@@ -6,8 +6,24 @@ use crate::data::Target;
 use crate::error::{Error, Result};
 
 /// Every metric name `compute` knows.
-pub const NAMES: &[&str] =
-    &["accuracy", "f1", "matthews", "pearson", "spearman", "macro_f1", "multirc_f1a", "multirc_em"];
+pub const NAMES: &[&str] = &[
+    "accuracy",
+    "f1",
+    "matthews",
+    "pearson",
+    "spearman",
+    "macro_f1",
+    "multirc_f1a",
+    "multirc_em",
+    "exact_match",
+    "response_loglik",
+];
+
+/// Metrics of generation tasks (computed by `causal::evaluate_generation`, not by [`compute`]):
+/// greedy output equal to the reference reply (x100), mean log-likelihood per reply token.
+pub fn is_generation_metric(name: &str) -> bool {
+    matches!(name, "exact_match" | "response_loglik")
+}
 
 /// Metrics over scores (regression); the others are over class indices.
 pub fn is_regression_metric(name: &str) -> bool {

@@ -2,12 +2,13 @@
 //! Encoders (BERT family) classify with a head on the pooled output; encoder-decoders (T5) pose the
 //! task as text to text (the head is the task's label words).
 use crate::backbone::loader::{check_placements, Loader};
-use crate::backbone::{Bert, BertConfig, Head, ModelConfig, Placement, Weights, T5};
+use crate::backbone::{Bert, BertConfig, Head, Llama, ModelConfig, Placement, Weights, T5};
 use crate::batch::Batch;
 use crate::data::{Target, TaskSpec};
 use crate::delta::Ctx;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
+use crate::prompt::Prompter;
 use crate::text2text::Verbalizer;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -85,6 +86,7 @@ fn load_body(loader: &Loader, cfg: &ModelConfig) -> Result<Backbone> {
     Ok(match cfg {
         ModelConfig::Bert(c) => Backbone::Bert(Bert::load(&loader.root(), c)?),
         ModelConfig::T5(c) => Backbone::T5(T5::load(&loader.root(), c)?),
+        ModelConfig::Llama(c) => Backbone::Llama(Llama::load(&loader.root(), c)?),
     })
 }
 
@@ -92,15 +94,22 @@ fn load_body(loader: &Loader, cfg: &ModelConfig) -> Result<Backbone> {
 enum Backbone {
     Bert(Bert),
     T5(T5),
+    Llama(Llama),
 }
 
 /// How the head is made: fresh (training) or the checkpoint's own classifier (fixtures); for a
 /// text-to-text model, the task's label words.
 #[derive(Clone)]
 pub enum HeadInit {
-    Fresh { num_labels: i64 },
-    FromCheckpoint { num_labels: i64 },
+    Fresh {
+        num_labels: i64,
+    },
+    FromCheckpoint {
+        num_labels: i64,
+    },
     Words(Box<Verbalizer>),
+    /// A decoder-only LLM's prompts and answer words (crate::prompt).
+    Prompt(Box<Prompter>),
 }
 
 impl HeadInit {
@@ -111,14 +120,26 @@ impl HeadInit {
             ModelConfig::T5(c) => {
                 HeadInit::Words(Box::new(Verbalizer::new(spec, &md.tokenizer_path(), c.eos_token_id)?))
             }
+            ModelConfig::Llama(c) => HeadInit::Prompt(Box::new(Prompter::new(spec, &md.dir, c)?)),
         })
     }
 }
 
 /// The network: an encoder with a classification head, or a T5 with the task's label words.
 pub enum Body {
-    Classifier { bert: Bert, head: Head },
-    Text2Text { t5: T5, words: Box<Verbalizer> },
+    Classifier {
+        bert: Bert,
+        head: Head,
+    },
+    Text2Text {
+        t5: T5,
+        words: Box<Verbalizer>,
+    },
+    /// A decoder-only LLM: the task as prompts, answer words or generation (crate::causal).
+    CausalLm {
+        llama: Llama,
+        prompt: Box<Prompter>,
+    },
 }
 
 pub struct Model {
@@ -157,6 +178,10 @@ impl Model {
             (Backbone::T5(_), _) => {
                 return Err(Error::Msg("a T5 model needs the task's label words (HeadInit::Words)".into()))
             }
+            (Backbone::Llama(llama), HeadInit::Prompt(prompt)) => Body::CausalLm { llama, prompt },
+            (Backbone::Llama(_), _) => {
+                return Err(Error::Msg("a decoder LLM needs the task's prompts (HeadInit::Prompt)".into()))
+            }
             (Backbone::Bert(bert), head) => {
                 let head = Self::classifier(&bert.cfg, weights, head, &mut store)?;
                 Body::Classifier { bert, head }
@@ -180,7 +205,7 @@ impl Model {
                 Ok(Head::new(d, num_labels, cfg.initializer_range, drop, store))
             }
             HeadInit::FromCheckpoint { num_labels } => Head::load(weights, d, num_labels, drop, store),
-            HeadInit::Words(_) => {
+            HeadInit::Words(_) | HeadInit::Prompt(_) => {
                 Err(Error::Msg("label words are the head of text-to-text models, not of an encoder".into()))
             }
         }
@@ -190,21 +215,29 @@ impl Model {
     pub fn bert(&self) -> Option<&Bert> {
         match &self.body {
             Body::Classifier { bert, .. } => Some(bert),
-            Body::Text2Text { .. } => None,
+            _ => None,
         }
     }
 
     pub fn head(&self) -> Option<&Head> {
         match &self.body {
             Body::Classifier { head, .. } => Some(head),
-            Body::Text2Text { .. } => None,
+            _ => None,
         }
     }
 
     pub fn t5(&self) -> Option<&T5> {
         match &self.body {
             Body::Text2Text { t5, .. } => Some(t5),
-            Body::Classifier { .. } => None,
+            _ => None,
+        }
+    }
+
+    /// The decoder LLM and its prompts, if this is one.
+    pub fn causal(&self) -> Option<(&Llama, &Prompter)> {
+        match &self.body {
+            Body::CausalLm { llama, prompt } => Some((llama, prompt)),
+            _ => None,
         }
     }
 
@@ -212,7 +245,7 @@ impl Model {
     pub fn words(&self) -> Option<&Verbalizer> {
         match &self.body {
             Body::Text2Text { words, .. } => Some(words),
-            Body::Classifier { .. } => None,
+            _ => None,
         }
     }
 
@@ -245,6 +278,7 @@ impl Model {
             Body::Text2Text { t5, words } => {
                 return t5.logits(&batch.ids, &batch.mask, &self.target_ids(words, batch), ctx)
             }
+            Body::CausalLm { llama, prompt } => return crate::causal::logits(llama, prompt, batch, ctx),
         };
         let hidden = bert.encode(&batch.ids, &batch.mask, &batch.types, ctx, false);
         let last = hidden
@@ -260,6 +294,9 @@ impl Model {
     pub fn loss_from_logits(&self, logits: &Tensor, batch: &Batch) -> Tensor {
         if let Body::Text2Text { words, .. } = &self.body {
             return T5::loss_from_logits(logits, &self.target_ids(words, batch));
+        }
+        if let Body::CausalLm { prompt, .. } = &self.body {
+            return crate::causal::loss_from_logits(prompt, logits, batch);
         }
         if batch.choices > 1 {
             let scores = logits.view([batch.len() as i64, batch.choices]); // (b, choices)
@@ -286,6 +323,9 @@ impl Model {
     /// mapped back to a label; a class past the labels when it is none). Non-finite logits are an error:
     /// a broken model must not read as a weak one.
     pub fn predict(&self, batch: &Batch, ctx: &Ctx) -> Result<Vec<Target>> {
+        if let Body::CausalLm { llama, prompt } = &self.body {
+            return crate::causal::predict(llama, prompt, batch, ctx);
+        }
         if let (Some(ids), Some(words)) = (self.generate(batch, ctx), self.words()) {
             let rows = Vec::<Vec<i64>>::try_from(&ids).map_err(|e| tensor_error("generated ids", e))?;
             return Ok(rows.iter().map(|r| words.decode(r)).collect());

@@ -118,9 +118,10 @@ pub fn method_modules(method: &str, cfg: &impl Arch) -> Result<Vec<ModuleSpec>> 
     let norm = |_: &str, sh: SiteShape| matches!(sh, SiteShape::Norm { .. });
     Ok(match method {
         "full" => vec![],
-        "lora" => {
-            pick(&|s, _| [".query", ".value", ".q", ".v"].iter().any(|e| s.ends_with(e)), DeltaKind::Lora)
-        }
+        "lora" => pick(
+            &|s, _| [".query", ".value", ".q", ".v", ".q_proj", ".v_proj"].iter().any(|e| s.ends_with(e)),
+            DeltaKind::Lora,
+        ),
         "adapter" => pick(&block, DeltaKind::Adapter),
         "bitfit" => pick(&|_, _| true, DeltaKind::Bitfit),
         "lnfit" => pick(&norm, DeltaKind::Lnfit),

@@ -56,6 +56,9 @@ pub fn prepare(cfg: &RunConfig, tokenizer: &Path) -> Result<Prepared> {
 pub fn prepare_model(cfg: &RunConfig, md: &crate::model::ModelDir) -> Result<Prepared> {
     let explicit = !matches!(cfg.source("max_length"), Source::Default | Source::Task);
     let max_length = md.max_length(cfg.max_length, explicit);
+    if md.cfg.is_causal_lm() {
+        return crate::prompt::prepare(&RunConfig { max_length, ..cfg.clone() }, md);
+    }
     if !md.cfg.is_t5() {
         return prepare(&RunConfig { max_length, ..cfg.clone() }, &md.tokenizer_path());
     }
@@ -70,6 +73,11 @@ pub fn prepare_model(cfg: &RunConfig, md: &crate::model::ModelDir) -> Result<Pre
 pub fn evaluate(model: &Model, data: &[Encoded], spec: &TaskSpec, bs: usize, ctx: &Ctx) -> Result<Metrics> {
     if data.is_empty() {
         return Err(Error::Train("cannot evaluate on an empty split".into()));
+    }
+    if let Some((llama, p)) = model.causal().filter(|(_, p)| p.kind == crate::data::TaskKind::Generation) {
+        let mut m = crate::causal::evaluate_generation(llama, p, data, bs)?;
+        m.retain(|k, _| spec.metrics.contains(k));
+        return Ok(m);
     }
     let order: Vec<usize> = (0..data.len()).collect();
     let mut preds = Vec::with_capacity(data.len());

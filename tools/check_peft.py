@@ -17,6 +17,8 @@ LoRA with bias="lora_only"; LN_TUNING), with random non-zero weights, are import
 Without --searched-run, the searched run is made here (`s3pet run --task rte --space mix-peft --budget
 5e-4`, 256 training examples, one search and one retrain epoch: about 2 minutes on 2 cores).
 
+`--causal` checks decoder LLMs instead (tools/check_peft_lm.py, task_type CAUSAL_LM).
+
 Prints one JSON line per case and a summary; exits 1 when any max abs difference exceeds --tol (1e-4).
 """
 import argparse
@@ -221,6 +223,10 @@ def check_reimport(a, run, exported, pairs, inputs, common):
 
 
 def main():
+    if "--causal" in sys.argv:  # decoder LLMs (CAUSAL_LM): tools/check_peft_lm.py
+        sys.argv.remove("--causal")
+        import check_peft_lm
+        return check_peft_lm.main()
     ap = argparse.ArgumentParser()
     ap.add_argument("--s3pet", default=os.path.join(ROOT, "target/release/s3pet"))
     ap.add_argument("--model", default=os.path.join(ROOT, "models/all-MiniLM-L6-v2"))

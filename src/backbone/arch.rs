@@ -2,9 +2,10 @@
 //! sites (checkpoint module paths, in model order) and its parameter count. Both come from a walk of
 //! the family's own loader over shapes alone ([`super::loader`]), made once per config.
 use super::config::BertConfig;
+use super::llama_config::LlamaConfig;
 use super::loader::{Loader, Walk};
 use super::t5_config::T5Config;
-use super::{Bert, T5};
+use super::{Bert, Llama, T5};
 use crate::delta::SiteShape;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
@@ -80,11 +81,25 @@ impl Arch for T5Config {
     }
 }
 
-/// The config.json of a supported checkpoint: a BERT-family encoder or a T5 encoder-decoder.
+impl Arch for LlamaConfig {
+    fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
+        self.walk_cache.get(|vb| Llama::load(vb, self).map(|_| ()))
+    }
+}
+
+/// The config.json of a supported checkpoint: a BERT-family encoder, a T5 encoder-decoder or a
+/// Llama-family decoder (llama, qwen2, mistral).
 #[derive(Debug, Clone)]
 pub enum ModelConfig {
     Bert(BertConfig),
     T5(T5Config),
+    Llama(Box<LlamaConfig>),
+}
+
+impl From<LlamaConfig> for ModelConfig {
+    fn from(c: LlamaConfig) -> Self {
+        ModelConfig::Llama(Box::new(c))
+    }
 }
 
 impl From<BertConfig> for ModelConfig {
@@ -108,6 +123,9 @@ impl ModelConfig {
             .and_then(|v| v.get("model_type").and_then(|t| t.as_str()).map(str::to_string));
         let cfg = match model_type.as_deref() {
             Some("t5") => ModelConfig::T5(T5Config::from_json(&text, path)?),
+            Some("llama" | "qwen2" | "mistral") => {
+                ModelConfig::Llama(Box::new(LlamaConfig::from_json(&text, path)?))
+            }
             _ => ModelConfig::Bert(BertConfig::from_file(path)?),
         };
         cfg.check().map_err(|e| Error::file(path, e.to_string()))?;
@@ -128,6 +146,11 @@ impl ModelConfig {
         matches!(self, ModelConfig::T5(_))
     }
 
+    /// A decoder-only causal LM (Llama family).
+    pub fn is_causal_lm(&self) -> bool {
+        matches!(self, ModelConfig::Llama(_))
+    }
+
     /// One line for logs: family, layers, width.
     pub fn describe(&self) -> String {
         match self {
@@ -139,6 +162,7 @@ impl ModelConfig {
                 c.d_model,
                 c.feed_forward_proj
             ),
+            ModelConfig::Llama(c) => c.describe(),
         }
     }
 }
@@ -148,6 +172,7 @@ impl Arch for ModelConfig {
         match self {
             ModelConfig::Bert(c) => c.walk(),
             ModelConfig::T5(c) => c.walk(),
+            ModelConfig::Llama(c) => c.walk(),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod hub;
 pub mod hub_cache;
 pub mod hub_spec;
+pub mod instruct;
 mod parquet;
 pub mod readers;
 pub mod rows;

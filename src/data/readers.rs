@@ -53,6 +53,7 @@ pub(crate) fn read_units(spec: &TaskSpec, path: &Path) -> Result<Vec<Unit>> {
         (Format::Tsv, _) => reader.tsv(text)?,
         (Format::Jsonl, Reader::Flat) => reader.jsonl(text)?,
         (Format::Jsonl, Reader::Multirc) => reader.multirc(text)?,
+        (Format::Jsonl, Reader::Chat) => super::instruct::read_chat(path, text)?,
     };
     if units.is_empty() {
         return Err(Error::file(path, "no examples in file"));
@@ -61,7 +62,7 @@ pub(crate) fn read_units(spec: &TaskSpec, path: &Path) -> Result<Vec<Unit>> {
 }
 
 /// Non-empty lines with their 1-based numbers (`\r\n` and a missing final newline are fine).
-fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+pub(crate) fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty())
 }
 

@@ -19,6 +19,10 @@ pub enum TaskKind {
     Regression,
     /// One score per (text_a, choice) pair, softmax over the choices.
     MultipleChoice,
+    /// Instruction data for decoder LLMs: a conversation whose last turn (the assistant's reply) is
+    /// the target, read by `reader = "chat"`; evaluated by generation (exact match) and by the
+    /// response's log-likelihood.
+    Generation,
 }
 
 /// File format of the task's files.
@@ -42,6 +46,10 @@ pub enum Reader {
     /// `passage.*`, `question.*`, `answer.*` (any other path is looked up in the line's object);
     /// the group is `<passage idx>-<question idx>`; a passage is one split unit.
     Multirc,
+    /// Instruction data (JSONL, `kind = "generation"`): each line holds `messages` (a list of
+    /// `{"role", "content"}` ending with the assistant's reply) or `prompt` and `response`
+    /// (`data::instruct`); text_a, text_b and label are not read.
+    Chat,
 }
 
 /// Which split protocol applies (S3PET.md section 6).
@@ -209,7 +217,7 @@ impl TaskSpec {
     pub fn num_labels(&self) -> usize {
         match self.kind {
             TaskKind::Classification => self.labels.len(),
-            TaskKind::Regression | TaskKind::MultipleChoice => 1,
+            TaskKind::Regression | TaskKind::MultipleChoice | TaskKind::Generation => 1,
         }
     }
 
@@ -243,6 +251,12 @@ impl TaskSpec {
             }
             TaskKind::MultipleChoice if self.text_b.is_some() => {
                 return bad("text_b", "multiple choice takes no text_b (each choice is the text_b)".into());
+            }
+            TaskKind::Generation if !self.labels.is_empty() => {
+                return bad("labels", "generation takes no label values (the target is the reply)".into());
+            }
+            TaskKind::Generation if self.has_files() && self.reader != Reader::Chat => {
+                return bad("reader", "generation tasks read their files with reader = \"chat\"".into());
             }
             _ => {}
         }
@@ -280,6 +294,14 @@ impl TaskSpec {
         if self.reader == Reader::Multirc && self.format != Some(Format::Jsonl) {
             return bad("reader", "the multirc reader reads JSONL files");
         }
+        if self.reader == Reader::Chat
+            && (self.format != Some(Format::Jsonl) || self.kind != TaskKind::Generation)
+        {
+            return bad("reader", "the chat reader reads the JSONL files of kind = \"generation\" tasks");
+        }
+        if self.kind == TaskKind::Generation && self.hub.is_some() {
+            return bad("hub", "generation tasks read local JSONL files only");
+        }
         self.hub.as_ref().map_or(Ok(()), |h| h.validate(self))
     }
 
@@ -292,6 +314,9 @@ impl TaskSpec {
             if !metrics::NAMES.contains(&m.as_str()) {
                 let known = metrics::NAMES.join(", ");
                 return Err(Error::config(key, format!("unknown metric `{m}` (known: {known})")));
+            }
+            if metrics::is_generation_metric(m) != (self.kind == TaskKind::Generation) {
+                return Err(Error::config(key, format!("metric `{m}` does not fit kind {:?}", self.kind)));
             }
             if metrics::is_regression_metric(m) != (self.kind == TaskKind::Regression) {
                 return Err(Error::config(key, format!("metric `{m}` does not fit kind {:?}", self.kind)));

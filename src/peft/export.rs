@@ -1,7 +1,8 @@
 //! A run's deltas as PEFT adapters: LoRA (with BitFit on the same Linear as PEFT's `lora_bias`; BitFit
 //! on a Linear without LoRA as a rank-1 LoRA whose factors are zero, its bias in `lora_bias`) and
 //! LN_TUNING (LNFit and BitFit at a LayerNorm folded into the norm's weight and bias).
-use super::{classifier_key, site_key, LN_SUBDIR};
+use super::{classifier_key, Family, LN_SUBDIR};
+use crate::backbone::ModelConfig;
 use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -77,8 +78,9 @@ struct Plan {
 fn plan(
     modules: &[ModuleSpec],
     full: bool,
-    cfg: &crate::backbone::BertConfig,
+    cfg: &ModelConfig,
 ) -> Result<std::result::Result<Plan, Unrepresentable>> {
+    let rms = Family::of(cfg).rms;
     let mut bad = Vec::new();
     let mut lora = Vec::new();
     let mut norms: Vec<String> = Vec::new();
@@ -87,6 +89,11 @@ fn plan(
         let is_norm = matches!(site_shape(cfg, &m.site)?, SiteShape::Norm { .. });
         match m.kind {
             DeltaKind::Lora => lora.push(LoraTarget::lora(m, has(&m.site, DeltaKind::Bitfit))),
+            DeltaKind::Bitfit if is_norm && rms => bad.push((
+                m.site.clone(),
+                m.kind,
+                "BitFit after an RMS norm: LN_TUNING tunes the norm's weight only",
+            )),
             DeltaKind::Lnfit | DeltaKind::Bitfit if is_norm => {
                 if !norms.contains(&m.site) {
                     norms.push(m.site.clone());
@@ -107,12 +114,12 @@ fn plan(
 
 /// The modules PEFT cannot hold among `modules` (a structure, or every candidate of a search space:
 /// when none is reported, every structure of the space exports), `None` when all export.
-pub fn unrepresentable(
+pub fn unrepresentable<C: Clone + Into<ModelConfig>>(
     modules: &[ModuleSpec],
     full: bool,
-    cfg: &crate::backbone::BertConfig,
+    cfg: &C,
 ) -> Result<Option<Unrepresentable>> {
-    Ok(plan(modules, full, cfg)?.err())
+    Ok(plan(modules, full, &cfg.clone().into())?.err())
 }
 
 /// The most common value (the smallest among ties), for PEFT's `r` / `lora_alpha` defaults.
@@ -136,7 +143,10 @@ fn store_tensor(model: &Model, name: &str) -> Result<Tensor> {
         .ok_or_else(|| Error::Tensor { key: name.into(), msg: "missing from the run's weights".into() })
 }
 
-fn classifier(model: &Model) -> Result<Vec<(String, Tensor)>> {
+fn classifier(model: &Model, fam: Family) -> Result<Vec<(String, Tensor)>> {
+    if !fam.head {
+        return Ok(Vec::new());
+    }
     Ok(vec![
         (classifier_key("weight"), store_tensor(model, "classifier.weight")?),
         (classifier_key("bias"), store_tensor(model, "classifier.bias")?),
@@ -145,10 +155,16 @@ fn classifier(model: &Model) -> Result<Vec<(String, Tensor)>> {
 
 /// A target's saved tensors: lora_A, lora_B and, when the adapter has `lora_bias`, lora_B's bias
 /// (BitFit's b divided by alpha / r, since PEFT scales lora_B's output, bias included; zero without BitFit).
-fn lora_tensors(model: &Model, t: &LoraTarget, with_bias: bool) -> Result<Vec<(String, Tensor)>> {
-    let site = &t.spec.site;
+fn lora_tensors(
+    model: &Model,
+    t: &LoraTarget,
+    with_bias: bool,
+    cfg: &ModelConfig,
+) -> Result<Vec<(String, Tensor)>> {
+    let (site, fam) = (&t.spec.site, Family::of(cfg));
+    let site_key = |site: &str, leaf: &str| fam.key(site, leaf);
     let (a, b) = if t.bias_only {
-        let SiteShape::Linear { d_in, d_out, .. } = site_shape(&bert_of(model)?.cfg, site)? else {
+        let SiteShape::Linear { d_in, d_out, .. } = site_shape(cfg, site)? else {
             return Err(Error::site(site, "BitFit exported as LoRA bias at a site that is not a Linear"));
         };
         let zeros = |shape: [i64; 2]| Tensor::zeros(shape, (tch::Kind::Float, Device::Cpu));
@@ -171,7 +187,8 @@ fn lora_tensors(model: &Model, t: &LoraTarget, with_bias: bool) -> Result<Vec<(S
     Ok(out)
 }
 
-fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<PeftAdapter> {
+fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str, cfg: &ModelConfig) -> Result<PeftAdapter> {
+    let fam = Family::of(cfg);
     let first = &targets.first().ok_or_else(|| Error::Msg("no LoRA module to export".into()))?.spec;
     let r = mode(targets.iter().map(|t| t.spec.rank())).unwrap_or(first.rank());
     let alpha = mode(targets.iter().map(|t| t.spec.alpha())).unwrap_or(first.alpha());
@@ -179,7 +196,7 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<Pef
     let dropout = mode(targets.iter().filter(|t| !t.bias_only).map(|t| t.spec.dropout())).unwrap_or(0.0);
     let with_bias = targets.iter().any(|t| t.bitfit);
     let (mut ranks, mut alphas) = (Map::new(), Map::new());
-    let mut tensors = classifier(model)?;
+    let mut tensors = classifier(model, fam)?;
     for t in targets {
         if t.spec.rank() != r {
             ranks.insert(t.spec.site.clone(), json!(t.spec.rank()));
@@ -187,11 +204,11 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<Pef
         if t.spec.alpha() != alpha {
             alphas.insert(t.spec.site.clone(), json!(t.spec.alpha()));
         }
-        tensors.extend(lora_tensors(model, t, with_bias)?);
+        tensors.extend(lora_tensors(model, t, with_bias, cfg)?);
     }
     let config = json!({
         "peft_type": "LORA",
-        "task_type": "SEQ_CLS",
+        "task_type": fam.task_type,
         "base_model_name_or_path": base,
         "revision": null,
         "inference_mode": true,
@@ -203,7 +220,7 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<Pef
         "alpha_pattern": alphas,
         "bias": "none",
         "lora_bias": with_bias,
-        "modules_to_save": ["classifier"],
+        "modules_to_save": saved(fam),
         "fan_in_fan_out": false,
         "init_lora_weights": true,
         "use_rslora": false,
@@ -214,15 +231,47 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<Pef
     Ok(PeftAdapter { subdir: None, config, tensors })
 }
 
-/// PEFT export targets transformers' BertForSequenceClassification: BERT-family runs only.
-fn bert_of(model: &Model) -> Result<&crate::backbone::Bert> {
-    model.bert().ok_or_else(|| {
-        Error::config(
-            "format",
-            "PEFT export is for BERT-family runs (BertForSequenceClassification); export a T5 run with \
-             --format native",
-        )
-    })
+/// `modules_to_save`: the encoders' classifier, nothing for the LM heads (frozen).
+fn saved(fam: Family) -> Value {
+    if fam.head {
+        json!(["classifier"])
+    } else {
+        Value::Null
+    }
+}
+
+/// The LN_TUNING tensors of a norm site: its weight (with LNFit folded in) and, for a LayerNorm, its
+/// bias (with BitFit folded in); an RMS norm has no bias.
+fn norm_tensors(model: &Model, site: &str) -> Result<(Tensor, Option<Tensor>)> {
+    if let Some(bert) = model.bert() {
+        let norm = bert
+            .norm_sites()
+            .into_iter()
+            .find(|n| n.name == site)
+            .ok_or_else(|| Error::site(site, "not a LayerNorm"))?;
+        let (w, b) = norm.folded().ok_or_else(|| Error::site(site, "holds a delta LN_TUNING cannot fold"))?;
+        return Ok((w, Some(b)));
+    }
+    let norms = match (model.t5(), model.causal()) {
+        (Some(t5), _) => t5.norm_sites(),
+        (None, Some((llama, _))) => llama.norm_sites(),
+        _ => Vec::new(),
+    };
+    let norm =
+        norms.into_iter().find(|n| n.name == site).ok_or_else(|| Error::site(site, "not an RMS norm"))?;
+    let mut w = norm.weight.detach().to_kind(tch::Kind::Float).copy();
+    for d in &norm.deltas {
+        match &d.module {
+            crate::delta::DeltaModule::Lnfit(m) => w += m.w.detach(),
+            _ => {
+                return Err(Error::site(
+                    site,
+                    "holds a delta LN_TUNING cannot fold (BitFit after an RMS norm)",
+                ))
+            }
+        }
+    }
+    Ok((w, None))
 }
 
 fn ln_adapter(
@@ -230,25 +279,26 @@ fn ln_adapter(
     sites: &[String],
     base: &str,
     subdir: Option<&'static str>,
+    cfg: &ModelConfig,
 ) -> Result<PeftAdapter> {
-    let mut tensors = classifier(model)?;
-    let norms = bert_of(model)?.norm_sites();
+    let fam = Family::of(cfg);
+    let mut tensors = classifier(model, fam)?;
     for site in sites {
-        let norm =
-            norms.iter().find(|n| &n.name == site).ok_or_else(|| Error::site(site, "not a LayerNorm"))?;
-        let (w, b) = norm.folded().ok_or_else(|| Error::site(site, "holds a delta LN_TUNING cannot fold"))?;
-        tensors.push((site_key(site, "ln_tuning_layers.weight"), w.to_device(Device::Cpu).contiguous()));
-        tensors.push((site_key(site, "ln_tuning_layers.bias"), b.to_device(Device::Cpu).contiguous()));
+        let (w, b) = norm_tensors(model, site)?;
+        tensors.push((fam.key(site, "ln_tuning_layers.weight"), w.to_device(Device::Cpu).contiguous()));
+        if let Some(b) = b {
+            tensors.push((fam.key(site, "ln_tuning_layers.bias"), b.to_device(Device::Cpu).contiguous()));
+        }
     }
     let config = json!({
         "peft_type": "LN_TUNING",
-        "task_type": "SEQ_CLS",
+        "task_type": fam.task_type,
         "base_model_name_or_path": base,
         "revision": null,
         "inference_mode": true,
         "target_modules": sites,
         "exclude_modules": null,
-        "modules_to_save": ["classifier"],
+        "modules_to_save": saved(fam),
     });
     Ok(PeftAdapter { subdir, config, tensors })
 }
@@ -260,17 +310,18 @@ pub fn export(
     structure: &Structure,
     base: &str,
 ) -> Result<std::result::Result<Exported, Unrepresentable>> {
-    let plan = match plan(&structure.modules, structure.full, &bert_of(model)?.cfg)? {
+    let cfg = super::model_config(model)?;
+    let plan = match plan(&structure.modules, structure.full, &cfg)? {
         Ok(p) => p,
         Err(u) => return Ok(Err(u)),
     };
     let mut adapters = Vec::new();
     if !plan.lora.is_empty() {
-        adapters.push(lora_adapter(model, &plan.lora, base)?);
+        adapters.push(lora_adapter(model, &plan.lora, base, &cfg)?);
     }
     if !plan.norms.is_empty() {
         let subdir = if adapters.is_empty() { None } else { Some(LN_SUBDIR) };
-        adapters.push(ln_adapter(model, &plan.norms, base, subdir)?);
+        adapters.push(ln_adapter(model, &plan.norms, base, subdir, &cfg)?);
     }
     if adapters.is_empty() {
         return Err(Error::Msg("the run has no delta modules to export".into()));

@@ -7,8 +7,8 @@
 //! Linear biases (`bias` = `lora_only` / `all`) become BitFit; an LN_TUNING norm becomes LNFit
 //! (weight - base weight) and BitFit (bias - base bias), keeping only the parts that differ from the
 //! base (both when neither does).
-use super::{split_key, BACKBONE, CONFIG_FILE, WEIGHTS_FILE};
-use crate::backbone::{Arch, BertConfig, Weights};
+use super::{split_key, Family, CONFIG_FILE, WEIGHTS_FILE};
+use crate::backbone::{ModelConfig, Weights};
 use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -79,7 +79,8 @@ fn num(cfg: &Value, field: &str, file: &Path) -> Result<f64> {
 }
 
 struct Reader<'a> {
-    cfg: &'a BertConfig,
+    cfg: ModelConfig,
+    fam: Family,
     base: &'a Weights,
     sites: Vec<(String, SiteShape)>,
     modules: Vec<ModuleSpec>,
@@ -90,10 +91,10 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// The s3pet site of a module path inside BertForSequenceClassification.
     fn site(&self, path: &str, key: &str) -> Result<(String, SiteShape)> {
-        let site = path.strip_prefix(BACKBONE).unwrap_or(path);
+        let site = path.strip_prefix(self.fam.prefix).unwrap_or(path);
         self.sites.iter().find(|(s, _)| s == site).cloned().ok_or_else(|| Error::Tensor {
             key: key.into(),
-            msg: format!("`{site}` is not a delta site of this BERT"),
+            msg: format!("`{site}` is not a delta site of this model ({})", self.cfg.describe()),
         })
     }
 
@@ -267,7 +268,32 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// LN_TUNING at an RMS norm: its weight only, the difference to the base weight becoming LNFit.
+    fn read_rms(&mut self, groups: Groups) -> Result<()> {
+        for ModuleGroup { site, shape, any_key, leaves, .. } in self.module_groups(groups)? {
+            let Some((kw, w)) = leaves.get("ln_tuning_layers.weight").filter(|_| leaves.len() == 1) else {
+                return Err(Error::Tensor {
+                    key: any_key,
+                    msg: "expected ln_tuning_layers.weight alone (an RMS norm)".into(),
+                });
+            };
+            let d = shape.d_out();
+            if !matches!(shape, SiteShape::Norm { .. }) || w.size() != [d] {
+                return Err(Error::Tensor {
+                    key: kw.clone(),
+                    msg: format!("`{site}` is not an RMS norm of width {d}"),
+                });
+            }
+            let dw = w.to_kind(tch::Kind::Float) - self.base(&site, "weight", d)?;
+            self.add(&site, DeltaKind::Lnfit, ModuleSpec::new(&site, DeltaKind::Lnfit), vec![("lnfit", dw)])?;
+        }
+        Ok(())
+    }
+
     fn read_ln(&mut self, groups: Groups) -> Result<()> {
+        if self.fam.rms {
+            return self.read_rms(groups);
+        }
         for ModuleGroup { site, shape, any_key, leaves, .. } in self.module_groups(groups)? {
             let (Some((kw, w)), Some((kb, b))) =
                 (leaves.get("ln_tuning_layers.weight"), leaves.get("ln_tuning_layers.bias"))
@@ -337,9 +363,11 @@ fn read_groups(file: &Path) -> Result<Groups> {
 }
 
 /// Reads a PEFT adapter directory (and its sub-adapters) against the base model `base` / `cfg`.
-pub fn import(dir: &Path, base: &Weights, cfg: &BertConfig) -> Result<Imported> {
+pub fn import<C: Clone + Into<ModelConfig>>(dir: &Path, base: &Weights, cfg: &C) -> Result<Imported> {
     let dirs = adapter_dirs(dir)?;
-    let mut r = Reader { cfg, base, sites: cfg.sites(), modules: vec![], tensors: vec![], classifier: None };
+    let cfg: ModelConfig = cfg.clone().into();
+    let (fam, sites) = (Family::of(&cfg), cfg.sites());
+    let mut r = Reader { cfg, fam, base, sites, modules: vec![], tensors: vec![], classifier: None };
     let mut base_model = None;
     for d in &dirs {
         let file = d.join(CONFIG_FILE);
@@ -365,20 +393,33 @@ pub fn import(dir: &Path, base: &Weights, cfg: &BertConfig) -> Result<Imported> 
             base_model = ac.get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string);
         }
     }
-    let (w, b) = r.classifier.take().ok_or_else(|| {
-        Error::file(dir, "no classifier in the adapter (modules_to_save); s3pet needs the task head")
-    })?;
-    if !w.defined()
-        || !b.defined()
-        || w.dim() != 2
-        || b.size() != [w.size()[0]]
-        || w.size()[1] != r.cfg.hidden_size
-    {
-        return Err(Error::file(dir, "the classifier needs weight (labels, hidden) and bias (labels)"));
-    }
-    let num_labels = w.size()[0];
-    r.tensors.push(("classifier.weight".into(), w));
-    r.tensors.push(("classifier.bias".into(), b));
+    let num_labels = match (&r.cfg, r.classifier.take()) {
+        (ModelConfig::Bert(c), Some((w, b)))
+            if w.defined()
+                && b.defined()
+                && w.dim() == 2
+                && b.size() == [w.size()[0]]
+                && w.size()[1] == c.hidden_size =>
+        {
+            let n = w.size()[0];
+            r.tensors.push(("classifier.weight".into(), w));
+            r.tensors.push(("classifier.bias".into(), b));
+            n
+        }
+        (ModelConfig::Bert(_), Some(_)) => {
+            return Err(Error::file(dir, "the classifier needs weight (labels, hidden) and bias (labels)"))
+        }
+        (ModelConfig::Bert(_), None) => {
+            return Err(Error::file(
+                dir,
+                "no classifier in the adapter (modules_to_save); s3pet needs the task head",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(Error::file(dir, "a classifier in an adapter of a model whose head is its LM head"))
+        }
+        (_, None) => 0,
+    };
     let order = |m: &ModuleSpec| (r.sites.iter().position(|(s, _)| *s == m.site), m.kind);
     let mut modules = r.modules;
     modules.sort_by_key(order);

@@ -8,12 +8,16 @@
 //! (`modules_to_save`), so either loads alone onto a fresh BertForSequenceClassification.
 //! `s3pet_export.json` (written last) records the run, task and labels.
 mod export;
+mod family;
 mod import;
 mod run;
 
 pub use export::{export, unrepresentable, Exported, PeftAdapter, Unrepresentable};
+pub use family::{model_config, Family};
 pub use import::{import, Imported};
-pub use run::{export_run, imported_model, write_adapters, PeftExport, WrittenAdapter, EXPORT_FILES};
+pub use run::{
+    export_run, imported_model, imported_model_with, write_adapters, PeftExport, WrittenAdapter, EXPORT_FILES,
+};
 
 /// The prefix PEFT gives every key of a saved adapter (PeftModel -> base_model -> model).
 pub const KEY_PREFIX: &str = "base_model.model.";

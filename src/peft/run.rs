@@ -1,7 +1,7 @@
 //! PEFT adapters and s3pet run directories: a finished run exported as a PEFT adapter directory
 //! (written atomically), and an imported adapter built into an s3pet model.
 use super::{export, Exported, Imported, CONFIG_FILE, META_FILE, WEIGHTS_FILE};
-use crate::backbone::{Arch, BertConfig, Placement, Weights};
+use crate::backbone::{ModelConfig, Placement, Weights};
 use crate::config::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::model::{HeadInit, Model};
@@ -56,8 +56,10 @@ pub fn export_run(run_dir: &Path, out: &Path, overwrite: bool) -> Result<PeftExp
             tensors: ad.tensors.len(),
         })
         .collect();
+    let words = model.causal().map(|(_, p)| json!({"words": p.words, "word_ids": p.word_ids}));
     let meta = json!({
         "format": "peft",
+        "prompt": words,
         "run": portable(run_dir),
         "task": cfg.task,
         "labels": spec.labels,
@@ -87,17 +89,28 @@ pub fn write_adapters(exported: &Exported, dir: &Path) -> Result<()> {
 
 /// The model an imported adapter describes: its modules placed on the base `weights` (gates at 1),
 /// their values and the classifier set from the adapter; with the structure it makes (source `peft`).
-pub fn imported_model(
+pub fn imported_model<C: Clone + Into<ModelConfig>>(
     imported: &Imported,
-    cfg: &BertConfig,
+    cfg: &C,
     weights: &Weights,
     seed: u64,
 ) -> Result<(Structure, Model)> {
-    let structure = Structure::manual("peft", imported.modules.clone(), cfg, cfg.param_count())?;
+    imported_model_with(imported, cfg, weights, HeadInit::Fresh { num_labels: imported.num_labels }, seed)
+}
+
+/// [`imported_model`] with the head given (a decoder's or T5's task words: [`HeadInit::for_task`]).
+pub fn imported_model_with<C: Clone + Into<ModelConfig>>(
+    imported: &Imported,
+    cfg: &C,
+    weights: &Weights,
+    head: HeadInit,
+    seed: u64,
+) -> Result<(Structure, Model)> {
+    let cfg: ModelConfig = cfg.clone().into();
+    let structure = Structure::manual("peft", imported.modules.clone(), &cfg, cfg.param_count())?;
     let placements: Vec<Placement> =
         structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
-    let head = HeadInit::Fresh { num_labels: imported.num_labels };
-    let model = Model::build(cfg, weights, &placements, false, head, seed)?;
+    let model = Model::build(&cfg, weights, &placements, false, head, seed)?;
     if model.store.len() != imported.tensors.len() {
         return Err(Error::Msg(format!(
             "{} tensors imported for {} parameters",

@@ -28,14 +28,8 @@ pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> 
     let spec = TaskSpec::resolve(&cfg.task)?;
     let md = ModelDir::open(&cfg.model)?;
     let weights = md.load_weights(cfg.device()?)?;
-    let ModelConfig::Bert(bert_cfg) = &md.cfg else {
-        return Err(Error::file(
-            dir,
-            format!("PEFT import is for BERT-family models; {} is not one", cfg.model.display()),
-        ));
-    };
-    let imp = crate::peft::import(dir, &weights, bert_cfg)?;
-    if imp.num_labels != spec.num_labels() as i64 {
+    let imp = crate::peft::import(dir, &weights, &md.cfg)?;
+    if matches!(md.cfg, ModelConfig::Bert(_)) && imp.num_labels != spec.num_labels() as i64 {
         let msg = format!(
             "the adapter's classifier has {} labels but task `{}` has {}",
             imp.num_labels,
@@ -47,7 +41,11 @@ pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> 
     if let Some(b) = &imp.base_model {
         tracing::info!(base_model_name_or_path = %b, model = %cfg.model.display(), "adapter base model");
     }
-    let (structure, model) = crate::peft::imported_model(&imp, bert_cfg, &weights, cfg.seed)
+    let head = match &md.cfg {
+        ModelConfig::Bert(_) => crate::model::HeadInit::Fresh { num_labels: imp.num_labels },
+        _ => crate::model::HeadInit::for_task(&spec, &md)?,
+    };
+    let (structure, model) = crate::peft::imported_model_with(&imp, &md.cfg, &weights, head, cfg.seed)
         .map_err(|e| Error::file(dir, e.to_string()))?;
     // the run directory appears whole or not at all
     crate::artifact::write_dir(

@@ -25,6 +25,9 @@ fn merged_config(base: &Path, spec: &TaskSpec) -> Result<Value> {
 /// Folds the run in `run` into a plain model directory `out` (written atomically).
 pub fn merge_run(run: &Path, out: &Path, overwrite: bool) -> Result<Value> {
     let RunModel { md, spec, model, .. } = RunModel::open(run, Some(DeviceSpec::Cpu))?;
+    if let Some((llama, _)) = model.causal() {
+        return super::merge_lm::merge_causal(llama, &md, out, overwrite);
+    }
     let (Some(bert), Some(head)) = (model.bert(), model.head()) else {
         return Err(Error::Msg(
             "merge writes a BertForSequenceClassification; a T5 run keeps its deltas in weights.safetensors"

@@ -5,6 +5,7 @@ pub mod finished;
 pub mod import;
 pub mod load;
 pub mod merge;
+pub mod merge_lm;
 pub mod plan;
 pub mod predict;
 pub mod report;

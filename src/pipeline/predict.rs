@@ -81,6 +81,14 @@ pub fn predict(
     out: &mut impl Write,
 ) -> Result<()> {
     let rm = RunModel::open(run, device)?;
+    if let Some((llama, p)) = rm.model.causal().filter(|_| rm.spec.kind != TaskKind::MultipleChoice) {
+        for chunk in inputs.chunks(rm.cfg.eval_batch_size.max(1)) {
+            for v in crate::causal::predict_lines(llama, p, &rm.spec, chunk, rm.cfg.max_length)? {
+                writeln!(out, "{v}").map_err(|e| Error::io("<stdout>", e))?;
+            }
+        }
+        return Ok(());
+    }
     if rm.spec.kind == TaskKind::MultipleChoice {
         return Err(Error::Msg(format!(
             "predict handles classification and regression tasks; `{}` is multiple choice",

@@ -237,14 +237,8 @@ pub fn search_then_retrain(cfg: &RunConfig, out: &Path, o: RunOpts) -> Result<Va
 pub fn check_peft_space(cfg: &RunConfig) -> Result<()> {
     let s = settings(cfg)?;
     let mcfg = ModelConfig::from_file(&crate::hub::resolve(&cfg.model)?.join("config.json"))?;
-    let ModelConfig::Bert(bert) = &mcfg else {
-        return Err(Error::config(
-            "--export",
-            "PEFT export covers BERT-family encoders; this model is not one",
-        ));
-    };
     let cands = Space::resolve(&s.space)?.candidates(&mcfg)?;
-    match crate::peft::unrepresentable(&cands, false, bert)? {
+    match crate::peft::unrepresentable(&cands, false, &mcfg)? {
         None => Ok(()),
         Some(u) => Err(Error::config(
             "--export",
