@@ -1,7 +1,8 @@
 //! A run's deltas as PEFT adapters: LoRA (with BitFit on the same Linear as PEFT's `lora_bias`; BitFit
 //! on a Linear without LoRA as a rank-1 LoRA whose factors are zero, its bias in `lora_bias`) and
 //! LN_TUNING (LNFit and BitFit at a LayerNorm folded into the norm's weight and bias).
-use super::{classifier_key, site_key, LN_SUBDIR};
+use super::{head_key, site_key, LN_SUBDIR};
+use crate::backbone::{Arch, Encoder};
 use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -77,7 +78,7 @@ struct Plan {
 fn plan(
     modules: &[ModuleSpec],
     full: bool,
-    cfg: &crate::backbone::BertConfig,
+    cfg: &impl Arch,
 ) -> Result<std::result::Result<Plan, Unrepresentable>> {
     let mut bad = Vec::new();
     let mut lora = Vec::new();
@@ -110,7 +111,7 @@ fn plan(
 pub fn unrepresentable(
     modules: &[ModuleSpec],
     full: bool,
-    cfg: &crate::backbone::BertConfig,
+    cfg: &impl Arch,
 ) -> Result<Option<Unrepresentable>> {
     Ok(plan(modules, full, cfg)?.err())
 }
@@ -136,11 +137,23 @@ fn store_tensor(model: &Model, name: &str) -> Result<Tensor> {
         .ok_or_else(|| Error::Tensor { key: name.into(), msg: "missing from the run's weights".into() })
 }
 
-fn classifier(model: &Model) -> Result<Vec<(String, Tensor)>> {
-    Ok(vec![
-        (classifier_key("weight"), store_tensor(model, "classifier.weight")?),
-        (classifier_key("bias"), store_tensor(model, "classifier.bias")?),
-    ])
+/// Tensors under their saved-adapter keys.
+type Named = Vec<(String, Tensor)>;
+
+/// The head's tensors under their saved-adapter keys (PEFT saves `modules_to_save` without its wrapper's
+/// names), and the head's modules.
+fn head(model: &Model) -> Result<(Named, Vec<&'static str>)> {
+    let head = model.head().ok_or_else(|| Error::Msg("the model has no classification head".into()))?;
+    let tensors = head
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (head_key(&n), t.detach().to_device(Device::Cpu).contiguous()));
+    Ok((tensors.collect(), head.layout.modules()))
+}
+
+/// The backbone prefix of the model's task model in saved-adapter keys.
+fn prefix(model: &Model) -> &'static str {
+    model.cfg.family().prefix()
 }
 
 /// A target's saved tensors: lora_A, lora_B and, when the adapter has `lora_bias`, lora_B's bias
@@ -148,7 +161,7 @@ fn classifier(model: &Model) -> Result<Vec<(String, Tensor)>> {
 fn lora_tensors(model: &Model, t: &LoraTarget, with_bias: bool) -> Result<Vec<(String, Tensor)>> {
     let site = &t.spec.site;
     let (a, b) = if t.bias_only {
-        let SiteShape::Linear { d_in, d_out, .. } = site_shape(&bert_of(model)?.cfg, site)? else {
+        let SiteShape::Linear { d_in, d_out, .. } = site_shape(&model.cfg, site)? else {
             return Err(Error::site(site, "BitFit exported as LoRA bias at a site that is not a Linear"));
         };
         let zeros = |shape: [i64; 2]| Tensor::zeros(shape, (tch::Kind::Float, Device::Cpu));
@@ -164,10 +177,10 @@ fn lora_tensors(model: &Model, t: &LoraTarget, with_bias: bool) -> Result<Vec<(S
         } else {
             Tensor::zeros([b.size()[0]], (tch::Kind::Float, Device::Cpu))
         };
-        out.push((site_key(site, "lora_B.bias"), bias.contiguous()));
+        out.push((site_key(prefix(model), site, "lora_B.bias"), bias.contiguous()));
     }
-    out.push((site_key(site, "lora_A.weight"), a));
-    out.push((site_key(site, "lora_B.weight"), b));
+    out.push((site_key(prefix(model), site, "lora_A.weight"), a));
+    out.push((site_key(prefix(model), site, "lora_B.weight"), b));
     Ok(out)
 }
 
@@ -179,7 +192,7 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<Pef
     let dropout = mode(targets.iter().filter(|t| !t.bias_only).map(|t| t.spec.dropout())).unwrap_or(0.0);
     let with_bias = targets.iter().any(|t| t.bitfit);
     let (mut ranks, mut alphas) = (Map::new(), Map::new());
-    let mut tensors = classifier(model)?;
+    let (mut tensors, to_save) = head(model)?;
     for t in targets {
         if t.spec.rank() != r {
             ranks.insert(t.spec.site.clone(), json!(t.spec.rank()));
@@ -203,7 +216,7 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<Pef
         "alpha_pattern": alphas,
         "bias": "none",
         "lora_bias": with_bias,
-        "modules_to_save": ["classifier"],
+        "modules_to_save": to_save,
         "fan_in_fan_out": false,
         "init_lora_weights": true,
         "use_rslora": false,
@@ -214,13 +227,13 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<Pef
     Ok(PeftAdapter { subdir: None, config, tensors })
 }
 
-/// PEFT export targets transformers' BertForSequenceClassification: BERT-family runs only.
-fn bert_of(model: &Model) -> Result<&crate::backbone::Bert> {
-    model.bert().ok_or_else(|| {
+/// PEFT export targets transformers' sequence-classification models: encoder runs only.
+fn encoder_of(model: &Model) -> Result<&Encoder> {
+    model.encoder().ok_or_else(|| {
         Error::config(
             "format",
-            "PEFT export is for BERT-family runs (BertForSequenceClassification); export a T5 run with \
-             --format native",
+            "PEFT export is for encoder runs (BERT, RoBERTa, MPNet, DeBERTa-v2, DistilBERT sequence \
+             classification); export a T5 run with --format native",
         )
     })
 }
@@ -231,14 +244,15 @@ fn ln_adapter(
     base: &str,
     subdir: Option<&'static str>,
 ) -> Result<PeftAdapter> {
-    let mut tensors = classifier(model)?;
-    let norms = bert_of(model)?.norm_sites();
+    let (mut tensors, to_save) = head(model)?;
+    let norms = encoder_of(model)?.norm_sites();
     for site in sites {
         let norm =
             norms.iter().find(|n| &n.name == site).ok_or_else(|| Error::site(site, "not a LayerNorm"))?;
         let (w, b) = norm.folded().ok_or_else(|| Error::site(site, "holds a delta LN_TUNING cannot fold"))?;
-        tensors.push((site_key(site, "ln_tuning_layers.weight"), w.to_device(Device::Cpu).contiguous()));
-        tensors.push((site_key(site, "ln_tuning_layers.bias"), b.to_device(Device::Cpu).contiguous()));
+        let key = |leaf: &str| site_key(prefix(model), site, leaf);
+        tensors.push((key("ln_tuning_layers.weight"), w.to_device(Device::Cpu).contiguous()));
+        tensors.push((key("ln_tuning_layers.bias"), b.to_device(Device::Cpu).contiguous()));
     }
     let config = json!({
         "peft_type": "LN_TUNING",
@@ -248,7 +262,7 @@ fn ln_adapter(
         "inference_mode": true,
         "target_modules": sites,
         "exclude_modules": null,
-        "modules_to_save": ["classifier"],
+        "modules_to_save": to_save,
     });
     Ok(PeftAdapter { subdir, config, tensors })
 }
@@ -260,7 +274,8 @@ pub fn export(
     structure: &Structure,
     base: &str,
 ) -> Result<std::result::Result<Exported, Unrepresentable>> {
-    let plan = match plan(&structure.modules, structure.full, &bert_of(model)?.cfg)? {
+    encoder_of(model)?;
+    let plan = match plan(&structure.modules, structure.full, &model.cfg)? {
         Ok(p) => p,
         Err(u) => return Ok(Err(u)),
     };

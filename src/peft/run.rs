@@ -1,7 +1,7 @@
 //! PEFT adapters and s3pet run directories: a finished run exported as a PEFT adapter directory
 //! (written atomically), and an imported adapter built into an s3pet model.
 use super::{export, Exported, Imported, CONFIG_FILE, META_FILE, WEIGHTS_FILE};
-use crate::backbone::{Arch, BertConfig, Placement, Weights};
+use crate::backbone::{ModelConfig, Placement, Weights};
 use crate::config::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::model::{HeadInit, Model};
@@ -36,7 +36,7 @@ pub const EXPORT_FILES: [&str; 5] = [
     "ln_tuning/adapter_model.safetensors",
 ];
 
-/// Exports the finished run in `run_dir` (BERT family) as PEFT adapters into `out`
+/// Exports the finished run in `run_dir` (an encoder family) as PEFT adapters into `out`
 /// (`s3pet export --format peft`): the adapters of [`export`], then `s3pet_export.json` with the task,
 /// labels and base model. Written into a temporary sibling directory renamed to `out` at the end, so
 /// `out` is complete or absent. An existing non-empty `out` is replaced only with `overwrite`, and only
@@ -87,17 +87,18 @@ pub fn write_adapters(exported: &Exported, dir: &Path) -> Result<()> {
 
 /// The model an imported adapter describes: its modules placed on the base `weights` (gates at 1),
 /// their values and the classifier set from the adapter; with the structure it makes (source `peft`).
-pub fn imported_model(
+pub fn imported_model<C: Clone + Into<ModelConfig>>(
     imported: &Imported,
-    cfg: &BertConfig,
+    cfg: &C,
     weights: &Weights,
     seed: u64,
 ) -> Result<(Structure, Model)> {
-    let structure = Structure::manual("peft", imported.modules.clone(), cfg, cfg.param_count())?;
+    let cfg: ModelConfig = cfg.clone().into();
+    let structure = Structure::manual("peft", imported.modules.clone(), &cfg, cfg.param_count())?;
     let placements: Vec<Placement> =
         structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
     let head = HeadInit::Fresh { num_labels: imported.num_labels };
-    let model = Model::build(cfg, weights, &placements, false, head, seed)?;
+    let model = Model::build(&cfg, weights, &placements, false, head, seed)?;
     if model.store.len() != imported.tensors.len() {
         return Err(Error::Msg(format!(
             "{} tensors imported for {} parameters",

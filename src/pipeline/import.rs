@@ -1,6 +1,5 @@
 //! `s3pet import-peft`: a PEFT LoRA / LN_TUNING adapter directory becomes an s3pet run directory
 //! (config.json, structure.json, weights.safetensors) for eval, predict, merge, export or retrain.
-use crate::backbone::ModelConfig;
 use crate::config::RunConfig;
 use crate::data::TaskSpec;
 use crate::error::{Error, Result};
@@ -29,13 +28,13 @@ pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> 
     let spec = TaskSpec::resolve(&cfg.task)?;
     let md = ModelDir::open(&cfg.model)?;
     let weights = md.load_weights(cfg.device()?)?;
-    let ModelConfig::Bert(bert_cfg) = &md.cfg else {
+    if md.cfg.is_t5() {
         return Err(Error::file(
             dir,
-            format!("PEFT import is for BERT-family models; {} is not one", cfg.model.display()),
+            format!("PEFT import is for encoder models; {} is a T5", cfg.model.display()),
         ));
-    };
-    let imp = crate::peft::import(dir, &weights, bert_cfg)?;
+    }
+    let imp = crate::peft::import(dir, &weights, &md.cfg)?;
     if imp.num_labels != spec.num_labels() as i64 {
         let msg = format!(
             "the adapter's classifier has {} labels but task `{}` has {}",
@@ -48,7 +47,7 @@ pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> 
     if let Some(b) = &imp.base_model {
         tracing::info!(base_model_name_or_path = %b, model = %cfg.model.display(), "adapter base model");
     }
-    let (structure, model) = crate::peft::imported_model(&imp, bert_cfg, &weights, cfg.seed)
+    let (structure, model) = crate::peft::imported_model(&imp, &md.cfg, &weights, cfg.seed)
         .map_err(|e| Error::file(dir, e.to_string()))?;
     let run = RunDir::create(out, overwrite)?;
     cfg.save(&run.path("config.json"))?;
