@@ -1,8 +1,8 @@
 //! `--model org/name` through the hf-hub crate against a loopback HTTP server that serves the tiny fixture
 //! model in the hub's layout (`/{repo}/resolve/{revision}/{file}` with etag, x-repo-commit and ranges);
-//! the cache under HF_HOME, and offline mode (HF_HUB_OFFLINE=1, --offline).
+//! the cache under HF_HOME, and offline mode (HF_HUB_OFFLINE=1, --offline); an MPNet served the same way.
 mod common;
-use common::{task_dir, tiny_dir};
+use common::{fixtures, task_dir, tiny_dir};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,7 +20,7 @@ fn etag(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-fn respond(mut s: TcpStream, root: &Path) -> std::io::Result<()> {
+fn respond(mut s: TcpStream, repo: &str, root: &Path) -> std::io::Result<()> {
     let mut reader = BufReader::new(s.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -37,7 +37,7 @@ fn respond(mut s: TcpStream, root: &Path) -> std::io::Result<()> {
             }
         }
     }
-    let file = path.strip_prefix(&format!("/{REPO}/resolve/main/")).map(|f| root.join(f));
+    let file = path.strip_prefix(&format!("/{repo}/resolve/main/")).map(|f| root.join(f));
     let Some(bytes) = file.filter(|f| f.is_file()).and_then(|f| std::fs::read(f).ok()) else {
         let body = b"Entry not found";
         write!(s, "HTTP/1.1 404 Not Found\r\nx-error-code: EntryNotFound\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
@@ -62,6 +62,11 @@ fn respond(mut s: TcpStream, root: &Path) -> std::io::Result<()> {
 
 /// A hub on 127.0.0.1 serving the tiny fixture model as REPO; returns its endpoint and request counter.
 fn serve() -> (String, Arc<AtomicUsize>) {
+    serve_dir(REPO, tiny_dir())
+}
+
+/// A hub on 127.0.0.1 serving the model directory `root` as `repo`.
+fn serve_dir(repo: &'static str, root: std::path::PathBuf) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
@@ -69,7 +74,7 @@ fn serve() -> (String, Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
             c.fetch_add(1, Ordering::SeqCst);
-            let _ = respond(s, &tiny_dir());
+            let _ = respond(s, repo, &root);
         }
     });
     (endpoint, count)
@@ -171,4 +176,17 @@ fn hub_model_downloads_into_the_cache_then_works_offline() {
         s3pet(&["inspect", "--model", "s3pet-test/missing"], d.path(), &endpoint, empty.path(), false),
         &["s3pet-test/missing", "could not be fetched", &endpoint],
     );
+}
+
+/// Another family by hub id: the tiny MPNet gives the same run as its local directory.
+#[test]
+fn hub_id_of_an_mpnet() {
+    let d = task_dir();
+    let home = tempfile::tempdir().unwrap();
+    let (endpoint, _) = serve_dir("s3pet-test/tiny-mpnet", fixtures().join("tiny_mpnet"));
+    let hub = train(&d, "s3pet-test/tiny-mpnet", &d.path().join("hub"), &endpoint, home.path());
+    let local_dir = fixtures().join("tiny_mpnet");
+    let local = train(&d, local_dir.to_str().unwrap(), &d.path().join("local"), &endpoint, home.path());
+    assert_eq!(hub["test"], local["test"]);
+    assert_eq!(hub["backbone_params"], 51_328);
 }
