@@ -199,8 +199,10 @@ impl Deberta {
         let q = split_heads(&l.query.forward(x, ctx), h); // (b, h, t, dh)
         let k = split_heads(&l.key.forward(x, ctx), h);
         let v = split_heads(&l.value.forward(x, ctx), h);
-        let terms = 1 + [self.cfg.has("c2p"), self.cfg.has("p2c")].iter().filter(|&&b| b).count();
-        // transformers' fp32 sqrt(head_dim x terms)
+        // transformers' fp32 sqrt(head_dim x terms), the terms counted from pos_att_type alone (also
+        // without relative attention)
+        let types = self.cfg.att_types().unwrap_or_default();
+        let terms = 1 + ["c2p", "p2c"].iter().filter(|t| types.iter().any(|x| x == *t)).count();
         let scale = ((q.size()[3] as f32) * terms as f32).sqrt() as f64;
         let bias = self.relative_scores(l, &q, &k, s, scale, ctx) + &s.mask; // (b, h, t, t)
         let a = Tensor::scaled_dot_product_attention(
