@@ -383,7 +383,8 @@ pub struct RandomArgs {
 /// value and its source are recorded in the run's config.json.
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct CommonArgs {
-    /// A Hugging Face BERT-family or T5 directory (config.json, model.safetensors, tokenizer.json), or a
+    /// A Hugging Face directory (config.json, model.safetensors, tokenizer.json) of an encoder (BERT,
+    /// RoBERTa, XLM-RoBERTa, MPNet, DeBERTa-v2/v3, DistilBERT) or of T5, or a
     /// hub model id `org/name` (downloaded once into the hub cache; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE)
     /// [default: models/all-MiniLM-L6-v2].
     #[arg(long, env = "S3PET_MODEL")]

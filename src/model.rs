@@ -1,8 +1,8 @@
 //! A backbone + deltas + task head, built from a model directory and a list of placements.
-//! Encoders (BERT family) classify with a head on the pooled output; encoder-decoders (T5) pose the
-//! task as text to text (the head is the task's label words).
+//! Encoders (BERT, RoBERTa, MPNet, DeBERTa-v2, DistilBERT) classify with their family's head; encoder-
+//! decoders (T5) pose the task as text to text (the head is the task's label words).
 use crate::backbone::loader::{check_placements, Loader};
-use crate::backbone::{Bert, BertConfig, Head, Llama, ModelConfig, Placement, Weights, T5};
+use crate::backbone::{Bert, Encoder, Head, HeadLayout, Llama, ModelConfig, Placement, Weights, T5};
 use crate::batch::Batch;
 use crate::data::{Target, TaskSpec};
 use crate::delta::Ctx;
@@ -13,8 +13,8 @@ use crate::text2text::Verbalizer;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// A Hugging Face directory (config.json, model.safetensors, tokenizer.json) of a BERT-family encoder
-/// or a T5 encoder-decoder.
+/// A Hugging Face directory (config.json, model.safetensors, tokenizer.json) of an encoder (BERT,
+/// RoBERTa, XLM-RoBERTa, MPNet, DeBERTa-v2, DistilBERT) or a T5 encoder-decoder.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
     pub dir: PathBuf,
@@ -41,19 +41,20 @@ impl ModelDir {
         Ok(ModelDir { dir: dir.to_path_buf(), cfg })
     }
 
-    /// The longest input the model takes: `requested`, cut to a BERT's `max_position_embeddings` so that
-    /// a long text is truncated instead of running past the position table (with a warning when the user
-    /// asked for the longer length: `explicit`).
+    /// The longest input the model takes: `requested`, cut to what an encoder's position table holds
+    /// (`max_position_embeddings`, less the padding offset of RoBERTa and MPNet) so that a long text is
+    /// truncated instead of running past the table (with a warning when the user asked for the longer
+    /// length: `explicit`).
     pub fn max_length(&self, requested: usize, explicit: bool) -> usize {
-        match &self.cfg {
-            crate::backbone::ModelConfig::Bert(c) if requested as i64 > c.max_position_embeddings => {
-                let m = c.max_position_embeddings.max(1) as usize;
+        match self.cfg.max_tokens() {
+            Some((m, table)) if requested as i64 > m => {
+                let m = m.max(1) as usize;
                 if !explicit {
                     return m;
                 }
                 tracing::warn!(
-                    "--max-length {requested} is more than {} allows (max_position_embeddings {m}): inputs are \
-                     truncated to {m} tokens",
+                    "--max-length {requested} is more than {} allows (max_position_embeddings {table}: {m} \
+                     tokens): inputs are truncated to {m} tokens",
                     self.dir.join("config.json").display()
                 );
                 m
@@ -71,7 +72,7 @@ impl ModelDir {
     /// The checkpoint's tensors, each checked against config.json (name and shape) now, so that a model
     /// directory whose config and weights disagree fails before anything is written.
     pub fn load_weights(&self, device: Device) -> Result<Weights> {
-        let weights = Weights::load(&self.weights_path(), device)?;
+        let weights = Weights::load_prefixed(&self.weights_path(), device, self.cfg.family().prefix())?;
         let mut store = ParamStore::new(device);
         let loader = Loader::new(&weights, &[], &mut store, false);
         load_body(&loader, &self.cfg).map_err(|e| {
@@ -84,15 +85,15 @@ impl ModelDir {
 /// The backbone of `cfg` read through `loader`.
 fn load_body(loader: &Loader, cfg: &ModelConfig) -> Result<Backbone> {
     Ok(match cfg {
-        ModelConfig::Bert(c) => Backbone::Bert(Bert::load(&loader.root(), c)?),
         ModelConfig::T5(c) => Backbone::T5(T5::load(&loader.root(), c)?),
         ModelConfig::Llama(c) => Backbone::Llama(Llama::load(&loader.root(), c)?),
+        encoder => Backbone::Encoder(Encoder::load(&loader.root(), encoder)?),
     })
 }
 
-/// A loaded backbone of either family, before the head is attached.
+/// A loaded backbone, before the head is attached.
 enum Backbone {
-    Bert(Bert),
+    Encoder(Encoder),
     T5(T5),
     Llama(Llama),
 }
@@ -116,19 +117,19 @@ impl HeadInit {
     /// The head a task needs on the model of `md`: a fresh classifier, or T5's label words.
     pub fn for_task(spec: &TaskSpec, md: &ModelDir) -> Result<HeadInit> {
         Ok(match &md.cfg {
-            ModelConfig::Bert(_) => HeadInit::Fresh { num_labels: spec.num_labels() as i64 },
             ModelConfig::T5(c) => {
                 HeadInit::Words(Box::new(Verbalizer::new(spec, &md.tokenizer_path(), c.eos_token_id)?))
             }
             ModelConfig::Llama(c) => HeadInit::Prompt(Box::new(Prompter::new(spec, &md.dir, c)?)),
+            _ => HeadInit::Fresh { num_labels: spec.num_labels() as i64 },
         })
     }
 }
 
-/// The network: an encoder with a classification head, or a T5 with the task's label words.
+/// The network: an encoder with its family's classification head, or a T5 with the task's label words.
 pub enum Body {
     Classifier {
-        bert: Bert,
+        encoder: Encoder,
         head: Head,
     },
     Text2Text {
@@ -144,6 +145,8 @@ pub enum Body {
 
 pub struct Model {
     pub body: Body,
+    /// The config the model was built from.
+    pub cfg: ModelConfig,
     /// Everything trainable: deltas (or the whole backbone for full fine-tuning) and the head.
     pub store: ParamStore,
     pub delta_params: i64,
@@ -182,41 +185,45 @@ impl Model {
             (Backbone::Llama(_), _) => {
                 return Err(Error::Msg("a decoder LLM needs the task's prompts (HeadInit::Prompt)".into()))
             }
-            (Backbone::Bert(bert), head) => {
-                let head = Self::classifier(&bert.cfg, weights, head, &mut store)?;
-                Body::Classifier { bert, head }
+            (Backbone::Encoder(encoder), head) => {
+                let head = Self::classifier(&cfg, weights, head, &mut store)?;
+                Body::Classifier { encoder, head }
             }
         };
         let head_params = store.numel() - delta_params;
         let backbone_params = walk.params;
-        Ok(Model { body, store, delta_params, head_params, backbone_params, device })
+        Ok(Model { body, cfg, store, delta_params, head_params, backbone_params, device })
     }
 
-    /// The classifier of an encoder: fresh, or the checkpoint's own.
+    /// The head of an encoder's family: fresh, or the checkpoint's own.
     fn classifier(
-        cfg: &BertConfig,
+        cfg: &ModelConfig,
         weights: &Weights,
         head: HeadInit,
         store: &mut ParamStore,
     ) -> Result<Head> {
-        let (d, drop) = (cfg.hidden_size, cfg.hidden_dropout_prob);
+        let layout =
+            HeadLayout::of(cfg).ok_or_else(|| Error::Msg("this model has no classification head".into()))?;
         match head {
-            HeadInit::Fresh { num_labels } => {
-                Ok(Head::new(d, num_labels, cfg.initializer_range, drop, store))
-            }
-            HeadInit::FromCheckpoint { num_labels } => Head::load(weights, d, num_labels, drop, store),
+            HeadInit::Fresh { num_labels } => Ok(Head::new(layout, num_labels, store)),
+            HeadInit::FromCheckpoint { num_labels } => Head::load(layout, weights, num_labels, store),
             HeadInit::Words(_) | HeadInit::Prompt(_) => {
                 Err(Error::Msg("label words are the head of text-to-text models, not of an encoder".into()))
             }
         }
     }
 
-    /// The BERT-family encoder, if this is a classifier.
-    pub fn bert(&self) -> Option<&Bert> {
+    /// The encoder, if this is a classifier.
+    pub fn encoder(&self) -> Option<&Encoder> {
         match &self.body {
-            Body::Classifier { bert, .. } => Some(bert),
+            Body::Classifier { encoder, .. } => Some(encoder),
             _ => None,
         }
+    }
+
+    /// The BERT / RoBERTa encoder, if this is one.
+    pub fn bert(&self) -> Option<&Bert> {
+        self.encoder().and_then(Encoder::as_bert)
     }
 
     pub fn head(&self) -> Option<&Head> {
@@ -273,20 +280,19 @@ impl Model {
     /// Task logits, one row per batch row: (rows, num_labels); for T5 the teacher-forced LM logits of
     /// the label words (rows, target length, vocab).
     pub fn logits(&self, batch: &Batch, ctx: &Ctx) -> Tensor {
-        let (bert, head) = match &self.body {
-            Body::Classifier { bert, head } => (bert, head),
+        let (encoder, head) = match &self.body {
+            Body::Classifier { encoder, head } => (encoder, head),
             Body::Text2Text { t5, words } => {
                 return t5.logits(&batch.ids, &batch.mask, &self.target_ids(words, batch), ctx)
             }
             Body::CausalLm { llama, prompt } => return crate::causal::logits(llama, prompt, batch, ctx),
         };
-        let hidden = bert.encode(&batch.ids, &batch.mask, &batch.types, ctx, false);
+        let hidden = encoder.encode(&batch.ids, &batch.mask, &batch.types, ctx, false);
         let last = hidden
             .last()
             .map(|t| t.shallow_clone())
             .unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, self.device)));
-        let pooled = bert.pool(&last, ctx);
-        head.forward(&pooled, ctx.train)
+        head.forward(&encoder.features(&last, ctx), ctx.train)
     }
 
     /// Mean loss: cross-entropy (classification; softmax over choices for multiple choice) or MSE; for

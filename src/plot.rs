@@ -246,8 +246,9 @@ impl Figure for Lines<'_> {
     }
 }
 
-/// Layer index and site type of a BERT-family site path: `encoder.layer.3.attention.self.query` ->
-/// (Some(3), "attention.self.query"); `embeddings.LayerNorm` -> (None, "embeddings.LayerNorm").
+/// Layer index and site type of an encoder's site path: `encoder.layer.3.attention.self.query` ->
+/// (Some(3), "attention.self.query"), DistilBERT's `transformer.layer.3.ffn.lin1` -> (Some(3), "ffn.lin1");
+/// `embeddings.LayerNorm` -> (None, "embeddings.LayerNorm").
 pub fn layer_and_type(site: &str) -> (Option<usize>, String) {
     let parts: Vec<&str> = site.split('.').collect();
     for (i, w) in parts.windows(2).enumerate() {
@@ -255,8 +256,10 @@ pub fn layer_and_type(site: &str) -> (Option<usize>, String) {
             if let Ok(n) = w[1].parse::<usize>() {
                 // BERT: bert.encoder.layer.N...; T5 keeps encoder / decoder apart
                 let bert = w[0] == "layer";
-                let prefix =
-                    parts[..i].iter().filter(|p| !(**p == "bert" || bert && **p == "encoder")).copied();
+                let prefix = parts[..i]
+                    .iter()
+                    .filter(|p| !(**p == "bert" || bert && matches!(**p, "encoder" | "transformer")));
+                let prefix = prefix.copied();
                 let rest: Vec<&str> = prefix.chain(parts[i + 2..].iter().copied()).collect();
                 return (Some(n), rest.join("."));
             }
@@ -331,6 +334,8 @@ mod tests {
             (Some(3), "attention.self.query".into())
         );
         assert_eq!(layer_and_type("embeddings.LayerNorm"), (None, "embeddings.LayerNorm".into()));
+        assert_eq!(layer_and_type("transformer.layer.1.ffn.lin1"), (Some(1), "ffn.lin1".into()));
+        assert_eq!(layer_and_type("encoder.layer.0.attention.attn.q"), (Some(0), "attention.attn.q".into()));
         assert_eq!(
             layer_and_type("decoder.block.11.layer.1.EncDecAttention.q"),
             (Some(11), "decoder.layer.1.EncDecAttention.q".into())

@@ -85,7 +85,7 @@ impl Structure {
     }
 }
 
-/// Looks up the shape of `site` in a BERT with this config.
+/// Looks up the shape of `site` in the model of this config.
 pub fn site_shape(cfg: &impl Arch, site: &str) -> Result<SiteShape> {
     cfg.sites()
         .into_iter()
@@ -106,6 +106,11 @@ pub fn with_counts(modules: &[ModuleSpec], cfg: &impl Arch) -> Result<Vec<Module
         .collect()
 }
 
+/// The query and value projections of each family (LoRA's manual baseline): BERT / RoBERTa `query`,
+/// `value`; MPNet and T5 `q`, `v`; DeBERTa-v2 `query_proj`, `value_proj`; DistilBERT `q_lin`, `v_lin`.
+const QUERY_VALUE: [&str; 10] =
+    [".query", ".value", ".q", ".v", ".query_proj", ".value_proj", ".q_lin", ".v_lin", ".q_proj", ".v_proj"];
+
 /// The manual baselines: `full`, `lora` (r8 on query and value; T5: q and v of every attention), `adapter` (Houlsby after attention and
 /// FFN blocks, bottleneck 24), `bitfit` (every Linear and LayerNorm but the pooler), `lnfit` (every
 /// LayerNorm), `lra` (every attention and FFN block).
@@ -118,10 +123,7 @@ pub fn method_modules(method: &str, cfg: &impl Arch) -> Result<Vec<ModuleSpec>> 
     let norm = |_: &str, sh: SiteShape| matches!(sh, SiteShape::Norm { .. });
     Ok(match method {
         "full" => vec![],
-        "lora" => pick(
-            &|s, _| [".query", ".value", ".q", ".v", ".q_proj", ".v_proj"].iter().any(|e| s.ends_with(e)),
-            DeltaKind::Lora,
-        ),
+        "lora" => pick(&|s, _| QUERY_VALUE.iter().any(|e| s.ends_with(e)), DeltaKind::Lora),
         "adapter" => pick(&block, DeltaKind::Adapter),
         "bitfit" => pick(&|_, _| true, DeltaKind::Bitfit),
         "lnfit" => pick(&norm, DeltaKind::Lnfit),

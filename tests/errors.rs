@@ -412,9 +412,10 @@ fn unknown_key_in_space_toml() {
     let err = c.fails_keeping_prev("run", &["--task", &t, "--space", &s, "--budget-params", "300"]);
     names(&err, &[&format!("{s}:2"), "unknown field `colour`"]);
     let text = include_str!("../src/spaces/lora.toml").replace("rank = 1", "rnk = 1");
-    std::fs::write(&space, text).unwrap();
+    std::fs::write(&space, &text).unwrap();
+    let line = 1 + text.lines().position(|l| l.contains("rnk")).unwrap();
     let err = c.fails_keeping_prev("search", &["--task", &t, "--space", &s, "--budget-params", "300"]);
-    names(&err, &[&format!("{s}:9"), "unknown field `rnk`"]);
+    names(&err, &[&format!("{s}:{line}"), "unknown field `rnk`"]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! x-repo-commit and ranges); the cache under HF_HOME, and offline mode (HF_HUB_OFFLINE=1, --offline).
 mod common;
 use common::mirror::{Mirror, MirrorRepo};
-use common::{task_dir, tiny_dir};
+use common::{fixtures, task_dir, tiny_dir};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -119,4 +119,23 @@ fn hub_model_downloads_into_the_cache_then_works_offline() {
         s3pet(&["inspect", "--model", "s3pet-test/missing"], d.path(), &endpoint, empty.path(), false),
         &["s3pet-test/missing", "could not be fetched", &endpoint],
     );
+}
+
+/// Another family by hub id: the tiny MPNet gives the same run as its local directory.
+#[test]
+fn hub_id_of_an_mpnet() {
+    let d = task_dir();
+    let home = tempfile::tempdir().unwrap();
+    let mirror = Mirror::start(vec![MirrorRepo {
+        kind: "models",
+        id: "s3pet-test/tiny-mpnet".into(),
+        root: fixtures().join("tiny_mpnet"),
+        commit: COMMIT.into(),
+    }]);
+    let endpoint = mirror.endpoint.clone();
+    let hub = train(&d, "s3pet-test/tiny-mpnet", &d.path().join("hub"), &endpoint, home.path());
+    let local_dir = fixtures().join("tiny_mpnet");
+    let local = train(&d, local_dir.to_str().unwrap(), &d.path().join("local"), &endpoint, home.path());
+    assert_eq!(hub["test"], local["test"]);
+    assert_eq!(hub["backbone_params"], 51_328);
 }

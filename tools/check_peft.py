@@ -20,6 +20,16 @@ Without --searched-run, the searched run is made here (`s3pet run --task rte --s
 `--causal` checks decoder LLMs instead (tools/check_peft_lm.py, task_type CAUSAL_LM).
 
 Prints one JSON line per case and a summary; exits 1 when any max abs difference exceeds --tol (1e-4).
+
+`--families` runs the same checks on every encoder family instead (the tiny fixtures of MPNet, RoBERTa,
+XLM-RoBERTa, DeBERTa-v2 and DistilBERT, and the real all-mpnet-base-v2 when models/ has it; `--family-dirs`
+overrides the list), loaded by AutoModelForSequenceClassification with each family's PEFT key prefix
+(`base_model.model.mpnet.`, `roberta.`, `deberta.`, `distilbert.`) and head modules: export of plain LoRA
+(r8 on the query and value projections), of a mixed structure (LoRA of four ranks and alphas, BitFit on LoRA
+Linears and on Linears without LoRA, LNFit and BitFit on norms) and of norm deltas only; `s3pet merge` of the
+mixed run loaded as the family's XForSequenceClassification; import of PEFT-made LoRA (rank / alpha
+patterns, rsLoRA, lora_bias), LoRA with bias="lora_only", and LN_TUNING adapters. About 30 minutes on 2
+shared cores, most of it the real MPNet.
 """
 import argparse
 import json
@@ -29,7 +39,10 @@ import sys
 
 import torch
 from peft import LNTuningConfig, LoraConfig, PeftModel, TaskType, get_peft_model
-from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
+from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, PreTrainedTokenizerFast
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import families  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_OPTS = ["--max-train-examples", "64", "--epochs", "1", "--batch-size", "16",
@@ -110,14 +123,7 @@ def peft_logits(model_dir, adapter_dir, num_labels, pairs, max_length):
         # the second adapter (LN_TUNING): loaded by PEFT and merged, then the LoRA adapter on top
         model = PeftModel.from_pretrained(model, ln_sub).merge_and_unload()
     model = PeftModel.from_pretrained(model, adapter_dir).eval()
-    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
-    out = []
-    with torch.no_grad():
-        for a, b in pairs:
-            enc = tok(a, b, truncation="longest_first", max_length=max_length, return_token_type_ids=True,
-                      return_tensors="pt")
-            out.append(model(**enc).logits[0])
-    return torch.stack(out)
+    return family_logits(model, model_dir, pairs, max_length)
 
 
 def classifier_only_logits(model_dir, adapter_dir, num_labels, pairs, max_length):
@@ -154,7 +160,6 @@ def report(case, got, want, bare, tol, extra):
 
 def make_python_adapters(model_dir, work, num_labels):
     """Adapters saved by PEFT itself, with random non-zero weights everywhere (no-op initialisation off)."""
-    made = {}
     torch.manual_seed(1)
     cases = {
         "py_lora": LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1,
@@ -165,9 +170,17 @@ def make_python_adapters(model_dir, work, num_labels):
                                    target_modules=["key", "attention.output.dense"], init_lora_weights=False),
         "py_ln": LNTuningConfig(task_type=TaskType.SEQ_CLS, target_modules=["LayerNorm"]),
     }
+    return save_random_adapters(
+        cases, lambda: BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels,
+                                                                     dtype=torch.float32), work)
+
+
+def save_random_adapters(cases, base, work):
+    """Each PEFT config on a fresh `base()`, its biases and LN copies moved off their no-op init, saved
+    under work/<name>; {name: directory}."""
+    made = {}
     for name, cfg in cases.items():
-        base = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels, dtype=torch.float32)
-        model = get_peft_model(base, cfg)
+        model = get_peft_model(base(), cfg)
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if p.requires_grad and ("lora_B" in n and n.endswith("bias") or ".bias" in n and "lora" not in n
@@ -222,6 +235,157 @@ def check_reimport(a, run, exported, pairs, inputs, common):
                    "max_abs_diff_to_original_run": diff_orig})
 
 
+# ------------------------------------------------------------------------------------------------
+# --families: every encoder family, on its tiny fixture (and the real all-mpnet-base-v2)
+
+FAMILY_DIRS = ["tests/fixtures/tiny_mpnet", "tests/fixtures/tiny_roberta", "tests/fixtures/tiny_xlm_roberta",
+               "tests/fixtures/tiny_deberta_v2", "tests/fixtures/tiny_distilbert", "models/all-mpnet-base-v2"]
+FAMILY_TRAIN = ["--max-train-examples", "64", "--epochs", "2", "--batch-size", "16", "--max-eval-examples", "32",
+                "--lr", "1e-2", "--threads", "2"]
+
+def auto_model(model_dir, num_labels):
+    return AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=num_labels, dtype=torch.float32, ignore_mismatched_sizes=True)
+
+
+def family_logits(model, model_dir, pairs, requested=128):
+    """Logits on the pairs, token types only for BERT (the other families do not use them)."""
+    max_length = families.max_tokens(model_dir, requested)
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
+    types = families.uses_token_types(families.model_type(model_dir))
+    out = []
+    with torch.no_grad():
+        for a, b in pairs:
+            enc = tok(a, b, truncation="longest_first", max_length=max_length, return_token_type_ids=types,
+                      return_tensors="pt")
+            out.append(model(**enc).logits[0])
+    return torch.stack(out)
+
+
+def family_peft_logits(model_dir, adapter_dir, num_labels, pairs):
+    torch.manual_seed(0)
+    model = auto_model(model_dir, num_labels)
+    lora_first = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))["peft_type"] == "LORA"
+    ln_sub = os.path.join(adapter_dir, "ln_tuning")
+    if lora_first and os.path.isdir(ln_sub):
+        model = PeftModel.from_pretrained(model, ln_sub).merge_and_unload()
+    return family_logits(PeftModel.from_pretrained(model, adapter_dir).eval(), model_dir, pairs)
+
+
+def family_head_only_logits(model_dir, adapter_dir, num_labels, pairs):
+    """The bare backbone with the adapter's head (every modules_to_save tensor): what the deltas add."""
+    from safetensors.torch import load_file
+    model = auto_model(model_dir, num_labels).eval()
+    saved = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    heads = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))["modules_to_save"]
+    params = dict(model.named_parameters())
+    for k, v in saved.items():
+        name = k.removeprefix("base_model.model.").replace("modules_to_save.", "")
+        if name.split(".")[0] in heads:
+            params[name].data.copy_(v)
+    return family_logits(model, model_dir, pairs)
+
+
+def inspect_modules(a, model_dir, *args):
+    out = sh([a.s3pet, "inspect", "--model", model_dir, "--json", *args]).splitlines()[-1]
+    d = json.loads(out)
+    return d["modules"] if "modules" in d and isinstance(d["modules"], list) else d["structure"]["modules"]
+
+
+def family_structures(a, model_dir, work):
+    """The mixed and the norms-only structure of a family, from its own sites (`s3pet inspect`)."""
+    lin = {m["site"]: m["params"] for m in inspect_modules(a, model_dir, "--space", "lora")}  # d_in + d_out
+    sites = list(lin)
+    norms = [m["site"] for m in inspect_modules(a, model_dir, "--method", "lnfit")]
+    d_out = {m["site"]: m["params"] for m in inspect_modules(a, model_dir, "--method", "bitfit")}
+
+    def lora(i, r, alpha):
+        return {"site": sites[i], "type": "lora", "rank": r, "alpha": alpha, "params": r * lin[sites[i]]}
+
+    def one(site, kind):
+        return {"site": site, "type": kind, "params": d_out[site]}
+
+    mix = [lora(0, 8, 16.0), one(sites[0], "bitfit"), lora(2, 4, 16.0), lora(3, 16, 8.0), lora(-2, 2, 3.0),
+           one(sites[-2], "bitfit"), one(sites[1], "bitfit"), one(sites[-1], "bitfit"), one(norms[0], "lnfit"),
+           one(norms[0], "bitfit"), one(norms[1], "bitfit"), one(norms[-1], "lnfit")]
+    only_norms = [one(norms[0], "lnfit")] + [one(n, k) for n in norms[1::2] for k in ("lnfit", "bitfit")]
+    paths = {}
+    for name, mods in [("mix", mix), ("norms", only_norms)]:
+        total = sum(m["params"] for m in mods)
+        paths[name] = os.path.join(work, f"{name}.json")
+        json.dump({"budget_params": total, "total_params": total, "source": "check_peft", "modules": mods},
+                  open(paths[name], "w"), indent=1)
+    return paths
+
+
+def family_python_adapters(model_dir, work):
+    """PEFT-made adapters on the family's own module names, random non-zero weights everywhere."""
+    mt = families.model_type(model_dir)
+    q, k, v, o, ffn = families.NAMES[mt]
+    heads = families.heads(mt)
+    cases = {
+        "py_lora": LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1,
+                              target_modules=[q, v, ffn], rank_pattern={ffn: 4}, alpha_pattern={v: 4},
+                              use_rslora=True, lora_bias=True, init_lora_weights=False, modules_to_save=heads),
+        "py_lora_bias": LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, bias="lora_only",
+                                   target_modules=[k, o], init_lora_weights=False, modules_to_save=heads),
+        "py_ln": LNTuningConfig(task_type=TaskType.SEQ_CLS, target_modules=families.norms(mt),
+                                modules_to_save=heads),
+    }
+    torch.manual_seed(1)
+    return save_random_adapters(cases, lambda: auto_model(model_dir, 2), work)
+
+
+def check_family(a, model_dir, pairs, inputs):
+    """Every export, merge and import case on one family; the worst max abs diff."""
+    name = os.path.basename(model_dir.rstrip("/"))
+    work = os.path.join(a.work, name)
+    os.makedirs(work, exist_ok=True)
+    common = ["--model", model_dir, "--data-dir", a.data_dir, "--overwrite", "-q"]
+    structures = family_structures(a, model_dir, work)
+    worst = 0.0
+    runs = {"lora": ["--method", "lora"], "mix": ["--structure", structures["mix"]],
+            "norms": ["--structure", structures["norms"]]}
+    for case, how in runs.items():
+        run = os.path.join(work, f"run_{case}")
+        sh([a.s3pet, "train", "--task", "rte", "--out", run, *how, *common, *FAMILY_TRAIN])
+        out = os.path.join(work, f"peft_{case}")
+        sh([a.s3pet, "export", "--run", run, "--format", "peft", "--out", out, "--overwrite"])
+        want = s3pet_logits(a.s3pet, run, inputs)
+        got = family_peft_logits(model_dir, out, 2, pairs)
+        bare = family_head_only_logits(model_dir, out, 2, pairs)
+        worst = max(worst, report(f"{name}/export_{case}", got, want, bare, a.tol, {"modules": len(module_set(run))}))
+        if case == "mix":
+            merged = os.path.join(work, "merged_mix")
+            sh([a.s3pet, "merge", "--run", run, "--out", merged, "--overwrite"])
+            got = family_logits(AutoModelForSequenceClassification.from_pretrained(
+                merged, dtype=torch.float32).eval(), merged, pairs)
+            cls = json.load(open(os.path.join(merged, "config.json")))["architectures"][0]
+            worst = max(worst, report(f"{name}/merge_mix", got, want, bare, a.tol, {"class": cls}))
+    for case, adapter in family_python_adapters(model_dir, work).items():
+        run = os.path.join(work, f"run_{case}")
+        sh([a.s3pet, "import-peft", adapter, "--task", "rte", "--out", run, *common])
+        got = s3pet_logits(a.s3pet, run, inputs)
+        want = family_peft_logits(model_dir, adapter, 2, pairs)
+        bare = family_head_only_logits(model_dir, adapter, 2, pairs)
+        worst = max(worst, report(f"{name}/import_{case}", got, want, bare, a.tol,
+                                  {"modules": len(module_set(run))}))
+    return worst
+
+
+def families_main(a, pairs, inputs):
+    dirs = a.family_dirs or [os.path.join(ROOT, d) for d in FAMILY_DIRS]
+    worst = {}
+    for d in dirs:
+        if not os.path.isfile(os.path.join(d, "model.safetensors")):
+            print(json.dumps({"family_dir": d, "skipped": "no model.safetensors"}), flush=True)
+            continue
+        worst[os.path.basename(d.rstrip("/"))] = check_family(a, d, pairs, inputs)
+    overall = max(worst.values(), default=float("inf"))
+    print(json.dumps({"max_abs_diff_per_family": worst, "tol": a.tol, "ok": overall <= a.tol}))
+    sys.exit(0 if overall <= a.tol else 1)
+
+
 def main():
     if "--causal" in sys.argv:  # decoder LLMs (CAUSAL_LM): tools/check_peft_lm.py
         sys.argv.remove("--causal")
@@ -235,15 +399,19 @@ def main():
     ap.add_argument("--searched-run", help="a finished `s3pet run --space mix-peft` run (else one is made)")
     ap.add_argument("--inputs", type=int, default=64, help="RTE dev pairs to compare on")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--families", action="store_true", help="check every encoder family instead of MiniLM")
+    ap.add_argument("--family-dirs", nargs="*", help="with --families: these model directories")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
-    cfg = json.load(open(os.path.join(a.model, "config.json")))
-    d, f, n_layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(a.data_dir, "glue/RTE/dev.tsv"), encoding="utf-8")]
     pairs = [(r[1], r[2]) for r in rows[1:a.inputs + 1]]
     inputs = os.path.join(a.work, "pairs.tsv")
     with open(inputs, "w", encoding="utf-8") as fh:
         fh.writelines(f"{x}\t{y}\n" for x, y in pairs)
+    if a.families:
+        families_main(a, pairs, inputs)
+    cfg = json.load(open(os.path.join(a.model, "config.json")))
+    d, f, n_layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     common = ["--model", a.model, "--data-dir", a.data_dir, "--overwrite", "-q"]
     worst = 0.0
 

@@ -11,13 +11,19 @@ of the trainable parameters clipped to 1.0, the config's dropout while training,
 reshuffled every epoch (numpy's generator: not s3pet's order), dev evaluated at each epoch's end, the
 best dev weights kept (ties: the later epoch wins) and tested. Tokens: the model dir's tokenizer.json
 through `tokenizers` (the library s3pet uses), pairs truncated longest-first, padded per batch.
-Methods:
+Any encoder family s3pet supports (BERT, RoBERTa, XLM-RoBERTa, MPNet, DeBERTa-v2, DistilBERT: by
+config.json's model_type, loaded with AutoModelForSequenceClassification, see tools/families.py); token
+types are fed to BERT only, and inputs are cut to the position table as s3pet cuts them. The head is
+always fresh: every Linear of the family's head (BERT's classifier; RoBERTa / MPNet classifier.dense and
+classifier.out_proj; DeBERTa pooler.dense and classifier; DistilBERT pre_classifier and classifier) gets
+N(0, initializer_range) weights and zero biases. Methods:
   full    every parameter trainable (pooler included);
-  lora    PEFT LoRA r 8, alpha 16, no LoRA dropout, on query and value; the classifier in
-          modules_to_save; everything else (pooler included) frozen;
+  lora    PEFT LoRA r 8, alpha 16, no LoRA dropout, on the query and value projections (query / value,
+          q / v, query_proj / value_proj, q_lin / v_lin); the head's modules in modules_to_save;
+          everything else (pooler included) frozen;
   bitfit  PEFT has no BitFit tuner, so it is done by hand: only the biases of every encoder Linear
           (query, key, value, attention output, intermediate, output), every LayerNorm bias
-          (embeddings and both per layer) and the classifier train; the pooler stays frozen.
+          (embeddings and the encoder's) and the head train; the pooler stays frozen.
 Losses: cross-entropy (classification), MSE on the single logit (regression), cross-entropy over
 the choices' single logits (multiple choice). Metrics are x100, computed with numpy only.
 
@@ -31,6 +37,9 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import families  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # Metrics (x100; degenerate cases give 0.0, never NaN), as src/metrics.rs defines them.
@@ -158,7 +167,9 @@ def default_lr(method):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="a directory written by `s3pet data export`")
-    ap.add_argument("--model", required=True, help="HF BERT dir: config.json, model.safetensors, tokenizer.json")
+    ap.add_argument("--model", required=True,
+                    help="an encoder's HF dir (BERT, RoBERTa, MPNet, DeBERTa-v2, DistilBERT): config.json, "
+                         "model.safetensors, tokenizer.json")
     ap.add_argument("--method", required=True, choices=["full", "lora", "bitfit"])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -178,7 +189,7 @@ def main(argv=None):
     import torch
     import transformers
     from tokenizers import Tokenizer
-    from transformers import BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -186,12 +197,14 @@ def main(argv=None):
     spec, splits = load_export(a.data)
     kind = spec["kind"]
     metric_names = spec["metrics"]
+    mt = families.model_type(a.model)
+    max_length = families.max_tokens(a.model, a.max_length)
 
     # The fast tokenizer of the model dir (tokenizer.json, as s3pet reads it): no padding,
     # pairs truncated longest-first to --max-length.
     tok = Tokenizer.from_file(os.path.join(a.model, "tokenizer.json"))
     tok.no_padding()
-    tok.enable_truncation(max_length=a.max_length, strategy="longest_first")
+    tok.enable_truncation(max_length=max_length, strategy="longest_first")
 
     def encode(examples):
         out = []
@@ -224,30 +237,35 @@ def main(argv=None):
             labels = torch.tensor([int(it["target"]) for it in items], dtype=torch.long)
         return ids.to(device), mask.to(device), types.to(device), labels.to(device), len(items[0]["rows"])
 
-    # Model: the checkpoint's embeddings, encoder and pooler, a fresh classifier (N(0, initializer_range),
+    # Model: the checkpoint's embeddings, encoder and pooler, a fresh head (N(0, initializer_range),
     # bias 0).
-    # The seed covers the classifier's and LoRA's initialisation and dropout.
+    # The seed covers the head's and LoRA's initialisation and dropout.
     torch.manual_seed(a.seed)
     num_labels = spec["num_labels"] if kind == "classification" else 1
-    model = BertForSequenceClassification.from_pretrained(a.model, num_labels=num_labels, dtype=torch.float32,
-                                                          ignore_mismatched_sizes=True)
+    model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=num_labels, dtype=torch.float32,
+                                                               ignore_mismatched_sizes=True)
+    head = families.heads(mt)
     with torch.no_grad():  # s3pet always starts from a fresh head, even where the checkpoint has one
-        model.classifier.weight.normal_(0.0, model.config.initializer_range)
-        model.classifier.bias.zero_()
+        for name, m in model.named_modules():
+            if name.split(".")[0] in head and isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0.0, model.config.initializer_range)
+                m.bias.zero_()
     if a.method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "value"],
-                         modules_to_save=["classifier"])
+        cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=families.query_value(mt),
+                         modules_to_save=head)
         model = get_peft_model(model, cfg)
     elif a.method == "bitfit":
         # No PEFT tuner implements BitFit: freeze everything but the biases of the encoder's Linears
-        # and of every LayerNorm (all under bert.embeddings / bert.encoder; the pooler stays frozen)
-        # and the classifier. Training a bias directly equals training s3pet's zero-initialised
-        # bias delta on top of the frozen one (AdamW without weight decay sees the same gradients).
+        # and of every LayerNorm (all under <prefix>embeddings.LayerNorm / <prefix>encoder or
+        # transformer; the pooler stays frozen) and the head. Training a bias directly equals training
+        # s3pet's zero-initialised bias delta on top of the frozen one (AdamW without weight decay sees
+        # the same gradients).
+        pre = families.PREFIX[mt]
         for name, p in model.named_parameters():
-            p.requires_grad = name.startswith("classifier.") or (
-                name.endswith(".bias") and name.startswith(("bert.embeddings.LayerNorm.", "bert.encoder.")))
+            p.requires_grad = name.split(".")[0] in head or (name.endswith(".bias") and name.startswith(
+                (f"{pre}embeddings.LayerNorm.", f"{pre}encoder.", f"{pre}transformer.")))
     else:
         for p in model.parameters():
             p.requires_grad = True
@@ -260,7 +278,8 @@ def main(argv=None):
 
     def logits_of(batch):
         ids, mask, types, _, choices = batch
-        logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        extra = {"token_type_ids": types} if families.uses_token_types(mt) else {}
+        logits = model(input_ids=ids, attention_mask=mask, **extra).logits
         if kind == "multiple_choice":
             return logits.view(-1, choices)  # (examples, choices)
         return logits
@@ -335,12 +354,13 @@ def main(argv=None):
     result = {
         "task": spec["task"],
         "method": a.method,
+        "model_type": mt,
         "seed": a.seed,
         "epochs": a.epochs,
         "lr": lr,
         "batch_size": a.batch_size,
         "eval_batch_size": a.eval_batch_size,
-        "max_length": a.max_length,
+        "max_length": max_length,
         "clip_norm": a.clip_norm,
         "weight_decay": a.weight_decay,
         "warmup_ratio": a.warmup_ratio,

@@ -10,6 +10,13 @@ seeds are averaged (the seeds column says how many each side has). The metric is
 read from <data-root>/<task>/spec.json (else the one parity.py recorded). The majority column is the
 best constant answer on the exported test split: its most frequent label, scored with the same metric
 (for regression a constant has no correlation: 0). Needs numpy only.
+
+    python tools/parity_table.py --rows mpnet_quality.jsonl --compare results/runs.jsonl
+
+--rows takes the JSONL of tools/gpu/mpnet_quality.sh (one row per run and side: side, task, method, seed,
+metric, test) and prints mean ± sample std per side over seeds, the difference, whether it is within 2
+points, and with --compare the same task and method of an `s3pet experiment` runs.jsonl (MiniLM's in
+results/) as a last column.
 """
 import argparse
 import glob
@@ -68,12 +75,53 @@ def fmt(x):
     return "—" if x is None else f"{x:.2f}"
 
 
+def stats(xs):
+    """'mean ± std' (sample std; one value: the value) or '—'."""
+    if not xs:
+        return "—", None
+    m = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return f"{m:.2f}", m
+    sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+    return f"{m:.2f} ± {sd:.2f}", m
+
+
+def rows_table(rows_files, compare):
+    """The table of --rows (and --compare)."""
+    rows = [json.loads(l) for p in rows_files for l in open(p) if l.strip()]
+    done = [r for r in rows if r.get("status") == "done"]
+    metric = {r["task"]: r["metric"] for r in done if r.get("metric")}
+    other = defaultdict(list)
+    for l in (open(compare) if compare else []):
+        r = json.loads(l)
+        if "test" in r and r["task"] in metric and r["test"].get(metric[r["task"]]) is not None:
+            other[(r["task"], r["method"])].append(r["test"][metric[r["task"]]])
+    print("| task | method | metric | seeds (s3pet/peer) | s3pet | peer | s3pet − peer | within 2 |"
+          + (" compared run |" if compare else ""))
+    print("|---|---|---|---|---:|---:|---:|---|" + ("---:|" if compare else ""))
+    for task, method in sorted({(r["task"], r["method"]) for r in rows}):
+        k = metric.get(task)
+        val = {side: [r["test"][k] for r in done if (r["task"], r["method"], r["side"]) == (task, method, side)]
+               for side in ("s3pet", "peer")}
+        (so, mo), (sp, mp) = stats(val["s3pet"]), stats(val["peer"])
+        diff = mo - mp if mo is not None and mp is not None else None
+        cells = [task, method, k or "?", f"{len(val['s3pet'])}/{len(val['peer'])}", so, sp,
+                 "—" if diff is None else f"{diff:+.2f}", "—" if diff is None else ("yes" if abs(diff) <= 2 else "**no**")]
+        if compare:
+            cells.append(stats(other.get((task, method), []))[0])
+        print("| " + " | ".join(cells) + " |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--s3pet", nargs="+", default=[], help="s3pet report.json files or directories")
     ap.add_argument("--peer", nargs="+", default=[], help="parity.py JSON files or directories")
     ap.add_argument("--data-root", default=None, help="where the exports live, as <root>/<task>/")
+    ap.add_argument("--rows", nargs="+", default=[], help="JSONL rows of tools/gpu/mpnet_quality.sh")
+    ap.add_argument("--compare", help="with --rows: an `s3pet experiment` runs.jsonl for a last column")
     a = ap.parse_args(argv)
+    if a.rows:
+        return rows_table(a.rows, a.compare)
     ours = load(expand(a.s3pet, "report.json"))
     peers = load(expand(a.peer, "*.json"))
 

@@ -2,8 +2,11 @@
 //! sites (checkpoint module paths, in model order) and its parameter count. Both come from a walk of
 //! the family's own loader over shapes alone ([`super::loader`]), made once per config.
 use super::config::BertConfig;
+use super::deberta::{Deberta, DebertaConfig};
+use super::distilbert::{DistilBert, DistilBertConfig};
 use super::llama_config::LlamaConfig;
 use super::loader::{Loader, Walk};
+use super::mpnet::{Mpnet, MpnetConfig};
 use super::t5_config::T5Config;
 use super::{Bert, Llama, T5};
 use crate::delta::SiteShape;
@@ -81,17 +84,82 @@ impl Arch for T5Config {
     }
 }
 
+impl Arch for MpnetConfig {
+    fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
+        self.walk_cache.get(|vb| Mpnet::load(vb, self).map(|_| ()))
+    }
+}
+
+impl Arch for DebertaConfig {
+    fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
+        self.walk_cache.get(|vb| Deberta::load(vb, self).map(|_| ()))
+    }
+}
+
+impl Arch for DistilBertConfig {
+    fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
+        self.walk_cache.get(|vb| DistilBert::load(vb, self).map(|_| ()))
+    }
+}
+
+/// A model family: its config.json's `model_type`, the backbone's prefix in its task model's
+/// checkpoint and PEFT keys, and the transformers class of the classification model (merge, PEFT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    Roberta,
+    XlmRoberta,
+    Mpnet,
+    DebertaV2,
+    DistilBert,
+    T5,
+    /// A Llama-family causal LM (llama, qwen2, mistral): sites and PEFT keys keep the checkpoint's
+    /// `model.` paths.
+    Llama,
+}
+
+impl Family {
+    /// The submodule of the task model that holds the backbone (`bert.` in BertForSequenceClassification).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert.",
+            Family::Roberta | Family::XlmRoberta => "roberta.",
+            Family::Mpnet => "mpnet.",
+            Family::DebertaV2 => "deberta.",
+            Family::DistilBert => "distilbert.",
+            Family::T5 | Family::Llama => "",
+        }
+    }
+
+    /// transformers' sequence-classification class of this family.
+    pub fn classifier_class(self) -> &'static str {
+        match self {
+            Family::Bert => "BertForSequenceClassification",
+            Family::Roberta => "RobertaForSequenceClassification",
+            Family::XlmRoberta => "XLMRobertaForSequenceClassification",
+            Family::Mpnet => "MPNetForSequenceClassification",
+            Family::DebertaV2 => "DebertaV2ForSequenceClassification",
+            Family::DistilBert => "DistilBertForSequenceClassification",
+            Family::T5 => "T5ForConditionalGeneration",
+            Family::Llama => "LlamaForCausalLM",
+        }
+    }
+}
+
 impl Arch for LlamaConfig {
     fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
         self.walk_cache.get(|vb| Llama::load(vb, self).map(|_| ()))
     }
 }
 
-/// The config.json of a supported checkpoint: a BERT-family encoder, a T5 encoder-decoder or a
-/// Llama-family decoder (llama, qwen2, mistral).
+/// The config.json of a supported checkpoint: an encoder (BERT / RoBERTa / XLM-RoBERTa, MPNet,
+/// DeBERTa-v2/v3, DistilBERT), a T5 encoder-decoder or a Llama-family decoder (llama, qwen2, mistral).
 #[derive(Debug, Clone)]
 pub enum ModelConfig {
     Bert(BertConfig),
+    Mpnet(MpnetConfig),
+    Deberta(DebertaConfig),
+    DistilBert(DistilBertConfig),
     T5(T5Config),
     Llama(Box<LlamaConfig>),
 }
@@ -114,22 +182,67 @@ impl From<T5Config> for ModelConfig {
     }
 }
 
+/// The model types config.json may name.
+pub const MODEL_TYPES: &str =
+    "bert, roberta, xlm-roberta, mpnet, deberta-v2, distilbert, t5, llama, qwen2, mistral";
+
 impl ModelConfig {
-    /// `model_type: "t5"` is read as T5, anything else as a BERT-family config.
+    /// Reads config.json by its `model_type` (none: BERT). When a model.safetensors lies beside it, the
+    /// families whose checkpoints may or may not hold an unused pooler (RoBERTa, MPNet) are told which,
+    /// so that the parameter count from the config is the checkpoint's.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let model_type = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("model_type").and_then(|t| t.as_str()).map(str::to_string));
-        let cfg = match model_type.as_deref() {
+        let mut cfg = match model_type.as_deref() {
             Some("t5") => ModelConfig::T5(T5Config::from_json(&text, path)?),
+            Some("mpnet") => ModelConfig::Mpnet(MpnetConfig::from_json(&text, path)?),
+            Some("deberta-v2") => ModelConfig::Deberta(DebertaConfig::from_json(&text, path)?),
+            Some("distilbert") => ModelConfig::DistilBert(DistilBertConfig::from_json(&text, path)?),
+            None | Some("bert" | "roberta" | "xlm-roberta") => {
+                ModelConfig::Bert(BertConfig::from_file(path)?)
+            }
             Some("llama" | "qwen2" | "mistral") => {
                 ModelConfig::Llama(Box::new(LlamaConfig::from_json(&text, path)?))
             }
-            _ => ModelConfig::Bert(BertConfig::from_file(path)?),
+            Some(t) => {
+                return Err(Error::file(path, format!("model_type `{t}` is not supported ({MODEL_TYPES})")))
+            }
         };
+        cfg.observe_pooler(&path.with_file_name("model.safetensors"));
         cfg.check().map_err(|e| Error::file(path, e.to_string()))?;
         Ok(cfg)
+    }
+
+    /// Tells a family with an optional, unused pooler (RoBERTa, MPNet) whether the checkpoint `weights`
+    /// has one, from its header. A missing or unreadable file leaves the assumption (a pooler, as hub
+    /// checkpoints have); loading the weights then names what is wrong with it.
+    fn observe_pooler(&mut self, weights: &Path) {
+        let prefix = self.family().prefix();
+        let slot = match self {
+            ModelConfig::Bert(c) if c.is_roberta() => &mut c.pooler,
+            ModelConfig::Mpnet(c) => &mut c.pooler,
+            _ => return,
+        };
+        if let Ok(names) = super::weights::safetensors_names(weights) {
+            *slot = names.iter().any(|n| n.strip_prefix(prefix).unwrap_or(n) == "pooler.dense.weight");
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        match self {
+            ModelConfig::Bert(c) => match c.model_type.as_deref() {
+                Some("roberta") => Family::Roberta,
+                Some("xlm-roberta") => Family::XlmRoberta,
+                _ => Family::Bert,
+            },
+            ModelConfig::Mpnet(_) => Family::Mpnet,
+            ModelConfig::Deberta(_) => Family::DebertaV2,
+            ModelConfig::DistilBert(_) => Family::DistilBert,
+            ModelConfig::T5(_) => Family::T5,
+            ModelConfig::Llama(_) => Family::Llama,
+        }
     }
 
     /// Every delta site in model order (see [`Arch::sites`]).
@@ -146,6 +259,30 @@ impl ModelConfig {
         matches!(self, ModelConfig::T5(_))
     }
 
+    /// The longest input the position table takes, and `max_position_embeddings` (`None`: no table
+    /// limits the input).
+    pub fn max_tokens(&self) -> Option<(i64, i64)> {
+        match self {
+            ModelConfig::Bert(c) => Some((c.max_tokens(), c.max_position_embeddings)),
+            ModelConfig::Mpnet(c) => Some((c.max_tokens(), c.max_position_embeddings)),
+            ModelConfig::Deberta(c) => c.max_tokens().map(|m| (m, c.max_position_embeddings)),
+            ModelConfig::DistilBert(c) => Some((c.max_position_embeddings, c.max_position_embeddings)),
+            ModelConfig::T5(_) | ModelConfig::Llama(_) => None,
+        }
+    }
+
+    /// (hidden size, layers) of an encoder.
+    fn width_depth(&self) -> (i64, i64) {
+        match self {
+            ModelConfig::Bert(c) => (c.hidden_size, c.num_hidden_layers),
+            ModelConfig::Mpnet(c) => (c.hidden_size, c.num_hidden_layers),
+            ModelConfig::Deberta(c) => (c.hidden_size, c.num_hidden_layers),
+            ModelConfig::DistilBert(c) => (c.dim, c.n_layers),
+            ModelConfig::T5(c) => (c.d_model, c.num_layers),
+            ModelConfig::Llama(c) => (c.hidden_size, c.num_hidden_layers),
+        }
+    }
+
     /// A decoder-only causal LM (Llama family).
     pub fn is_causal_lm(&self) -> bool {
         matches!(self, ModelConfig::Llama(_))
@@ -154,7 +291,6 @@ impl ModelConfig {
     /// One line for logs: family, layers, width.
     pub fn describe(&self) -> String {
         match self {
-            ModelConfig::Bert(c) => format!("{} layers, hidden {}", c.num_hidden_layers, c.hidden_size),
             ModelConfig::T5(c) => format!(
                 "T5 {}+{} layers, d_model {}, {} FFN",
                 c.num_layers,
@@ -163,6 +299,10 @@ impl ModelConfig {
                 c.feed_forward_proj
             ),
             ModelConfig::Llama(c) => c.describe(),
+            other => {
+                let (d, n) = other.width_depth();
+                format!("{:?} {n} layers, hidden {d}", other.family())
+            }
         }
     }
 }
@@ -171,6 +311,9 @@ impl Arch for ModelConfig {
     fn walk(&self) -> Arc<std::result::Result<Walk, String>> {
         match self {
             ModelConfig::Bert(c) => c.walk(),
+            ModelConfig::Mpnet(c) => c.walk(),
+            ModelConfig::Deberta(c) => c.walk(),
+            ModelConfig::DistilBert(c) => c.walk(),
             ModelConfig::T5(c) => c.walk(),
             ModelConfig::Llama(c) => c.walk(),
         }

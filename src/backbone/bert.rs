@@ -1,5 +1,7 @@
 //! Our BERT encoder (embeddings, self-attention with padding mask, token types, FFN, post-LayerNorm,
 //! pooler). Module paths are the checkpoint's own (`encoder.layer.3.attention.self.query`).
+//! RoBERTa / XLM-RoBERTa are this encoder with positions counted from the padding index, token types
+//! unused and the pooler optional (their head reads the first token).
 use super::config::BertConfig;
 use super::loader::{Role, Vb};
 use super::sites::{LinearSite, NormSite};
@@ -25,7 +27,8 @@ pub struct Bert {
     token_type: Tensor,
     emb_ln: NormSite,
     layers: Vec<Layer>,
-    pooler: LinearSite,
+    /// BERT's (its head reads it); RoBERTa's when the checkpoint has one (loaded, counted, unused).
+    pooler: Option<LinearSite>,
 }
 
 impl Bert {
@@ -53,16 +56,15 @@ impl Bert {
                 out_ln: l.pp("output").layer_norm("LayerNorm", d, eps)?,
             });
         }
-        let pooler = vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?;
+        let pooler = match cfg.reads_pooler() {
+            true => Some(vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?),
+            false => None,
+        };
         Ok(Bert { cfg: cfg.clone(), word, position, token_type, emb_ln, layers, pooler })
     }
 
     fn act(&self, x: &Tensor) -> Tensor {
-        match self.cfg.hidden_act.as_str() {
-            "relu" => x.relu(),
-            "gelu_new" | "gelu_pytorch_tanh" => x.gelu("tanh"),
-            _ => x.gelu("none"),
-        }
+        super::encoder::activation(&self.cfg.hidden_act, x)
     }
 
     /// Embedding output, then each layer's output when `all_hidden`; always the last hidden state.
@@ -77,10 +79,16 @@ impl Bert {
     ) -> Vec<Tensor> {
         let (b, t) = ids.size2().unwrap_or((1, 1));
         let pdrop = self.cfg.hidden_dropout_prob;
-        let pos = self.position.narrow(0, 0, t); // (t, d)
+        let (pos, types) = if self.cfg.is_roberta() {
+            let p = super::encoder::padded_positions(mask, self.cfg.pad_id()); // (b, t)
+            (Tensor::embedding(&self.position, &p, -1, false, false), types.zeros_like())
+        // (b, t, d)
+        } else {
+            (self.position.narrow(0, 0, t), types.shallow_clone()) // (t, d)
+        };
         let emb = Tensor::embedding(&self.word, ids, -1, false, false)
             + pos
-            + Tensor::embedding(&self.token_type, types, -1, false, false); // (b, t, d)
+            + Tensor::embedding(&self.token_type, &types, -1, false, false); // (b, t, d)
         let emb = emb.to_kind(Kind::Float); // a no-op unless the tables are bf16
         let mut x = self.emb_ln.forward(&emb, ctx).dropout(pdrop, ctx.train);
         let keep = mask.to_kind(tch::Kind::Bool).view([b, 1, 1, t]); // (b, 1, 1, t)
@@ -112,9 +120,21 @@ impl Bert {
         hidden
     }
 
-    /// tanh(dense(first token)): (b, t, d) -> (b, d).
+    /// tanh(dense(first token)): (b, t, d) -> (b, d); the first token itself without a pooler.
     pub fn pool(&self, last: &Tensor, ctx: &Ctx) -> Tensor {
-        self.pooler.forward(&last.select(1, 0), ctx).tanh()
+        match &self.pooler {
+            Some(p) => p.forward(&last.select(1, 0), ctx).tanh(),
+            None => last.select(1, 0),
+        }
+    }
+
+    /// What the task head reads: BERT's pooled output, RoBERTa's first token. (b, t, d) -> (b, d).
+    pub fn features(&self, last: &Tensor, ctx: &Ctx) -> Tensor {
+        if self.cfg.is_roberta() {
+            last.select(1, 0)
+        } else {
+            self.pool(last, ctx)
+        }
     }
 
     /// Every site in model order, for inspection and folding.
@@ -134,7 +154,8 @@ impl Bert {
         v
     }
 
-    /// All backbone tensors under their checkpoint names, with linear deltas folded in (gates at 1).
+    /// All tensors of the task model's backbone under their checkpoint names, with linear deltas folded in
+    /// (gates at 1).
     /// `None` names a site whose deltas cannot be folded.
     pub fn folded_tensors(&self) -> std::result::Result<Vec<(String, Tensor)>, String> {
         let mut out = vec![
@@ -153,7 +174,9 @@ impl Bert {
             out.push((format!("{}.weight", s.name), w));
             out.push((format!("{}.bias", s.name), b));
         }
-        for s in self.linear_sites().into_iter().chain([&self.pooler]) {
+        // RoBERTa's task model has no pooler: an unused one is not written
+        let pooler = self.pooler.as_ref().filter(|_| !self.cfg.is_roberta());
+        for s in self.linear_sites().into_iter().chain(pooler) {
             let (w, b) = s.folded().ok_or_else(|| s.name.clone())?;
             out.push((format!("{}.weight", s.name), w));
             out.push((format!("{}.bias", s.name), b));

@@ -1,22 +1,32 @@
-//! Pre-trained backbones: one struct per Hugging Face submodule, `load(weights, cfg)` + forward.
+//! Pre-trained backbones: one file per family (BERT / RoBERTa, MPNet, DeBERTa-v2, DistilBERT, T5), one
+//! struct per Hugging Face submodule, `load(weights, cfg)` + forward; [`Encoder`] holds any encoder.
 mod arch;
 mod bert;
 mod config;
+mod deberta;
+mod deberta_config;
+mod distilbert;
+mod encoder;
 mod heads;
 mod llama;
 mod llama_config;
 pub mod loader;
+mod mpnet;
 mod sites;
 mod t5;
 mod t5_config;
 mod weights;
 
-pub use arch::{Arch, ModelConfig, WalkCache};
+pub use arch::{Arch, Family, ModelConfig, WalkCache, MODEL_TYPES};
 pub use bert::Bert;
 pub use config::BertConfig;
-pub use heads::Head;
+pub use deberta::{Deberta, DebertaConfig};
+pub use distilbert::{DistilBert, DistilBertConfig};
+pub use encoder::{Encoder, EncoderBackbone};
+pub use heads::{Head, HeadLayout};
 pub use llama::{KvCache, Llama};
 pub use llama_config::{LlamaConfig, Rope, RopeScaling};
+pub use mpnet::{Mpnet, MpnetConfig};
 pub use sites::{LinearSite, NormSite, Placement, RmsNormSite, SiteFactory};
 pub use t5::T5;
 pub use t5_config::T5Config;

@@ -21,6 +21,14 @@ impl Weights {
     /// Reads every tensor of a safetensors file to `device` as fp32. Names are normalised by dropping a
     /// leading `bert.` (BertForSequenceClassification) so that sites are BertModel module paths.
     pub fn load(path: &Path, device: Device) -> Result<Self> {
+        Self::load_prefixed(path, device, "bert.")
+    }
+
+    /// [`Weights::load`] dropping the leading `prefix` of a task model's backbone (`mpnet.`, `roberta.`,
+    /// `deberta.`, `distilbert.`; empty: names as stored), so that sites are the bare model's module paths
+    /// whether the checkpoint is a bare model or a task model; head tensors (outside the prefix) keep their
+    /// names.
+    pub fn load_prefixed(path: &Path, device: Device, prefix: &str) -> Result<Self> {
         if !path.exists() {
             return Err(Error::file(path, "model weights not found"));
         }
@@ -28,7 +36,8 @@ impl Weights {
         let tensors = list
             .into_iter()
             .map(|(name, t)| {
-                let name = name.strip_prefix("bert.").map(str::to_string).unwrap_or(name);
+                let stripped = if prefix.is_empty() { None } else { name.strip_prefix(prefix) };
+                let name = stripped.map(str::to_string).unwrap_or(name);
                 let t = if t.is_floating_point() { t.to_kind(Kind::Float) } else { t };
                 (name, t.to_device(device))
             })
@@ -105,4 +114,23 @@ impl Weights {
         self.tensors.borrow_mut().insert(key.to_string(), c.shallow_clone());
         Ok(c)
     }
+}
+
+/// The tensor names in a safetensors file's header, without reading the tensors (8-byte length, then
+/// the JSON header).
+pub fn safetensors_names(path: &Path) -> Result<Vec<String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return Err(Error::file(path, format!("safetensors header of {n} bytes: not a safetensors file?")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| Error::file(path, format!("safetensors header is not JSON: {e}")))?;
+    let map = v.as_object().ok_or_else(|| Error::file(path, "safetensors header is not a JSON object"))?;
+    Ok(map.keys().filter(|k| k.as_str() != "__metadata__").cloned().collect())
 }

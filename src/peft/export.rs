@@ -1,7 +1,8 @@
 //! A run's deltas as PEFT adapters: LoRA (with BitFit on the same Linear as PEFT's `lora_bias`; BitFit
 //! on a Linear without LoRA as a rank-1 LoRA whose factors are zero, its bias in `lora_bias`) and
 //! LN_TUNING (LNFit and BitFit at a LayerNorm folded into the norm's weight and bias).
-use super::{classifier_key, Family, LN_SUBDIR};
+use super::family::Kind;
+use super::{head_key, site_key, LN_SUBDIR};
 use crate::backbone::ModelConfig;
 use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
 use crate::error::{Error, Result};
@@ -80,7 +81,7 @@ fn plan(
     full: bool,
     cfg: &ModelConfig,
 ) -> Result<std::result::Result<Plan, Unrepresentable>> {
-    let rms = Family::of(cfg).rms;
+    let rms = Kind::of(cfg).rms;
     let mut bad = Vec::new();
     let mut lora = Vec::new();
     let mut norms: Vec<String> = Vec::new();
@@ -143,28 +144,32 @@ fn store_tensor(model: &Model, name: &str) -> Result<Tensor> {
         .ok_or_else(|| Error::Tensor { key: name.into(), msg: "missing from the run's weights".into() })
 }
 
-fn classifier(model: &Model, fam: Family) -> Result<Vec<(String, Tensor)>> {
-    if !fam.head {
-        return Ok(Vec::new());
-    }
-    Ok(vec![
-        (classifier_key("weight"), store_tensor(model, "classifier.weight")?),
-        (classifier_key("bias"), store_tensor(model, "classifier.bias")?),
-    ])
+/// Tensors under their saved-adapter keys.
+type Named = Vec<(String, Tensor)>;
+
+/// The head's tensors under their saved-adapter keys (PEFT saves `modules_to_save` without its wrapper's
+/// names), and the head's modules.
+fn head(model: &Model) -> Result<(Named, Vec<&'static str>)> {
+    // T5's and the decoders' LM heads are frozen: nothing to save
+    let Some(head) = model.head() else { return Ok((Vec::new(), Vec::new())) };
+    let tensors = head
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (head_key(&n), t.detach().to_device(Device::Cpu).contiguous()));
+    Ok((tensors.collect(), head.layout.modules()))
+}
+
+/// The backbone prefix of the model's task model in saved-adapter keys.
+fn prefix(model: &Model) -> &'static str {
+    model.cfg.family().prefix()
 }
 
 /// A target's saved tensors: lora_A, lora_B and, when the adapter has `lora_bias`, lora_B's bias
 /// (BitFit's b divided by alpha / r, since PEFT scales lora_B's output, bias included; zero without BitFit).
-fn lora_tensors(
-    model: &Model,
-    t: &LoraTarget,
-    with_bias: bool,
-    cfg: &ModelConfig,
-) -> Result<Vec<(String, Tensor)>> {
-    let (site, fam) = (&t.spec.site, Family::of(cfg));
-    let site_key = |site: &str, leaf: &str| fam.key(site, leaf);
+fn lora_tensors(model: &Model, t: &LoraTarget, with_bias: bool) -> Result<Vec<(String, Tensor)>> {
+    let site = &t.spec.site;
     let (a, b) = if t.bias_only {
-        let SiteShape::Linear { d_in, d_out, .. } = site_shape(cfg, site)? else {
+        let SiteShape::Linear { d_in, d_out, .. } = site_shape(&model.cfg, site)? else {
             return Err(Error::site(site, "BitFit exported as LoRA bias at a site that is not a Linear"));
         };
         let zeros = |shape: [i64; 2]| Tensor::zeros(shape, (tch::Kind::Float, Device::Cpu));
@@ -180,15 +185,14 @@ fn lora_tensors(
         } else {
             Tensor::zeros([b.size()[0]], (tch::Kind::Float, Device::Cpu))
         };
-        out.push((site_key(site, "lora_B.bias"), bias.contiguous()));
+        out.push((site_key(prefix(model), site, "lora_B.bias"), bias.contiguous()));
     }
-    out.push((site_key(site, "lora_A.weight"), a));
-    out.push((site_key(site, "lora_B.weight"), b));
+    out.push((site_key(prefix(model), site, "lora_A.weight"), a));
+    out.push((site_key(prefix(model), site, "lora_B.weight"), b));
     Ok(out)
 }
 
-fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str, cfg: &ModelConfig) -> Result<PeftAdapter> {
-    let fam = Family::of(cfg);
+fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str) -> Result<PeftAdapter> {
     let first = &targets.first().ok_or_else(|| Error::Msg("no LoRA module to export".into()))?.spec;
     let r = mode(targets.iter().map(|t| t.spec.rank())).unwrap_or(first.rank());
     let alpha = mode(targets.iter().map(|t| t.spec.alpha())).unwrap_or(first.alpha());
@@ -196,7 +200,8 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str, cfg: &ModelCo
     let dropout = mode(targets.iter().filter(|t| !t.bias_only).map(|t| t.spec.dropout())).unwrap_or(0.0);
     let with_bias = targets.iter().any(|t| t.bitfit);
     let (mut ranks, mut alphas) = (Map::new(), Map::new());
-    let mut tensors = classifier(model, fam)?;
+    let (mut tensors, to_save) = head(model)?;
+    let task_type = Kind::of(&model.cfg).task_type;
     for t in targets {
         if t.spec.rank() != r {
             ranks.insert(t.spec.site.clone(), json!(t.spec.rank()));
@@ -204,11 +209,11 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str, cfg: &ModelCo
         if t.spec.alpha() != alpha {
             alphas.insert(t.spec.site.clone(), json!(t.spec.alpha()));
         }
-        tensors.extend(lora_tensors(model, t, with_bias, cfg)?);
+        tensors.extend(lora_tensors(model, t, with_bias)?);
     }
     let config = json!({
         "peft_type": "LORA",
-        "task_type": fam.task_type,
+        "task_type": task_type,
         "base_model_name_or_path": base,
         "revision": null,
         "inference_mode": true,
@@ -220,7 +225,7 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str, cfg: &ModelCo
         "alpha_pattern": alphas,
         "bias": "none",
         "lora_bias": with_bias,
-        "modules_to_save": saved(fam),
+        "modules_to_save": if to_save.is_empty() { Value::Null } else { json!(to_save) },
         "fan_in_fan_out": false,
         "init_lora_weights": true,
         "use_rslora": false,
@@ -231,24 +236,13 @@ fn lora_adapter(model: &Model, targets: &[LoraTarget], base: &str, cfg: &ModelCo
     Ok(PeftAdapter { subdir: None, config, tensors })
 }
 
-/// `modules_to_save`: the encoders' classifier, nothing for the LM heads (frozen).
-fn saved(fam: Family) -> Value {
-    if fam.head {
-        json!(["classifier"])
-    } else {
-        Value::Null
-    }
-}
-
 /// The LN_TUNING tensors of a norm site: its weight (with LNFit folded in) and, for a LayerNorm, its
-/// bias (with BitFit folded in); an RMS norm has no bias.
+/// bias (with BitFit folded in); an RMS norm (T5, decoders) has no bias.
 fn norm_tensors(model: &Model, site: &str) -> Result<(Tensor, Option<Tensor>)> {
-    if let Some(bert) = model.bert() {
-        let norm = bert
-            .norm_sites()
-            .into_iter()
-            .find(|n| n.name == site)
-            .ok_or_else(|| Error::site(site, "not a LayerNorm"))?;
+    if let Some(encoder) = model.encoder() {
+        let norms = encoder.norm_sites();
+        let norm =
+            norms.iter().find(|n| n.name == site).ok_or_else(|| Error::site(site, "not a LayerNorm"))?;
         let (w, b) = norm.folded().ok_or_else(|| Error::site(site, "holds a delta LN_TUNING cannot fold"))?;
         return Ok((w, Some(b)));
     }
@@ -279,26 +273,25 @@ fn ln_adapter(
     sites: &[String],
     base: &str,
     subdir: Option<&'static str>,
-    cfg: &ModelConfig,
 ) -> Result<PeftAdapter> {
-    let fam = Family::of(cfg);
-    let mut tensors = classifier(model, fam)?;
+    let (mut tensors, to_save) = head(model)?;
     for site in sites {
         let (w, b) = norm_tensors(model, site)?;
-        tensors.push((fam.key(site, "ln_tuning_layers.weight"), w.to_device(Device::Cpu).contiguous()));
+        let key = |leaf: &str| site_key(prefix(model), site, leaf);
+        tensors.push((key("ln_tuning_layers.weight"), w.to_device(Device::Cpu).contiguous()));
         if let Some(b) = b {
-            tensors.push((fam.key(site, "ln_tuning_layers.bias"), b.to_device(Device::Cpu).contiguous()));
+            tensors.push((key("ln_tuning_layers.bias"), b.to_device(Device::Cpu).contiguous()));
         }
     }
     let config = json!({
         "peft_type": "LN_TUNING",
-        "task_type": fam.task_type,
+        "task_type": Kind::of(&model.cfg).task_type,
         "base_model_name_or_path": base,
         "revision": null,
         "inference_mode": true,
         "target_modules": sites,
         "exclude_modules": null,
-        "modules_to_save": saved(fam),
+        "modules_to_save": if to_save.is_empty() { Value::Null } else { json!(to_save) },
     });
     Ok(PeftAdapter { subdir, config, tensors })
 }
@@ -310,18 +303,17 @@ pub fn export(
     structure: &Structure,
     base: &str,
 ) -> Result<std::result::Result<Exported, Unrepresentable>> {
-    let cfg = super::model_config(model)?;
-    let plan = match plan(&structure.modules, structure.full, &cfg)? {
+    let plan = match plan(&structure.modules, structure.full, &model.cfg)? {
         Ok(p) => p,
         Err(u) => return Ok(Err(u)),
     };
     let mut adapters = Vec::new();
     if !plan.lora.is_empty() {
-        adapters.push(lora_adapter(model, &plan.lora, base, &cfg)?);
+        adapters.push(lora_adapter(model, &plan.lora, base)?);
     }
     if !plan.norms.is_empty() {
         let subdir = if adapters.is_empty() { None } else { Some(LN_SUBDIR) };
-        adapters.push(ln_adapter(model, &plan.norms, base, subdir, &cfg)?);
+        adapters.push(ln_adapter(model, &plan.norms, base, subdir)?);
     }
     if adapters.is_empty() {
         return Err(Error::Msg("the run has no delta modules to export".into()));

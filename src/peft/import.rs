@@ -1,5 +1,5 @@
-//! A PEFT adapter directory (LoRA and/or LN_TUNING, saved by `save_pretrained` for
-//! BertForSequenceClassification) as s3pet modules and their parameter values.
+//! A PEFT adapter directory (LoRA and/or LN_TUNING, saved by `save_pretrained` for an encoder family's
+//! sequence-classification model) as s3pet modules and their parameter values.
 //!
 //! LoRA becomes LoRA with alpha chosen so that s3pet's alpha / r equals PEFT's scaling (rsLoRA
 //! included), except a LoRA whose A and B are both zero (inert, and untrainable: s3pet's export of
@@ -7,8 +7,8 @@
 //! Linear biases (`bias` = `lora_only` / `all`) become BitFit; an LN_TUNING norm becomes LNFit
 //! (weight - base weight) and BitFit (bias - base bias), keeping only the parts that differ from the
 //! base (both when neither does).
-use super::{split_key, Family, CONFIG_FILE, WEIGHTS_FILE};
-use crate::backbone::{ModelConfig, Weights};
+use super::{split_key, CONFIG_FILE, WEIGHTS_FILE};
+use crate::backbone::{HeadLayout, ModelConfig, Weights};
 use crate::delta::{DeltaKind, ModuleSpec, SiteShape};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -33,7 +33,8 @@ struct ModuleGroup {
 pub struct Imported {
     /// Modules in site order, then kind order.
     pub modules: Vec<ModuleSpec>,
-    /// Values under s3pet's parameter names (`<site>.lora_A`, `<site>.bitfit`, `classifier.weight`, ...).
+    /// Values under s3pet's parameter names (`<site>.lora_A`, `<site>.bitfit`, the head's `classifier.weight`,
+    /// ...).
     pub tensors: Vec<(String, Tensor)>,
     pub num_labels: i64,
     /// `base_model_name_or_path` of the first adapter.
@@ -79,23 +80,34 @@ fn num(cfg: &Value, field: &str, file: &Path) -> Result<f64> {
 }
 
 struct Reader<'a> {
-    cfg: ModelConfig,
-    fam: Family,
     base: &'a Weights,
+    /// The backbone's prefix in the task model (`bert.`, `mpnet.`, ...).
+    prefix: &'static str,
+    /// The task head of an encoder (T5's and the decoders' LM heads are frozen: none).
+    head: Option<HeadLayout>,
+    /// RMS norms (T5, decoders): LN_TUNING holds their weight only.
+    rms: bool,
     sites: Vec<(String, SiteShape)>,
     modules: Vec<ModuleSpec>,
     tensors: Vec<(String, Tensor)>,
-    classifier: Option<(Tensor, Tensor)>,
+    /// Head tensors by name in the task model.
+    head_tensors: BTreeMap<String, Tensor>,
 }
 
 impl Reader<'_> {
-    /// The s3pet site of a module path inside BertForSequenceClassification.
+    /// The s3pet site of a module path inside the task model.
     fn site(&self, path: &str, key: &str) -> Result<(String, SiteShape)> {
-        let site = path.strip_prefix(self.fam.prefix).unwrap_or(path);
+        let site = path.strip_prefix(self.prefix).unwrap_or(path);
         self.sites.iter().find(|(s, _)| s == site).cloned().ok_or_else(|| Error::Tensor {
             key: key.into(),
-            msg: format!("`{site}` is not a delta site of this model ({})", self.cfg.describe()),
+            msg: format!("`{site}` is not a delta site of this model"),
         })
+    }
+
+    /// Whether a module path is (inside) one of the head's modules.
+    fn is_head(&self, path: &str) -> bool {
+        let modules = self.head.as_ref().map(|h| h.modules()).unwrap_or_default();
+        modules.iter().any(|m| path == *m || path.starts_with(&format!("{m}.")))
     }
 
     /// The base checkpoint's `weight` or `bias` of a site (LayerNorm gamma / beta accepted).
@@ -143,24 +155,27 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn set_classifier(&mut self, leaf: &str, t: Tensor, key: &str) -> Result<()> {
-        let (w, b) = self.classifier.get_or_insert_with(|| (Tensor::new(), Tensor::new()));
-        let slot = match leaf.trim_start_matches("modules_to_save.") {
-            "weight" => w,
-            "bias" => b,
-            _ => return Err(Error::Tensor { key: key.into(), msg: "unknown classifier tensor".into() }),
-        };
-        *slot = t.to_kind(tch::Kind::Float);
+    /// A head tensor (`modules_to_save`, saved with or without PEFT's wrapper name).
+    fn set_head(&mut self, path: &str, leaf: &str, t: Tensor, key: &str) -> Result<()> {
+        let name = format!("{path}.{}", leaf.replace("modules_to_save.", ""));
+        let known = self.head.as_ref().is_some_and(|h| h.tensor_shapes(1).iter().any(|(n, _)| *n == name));
+        if !known {
+            return Err(Error::Tensor {
+                key: key.into(),
+                msg: format!("`{name}` is not a tensor of this model's head"),
+            });
+        }
+        self.head_tensors.insert(name, t.to_kind(tch::Kind::Float));
         Ok(())
     }
 
-    /// Sets the classifier from its group; every other group becomes a [`ModuleGroup`] at its site.
+    /// Sets the head from its groups; every other group becomes a [`ModuleGroup`] at its site.
     fn module_groups(&mut self, groups: Groups) -> Result<Vec<ModuleGroup>> {
         let mut out = Vec::new();
         for (path, leaves) in groups {
-            if path == "classifier" {
+            if self.is_head(&path) {
                 for (leaf, (key, t)) in leaves {
-                    self.set_classifier(&leaf, t, &key)?;
+                    self.set_head(&path, &leaf, t, &key)?;
                 }
                 continue;
             }
@@ -291,7 +306,7 @@ impl Reader<'_> {
     }
 
     fn read_ln(&mut self, groups: Groups) -> Result<()> {
-        if self.fam.rms {
+        if self.rms {
             return self.read_rms(groups);
         }
         for ModuleGroup { site, shape, any_key, leaves, .. } in self.module_groups(groups)? {
@@ -364,10 +379,13 @@ fn read_groups(file: &Path) -> Result<Groups> {
 
 /// Reads a PEFT adapter directory (and its sub-adapters) against the base model `base` / `cfg`.
 pub fn import<C: Clone + Into<ModelConfig>>(dir: &Path, base: &Weights, cfg: &C) -> Result<Imported> {
-    let dirs = adapter_dirs(dir)?;
     let cfg: ModelConfig = cfg.clone().into();
-    let (fam, sites) = (Family::of(&cfg), cfg.sites());
-    let mut r = Reader { cfg, fam, base, sites, modules: vec![], tensors: vec![], classifier: None };
+    let head = HeadLayout::of(&cfg);
+    let rms = matches!(cfg, ModelConfig::T5(_) | ModelConfig::Llama(_));
+    let dirs = adapter_dirs(dir)?;
+    let (prefix, sites) = (cfg.family().prefix(), cfg.sites());
+    let (modules, tensors, found) = (vec![], vec![], BTreeMap::new());
+    let mut r = Reader { base, prefix, head, rms, sites, modules, tensors, head_tensors: found };
     let mut base_model = None;
     for d in &dirs {
         let file = d.join(CONFIG_FILE);
@@ -393,33 +411,7 @@ pub fn import<C: Clone + Into<ModelConfig>>(dir: &Path, base: &Weights, cfg: &C)
             base_model = ac.get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string);
         }
     }
-    let num_labels = match (&r.cfg, r.classifier.take()) {
-        (ModelConfig::Bert(c), Some((w, b)))
-            if w.defined()
-                && b.defined()
-                && w.dim() == 2
-                && b.size() == [w.size()[0]]
-                && w.size()[1] == c.hidden_size =>
-        {
-            let n = w.size()[0];
-            r.tensors.push(("classifier.weight".into(), w));
-            r.tensors.push(("classifier.bias".into(), b));
-            n
-        }
-        (ModelConfig::Bert(_), Some(_)) => {
-            return Err(Error::file(dir, "the classifier needs weight (labels, hidden) and bias (labels)"))
-        }
-        (ModelConfig::Bert(_), None) => {
-            return Err(Error::file(
-                dir,
-                "no classifier in the adapter (modules_to_save); s3pet needs the task head",
-            ))
-        }
-        (_, Some(_)) => {
-            return Err(Error::file(dir, "a classifier in an adapter of a model whose head is its LM head"))
-        }
-        (_, None) => 0,
-    };
+    let num_labels = head_tensors(&mut r, dir)?;
     let order = |m: &ModuleSpec| (r.sites.iter().position(|(s, _)| *s == m.site), m.kind);
     let mut modules = r.modules;
     modules.sort_by_key(order);
@@ -427,4 +419,30 @@ pub fn import<C: Clone + Into<ModelConfig>>(dir: &Path, base: &Weights, cfg: &C)
         return Err(Error::file(dir, "the adapter holds no LoRA or LN_TUNING tensors"));
     }
     Ok(Imported { modules, tensors: r.tensors, num_labels, base_model, adapters: dirs })
+}
+
+/// Moves the head's tensors (every one, each of its shape) to the imported tensors; the number of labels.
+fn head_tensors(r: &mut Reader, dir: &Path) -> Result<i64> {
+    let Some(head) = r.head.clone() else {
+        if !r.head_tensors.is_empty() {
+            return Err(Error::file(dir, "a classifier in an adapter of a model whose head is its LM head"));
+        }
+        return Ok(0);
+    };
+    let out = format!("{}.weight", head.out);
+    let missing = || {
+        Error::file(dir, format!("no `{out}` in the adapter (modules_to_save); s3pet needs the task head"))
+    };
+    let w = r.head_tensors.get(&out).ok_or_else(missing)?;
+    let num_labels = if w.dim() == 2 { w.size()[0] } else { 0 };
+    for (name, shape) in head.tensor_shapes(num_labels) {
+        match r.head_tensors.remove(&name) {
+            Some(t) if t.size() == shape => r.tensors.push((name, t)),
+            other => {
+                let got = other.map(|t| format!("shape {:?}", t.size())).unwrap_or("missing".into());
+                return Err(Error::file(dir, format!("head tensor `{name}`: {got}, expected {shape:?}")));
+            }
+        }
+    }
+    Ok(num_labels)
 }

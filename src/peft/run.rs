@@ -36,7 +36,7 @@ pub const EXPORT_FILES: [&str; 5] = [
     "ln_tuning/adapter_model.safetensors",
 ];
 
-/// Exports the finished run in `run_dir` (BERT family) as PEFT adapters into `out`
+/// Exports the finished run in `run_dir` (an encoder family) as PEFT adapters into `out`
 /// (`s3pet export --format peft`): the adapters of [`export`], then `s3pet_export.json` with the task,
 /// labels and base model. Written into a temporary sibling directory renamed to `out` at the end, so
 /// `out` is complete or absent. An existing non-empty `out` is replaced only with `overwrite`, and only

@@ -1,6 +1,5 @@
 //! `s3pet import-peft`: a PEFT LoRA / LN_TUNING adapter directory becomes an s3pet run directory
 //! (config.json, structure.json, weights.safetensors) for eval, predict, merge, export or retrain.
-use crate::backbone::ModelConfig;
 use crate::config::RunConfig;
 use crate::data::TaskSpec;
 use crate::error::{Error, Result};
@@ -29,7 +28,8 @@ pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> 
     let md = ModelDir::open(&cfg.model)?;
     let weights = md.load_weights(cfg.device()?)?;
     let imp = crate::peft::import(dir, &weights, &md.cfg)?;
-    if matches!(md.cfg, ModelConfig::Bert(_)) && imp.num_labels != spec.num_labels() as i64 {
+    let encoder = !md.cfg.is_t5() && !md.cfg.is_causal_lm();
+    if encoder && imp.num_labels != spec.num_labels() as i64 {
         let msg = format!(
             "the adapter's classifier has {} labels but task `{}` has {}",
             imp.num_labels,
@@ -41,9 +41,9 @@ pub fn import_peft(dir: &Path, out: &Path, cfg: &RunConfig, overwrite: bool) -> 
     if let Some(b) = &imp.base_model {
         tracing::info!(base_model_name_or_path = %b, model = %cfg.model.display(), "adapter base model");
     }
-    let head = match &md.cfg {
-        ModelConfig::Bert(_) => crate::model::HeadInit::Fresh { num_labels: imp.num_labels },
-        _ => crate::model::HeadInit::for_task(&spec, &md)?,
+    let head = match encoder {
+        true => crate::model::HeadInit::Fresh { num_labels: imp.num_labels },
+        false => crate::model::HeadInit::for_task(&spec, &md)?,
     };
     let (structure, model) = crate::peft::imported_model_with(&imp, &md.cfg, &weights, head, cfg.seed)
         .map_err(|e| Error::file(dir, e.to_string()))?;

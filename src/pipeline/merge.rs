@@ -1,5 +1,7 @@
-//! `s3pet merge`: a plain Hugging Face BertForSequenceClassification directory with the linear deltas
-//! (LoRA, BitFit, LNFit) folded into the weights. LRA and adapters cannot be folded: a clear error.
+//! `s3pet merge`: a plain Hugging Face directory of the family's sequence-classification model
+//! (BertForSequenceClassification, RobertaFor..., MPNetFor..., DebertaV2For..., DistilBertFor...) with the
+//! linear deltas (LoRA, BitFit, LNFit) folded into the weights. LRA and adapters cannot be folded: a clear
+//! error. An unused pooler of a RoBERTa or MPNet checkpoint is not written (the task model has none).
 use super::finished::RunModel;
 use crate::config::DeviceSpec;
 use crate::data::{TaskKind, TaskSpec};
@@ -8,13 +10,13 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// The merged config.json: the base model's, with the task's labels and problem type.
-fn merged_config(base: &Path, spec: &TaskSpec) -> Result<Value> {
+fn merged_config(base: &Path, spec: &TaskSpec, class: &str) -> Result<Value> {
     let text = std::fs::read_to_string(base).map_err(|e| Error::io(base, e))?;
     let mut cfg: Value =
         serde_json::from_str(&text).map_err(|e| Error::parse(base, e.line(), e.to_string()))?;
     let regression = spec.kind == TaskKind::Regression;
     let labels: Vec<String> = if regression { vec!["score".into()] } else { spec.labels.clone() };
-    cfg["architectures"] = json!(["BertForSequenceClassification"]);
+    cfg["architectures"] = json!([class]);
     cfg["num_labels"] = json!(labels.len());
     cfg["id2label"] = labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
     cfg["label2id"] = labels.iter().enumerate().map(|(l_i, l)| (l.clone(), json!(l_i))).collect();
@@ -28,24 +30,26 @@ pub fn merge_run(run: &Path, out: &Path, overwrite: bool) -> Result<Value> {
     if let Some((llama, _)) = model.causal() {
         return super::merge_lm::merge_causal(llama, &md, out, overwrite);
     }
-    let (Some(bert), Some(head)) = (model.bert(), model.head()) else {
+    let (Some(encoder), Some(head)) = (model.encoder(), model.head()) else {
         return Err(Error::Msg(
-            "merge writes a BertForSequenceClassification; a T5 run keeps its deltas in weights.safetensors"
+            "merge writes an encoder's sequence-classification model; a T5 run keeps its deltas in \
+             weights.safetensors"
                 .into(),
         ));
     };
-    let folded = bert.folded_tensors().map_err(|site| {
+    let folded = encoder.folded_tensors().map_err(|site| {
         Error::site(
             site,
             "holds a low-rank adapter or Houlsby adapter, which cannot be folded into the weights; use the run's \
              own weights.safetensors (s3pet eval / predict) instead",
         )
     })?;
+    let family = md.cfg.family();
+    let cpu = |t: &tch::Tensor| t.detach().to_device(tch::Device::Cpu);
     let mut named: Vec<(String, tch::Tensor)> =
-        folded.into_iter().map(|(k, t)| (format!("bert.{k}"), t.to_device(tch::Device::Cpu))).collect();
-    named.push(("classifier.weight".into(), head.weight.detach().to_device(tch::Device::Cpu)));
-    named.push(("classifier.bias".into(), head.bias.detach().to_device(tch::Device::Cpu)));
-    let cfg = merged_config(&md.dir.join("config.json"), &spec)?;
+        folded.into_iter().map(|(k, t)| (format!("{}{k}", family.prefix()), cpu(&t))).collect();
+    named.extend(head.tensors().into_iter().map(|(k, t)| (k, cpu(t))));
+    let cfg = merged_config(&md.dir.join("config.json"), &spec, family.classifier_class())?;
     crate::artifact::write_dir(
         out,
         overwrite,
