@@ -209,6 +209,19 @@ pub struct BenchArgs {
     pub emit_structures: Option<PathBuf>,
     #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     pub model: PathBuf,
+    /// Search rows: capture the step as a CUDA graph (on a CUDA device of a cuda build), or not.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub cuda_graphs: String,
+    /// Second-order search rows: the w+ and w- passes of the Hessian term as one pass with a replica
+    /// dimension (on), or as two passes (off).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub hvp_replicas: String,
+    /// Instead of timing: for search1 / search2, run --steps steps with CUDA graphs and without, from
+    /// the same start, print the largest differences (JSON) and fail when one exceeds --graph-tol.
+    #[arg(long)]
+    pub graph_check: bool,
+    #[arg(long, default_value_t = 1e-4)]
+    pub graph_tol: f64,
 }
 
 #[derive(Subcommand)]

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod cuda_graph;
 pub mod data;
 pub mod delta;
 pub mod error;

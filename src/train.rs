@@ -251,10 +251,9 @@ fn train_step(
     lr: f64,
     at: &dyn Fn() -> String,
 ) -> Result<f64> {
-    let loss = model.loss(b, &Ctx::train());
+    let (loss, g) = model.loss_and_grads(b, true)?;
     let lv = loss.double_value(&[]);
     let (g, norm) = if lv.is_finite() {
-        let g = model.store.grads(&loss);
         let norm = clip_grad_norm(&g, cfg.clip_norm).double_value(&[]);
         (Some(g), norm)
     } else {

@@ -2,15 +2,14 @@
 //! pooler). Module paths are the checkpoint's own (`encoder.layer.3.attention.self.query`).
 use super::config::BertConfig;
 use super::loader::{Role, Vb};
-use super::sites::{LinearSite, NormSite};
+use super::sites::{LinearGroup, LinearSite, NormSite};
 use crate::delta::Ctx;
 use crate::error::Result;
 use tch::{Kind, Tensor};
 
 struct Layer {
-    query: LinearSite,
-    key: LinearSite,
-    value: LinearSite,
+    /// query, key, value: one group (they read the same input)
+    qkv: LinearGroup,
     attn_out: LinearSite,
     attn_ln: NormSite,
     inter: LinearSite,
@@ -43,9 +42,7 @@ impl Bert {
             let l = vb.pp("encoder.layer").pp(i);
             let (attn, att_out) = (l.pp("attention.self"), l.pp("attention.output"));
             layers.push(Layer {
-                query: attn.linear("query", d, d, true, Role::Site)?,
-                key: attn.linear("key", d, d, true, Role::Site)?,
-                value: attn.linear("value", d, d, true, Role::Site)?,
+                qkv: attn.linear_group(&["query", "key", "value"], d, d, true, Role::Site)?,
                 attn_out: att_out.linear("dense", d, d, true, Role::BlockOutput)?,
                 attn_ln: att_out.layer_norm("LayerNorm", d, eps)?,
                 inter: l.pp("intermediate").linear("dense", d, f, true, Role::Site)?,
@@ -91,10 +88,9 @@ impl Bert {
             hidden.push(x.shallow_clone());
         }
         for layer in &self.layers {
-            let split = |y: Tensor| y.view([b, t, h, dh]).transpose(1, 2); // (b, h, t, dh)
-            let q = split(layer.query.forward(&x, ctx));
-            let k = split(layer.key.forward(&x, ctx));
-            let v = split(layer.value.forward(&x, ctx));
+            let split = |y: &Tensor| y.view([b, t, h, dh]).transpose(1, 2); // (b, h, t, dh)
+            let qkv = layer.qkv.forward(&x, ctx);
+            let (q, k, v) = (split(&qkv[0]), split(&qkv[1]), split(&qkv[2]));
             let a = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&keep), attn_p, false, None, false);
             let a = a.transpose(1, 2).reshape([b, t, h * dh]); // (b, t, d)
             let a = layer.attn_out.forward(&a, ctx).dropout(pdrop, ctx.train);
@@ -121,7 +117,8 @@ impl Bert {
     pub fn linear_sites(&self) -> Vec<&LinearSite> {
         let mut v = Vec::new();
         for l in &self.layers {
-            v.extend([&l.query, &l.key, &l.value, &l.attn_out, &l.inter, &l.out]);
+            v.extend(l.qkv.sites.iter());
+            v.extend([&l.attn_out, &l.inter, &l.out]);
         }
         v
     }

@@ -2,6 +2,7 @@
 mod arch;
 mod bert;
 mod config;
+mod exec;
 mod heads;
 pub mod loader;
 mod sites;
@@ -13,7 +14,7 @@ pub use arch::{Arch, ModelConfig, WalkCache};
 pub use bert::Bert;
 pub use config::BertConfig;
 pub use heads::Head;
-pub use sites::{LinearSite, NormSite, Placement, RmsNormSite, SiteFactory};
+pub use sites::{LinearGroup, LinearSite, NormSite, Placement, RmsNormSite, SiteFactory};
 pub use t5::T5;
 pub use t5_config::T5Config;
 pub use weights::Weights;

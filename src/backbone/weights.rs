@@ -94,6 +94,21 @@ impl Weights {
         Ok(t.detach())
     }
 
+    /// Replaces the stored tensor `key` by `t` of the same shape and dtype (a view of a fused matrix).
+    pub fn replace(&self, key: &str, t: Tensor) -> Result<()> {
+        let mut map = self.tensors.borrow_mut();
+        match map.get(key) {
+            Some(old) if old.size() == t.size() && old.kind() == t.kind() => {
+                map.insert(key.to_string(), t);
+                Ok(())
+            }
+            _ => Err(Error::Tensor {
+                key: key.into(),
+                msg: "no stored tensor of that shape to replace".into(),
+            }),
+        }
+    }
+
     /// [`Weights::get`] in the frozen dtype. The first call for a key converts the stored tensor in place:
     /// with bf16 the fp32 original is dropped (later `get`s of that key return the bf16 tensor).
     pub fn get_frozen(&self, key: &str, shape: &[i64]) -> Result<Tensor> {

@@ -1,17 +1,18 @@
 //! Training-step benchmarks on fixed (batch x sequence) inputs: full fine-tuning, LoRA r8 on query and
 //! value, a retrain step of a structure, and S3PET-M search steps of first and second order.
 //! The device is synchronised before the clock is read.
+mod search;
+
 use crate::backbone::{Arch, BertConfig, Placement, Weights};
 use crate::batch::Batch;
 use crate::data::Target;
-use crate::delta::Ctx;
 use crate::error::{Error, Result};
 use crate::model::{HeadInit, Model};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
-use crate::search::bilevel::{SearchConfig, Stepper, Supernet};
 use crate::space::{budget_params, Space};
 use crate::structure::method_modules;
 use crate::tokenize::Encoded;
+pub use search::{graph_check, GraphCheck};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -74,6 +75,12 @@ pub struct BenchRow {
     pub peak_gpu_reserved_bytes: Option<u64>,
     /// Dtype of the frozen backbone matrices (fp32 or bf16; full fine-tuning is always fp32).
     pub backbone_dtype: String,
+    /// Search rows: whether the step ran as a CUDA graph, and whether the second order's w± passes
+    /// ran as one replica pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda_graphs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hvp_replicas: Option<bool>,
 }
 
 fn sync(device: Device) {
@@ -121,6 +128,10 @@ pub struct BenchOpts {
     pub steps: usize,
     pub device: Device,
     pub budget: f64,
+    /// Search rows: capture the step as a CUDA graph (where the build and device allow it).
+    pub cuda_graphs: bool,
+    /// Search rows, second order: the w+ and w- passes as one pass with a replica dimension.
+    pub replicas: bool,
 }
 
 /// The mix-space candidates of a shape (with their parameter counts), its budget in parameters at
@@ -181,13 +192,13 @@ pub fn bench(
     let train_step = |model: &Model| -> Result<f64> {
         let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-5, 0.0));
         time_steps(o.device, o.warmup, o.steps, || {
-            let loss = model.loss(&b, &Ctx::train());
-            let g = model.store.grads(&loss);
+            let (_, g) = model.loss_and_grads(&b, true)?;
             let _ = clip_grad_norm(&g, 1.0);
             opt.step(&model.store, &g, 1e-5);
             Ok(())
         })
     };
+    let mut search_flags = None;
     let (ms, trainable) = match workload {
         "full" | "lora" | "retrain" => {
             let (placements, full) = match workload {
@@ -199,20 +210,9 @@ pub fn bench(
             (train_step(&model)?, model.store.numel())
         }
         "search1" | "search2" => {
-            let placements: Vec<Placement> =
-                cands.iter().enumerate().map(|(i, c)| Placement { spec: c.clone(), gate: Some(i) }).collect();
-            let model = Model::build(cfg, weights, &placements, false, head, 0)?;
-            let trainable = model.store.numel() + cands.len() as i64;
-            let mut net = Supernet::new(model, cands.clone(), budget, 1.0);
-            let scfg = SearchConfig::paper(if workload == "search1" { 1 } else { 2 }, o.batch);
-            let mut st = Stepper::new(&mut net, &scfg);
-            let mut i = 0;
-            let ms = time_steps(o.device, o.warmup, o.steps, || {
-                let _ = st.alpha_step(&b, &b, 3e-4, 0.1)?;
-                st.w_step(&b, 3e-4, i)?;
-                i += 1;
-                Ok(())
-            })?;
+            let order = if workload == "search1" { 1 } else { 2 };
+            let (ms, trainable, graphs) = search::time_search(cfg, weights, (&cands, budget), order, &b, o)?;
+            search_flags = Some((graphs, o.replicas && order == 2));
             (ms, trainable)
         }
         w => {
@@ -243,5 +243,7 @@ pub fn bench(
         } else {
             "bf16".into()
         },
+        cuda_graphs: search_flags.map(|f| f.0),
+        hvp_replicas: search_flags.map(|f| f.1),
     })
 }
