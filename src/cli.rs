@@ -200,6 +200,10 @@ pub struct BenchArgs {
     /// Frozen backbone matrices in fp32 or bf16 (the full workload always trains fp32).
     #[arg(long, default_value = "fp32")]
     pub backbone_dtype: String,
+    /// fp32, or bf16 activations and frozen matmuls end to end (fp32 deltas, head, optimiser); not for
+    /// the full workload.
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    pub precision: String,
     /// Use the real all-MiniLM-L6-v2 weights (--model) for the minilm shape.
     #[arg(long)]
     pub real_minilm: bool,
@@ -429,6 +433,10 @@ pub struct CommonArgs {
     /// [default: fp32].
     #[arg(long, value_parser = known(s3pet::config::Dtype::parse))]
     pub backbone_dtype: Option<String>,
+    /// fp32, or bf16: bf16 activations and frozen matmuls end to end, deltas / head / optimiser in fp32
+    /// [default: fp32].
+    #[arg(long, value_parser = known(s3pet::config::Precision::parse))]
+    pub precision: Option<String>,
     /// Replace an existing run directory.
     #[arg(long)]
     #[serde(skip)]

@@ -19,6 +19,8 @@ struct Layer {
 
 pub struct Bert {
     pub cfg: BertConfig,
+    /// The activations' dtype (fp32, or bf16 with `--precision bf16`).
+    act: Kind,
     word: Tensor,     // (vocab, d)
     position: Tensor, // (max_pos, d)
     token_type: Tensor,
@@ -51,7 +53,8 @@ impl Bert {
             });
         }
         let pooler = vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?;
-        Ok(Bert { cfg: cfg.clone(), word, position, token_type, emb_ln, layers, pooler })
+        let act = vb.act_kind();
+        Ok(Bert { cfg: cfg.clone(), act, word, position, token_type, emb_ln, layers, pooler })
     }
 
     fn act(&self, x: &Tensor) -> Tensor {
@@ -78,7 +81,7 @@ impl Bert {
         let emb = Tensor::embedding(&self.word, ids, -1, false, false)
             + pos
             + Tensor::embedding(&self.token_type, types, -1, false, false); // (b, t, d)
-        let emb = emb.to_kind(Kind::Float); // a no-op unless the tables are bf16
+        let emb = emb.to_kind(self.act); // fp32 activations from bf16 tables, or bf16 ones
         let mut x = self.emb_ln.forward(&emb, ctx).dropout(pdrop, ctx.train);
         let keep = mask.to_kind(tch::Kind::Bool).view([b, 1, 1, t]); // (b, 1, 1, t)
         let (h, dh) = (self.cfg.num_attention_heads, self.cfg.head_dim());

@@ -123,6 +123,14 @@ impl<'s, 'a> Vb<'s, 'a> {
         }
     }
 
+    /// The activations' dtype of the model being built (fp32 when reading shapes only).
+    pub fn act_kind(&self) -> Kind {
+        match &self.state.borrow().source {
+            Source::Weights(w) => w.act_kind(),
+            Source::Shapes => Kind::Float,
+        }
+    }
+
     pub fn device(&self) -> Device {
         match &self.state.borrow().source {
             Source::Weights(w) => w.device(),

@@ -61,6 +61,8 @@ struct DecoderBlock {
 
 pub struct T5 {
     pub cfg: T5Config,
+    /// The activations' dtype (fp32, or bf16 with `--precision bf16`).
+    act: Kind,
     shared: Tensor,          // (vocab, d)
     lm_head: Option<Tensor>, // (vocab, d) when untied
     enc_table: Tensor,       // (buckets, heads): block 0's relative_attention_bias, shared by the stack
@@ -92,8 +94,15 @@ fn ffn(vb: &Vb, cfg: &T5Config) -> Result<Ffn> {
 }
 
 /// T5's relative position buckets for (q_len, k_len), as transformers computes them (same float ops).
-fn buckets(q_len: i64, k_len: i64, bidirectional: bool, num_buckets: i64, max_distance: i64) -> Tensor {
-    let opts = (Kind::Int64, tch::Device::Cpu);
+/// Built on `device` (no host-to-device copy inside a forward).
+fn buckets(
+    q_len: i64,
+    k_len: i64,
+    bidirectional: bool,
+    (num_buckets, max_distance): (i64, i64),
+    device: tch::Device,
+) -> Tensor {
+    let opts = (Kind::Int64, device);
     let ctx_pos = Tensor::arange(q_len, opts).unsqueeze(1); // (q, 1)
     let mem_pos = Tensor::arange(k_len, opts).unsqueeze(0); // (1, k)
     let rel = mem_pos - ctx_pos; // (q, k)
@@ -163,7 +172,19 @@ impl T5 {
             });
         }
         let dec_ln = vb.pp("decoder").rms_norm("final_layer_norm", d, eps)?;
-        Ok(T5 { cfg: cfg.clone(), shared, lm_head, enc_table, dec_table, encoder, enc_ln, decoder, dec_ln })
+        let act = vb.act_kind();
+        Ok(T5 {
+            cfg: cfg.clone(),
+            act,
+            shared,
+            lm_head,
+            enc_table,
+            dec_table,
+            encoder,
+            enc_ln,
+            decoder,
+            dec_ln,
+        })
     }
 
     fn act(&self, x: &Tensor) -> Tensor {
@@ -182,7 +203,7 @@ impl T5 {
     /// Relative position bias (1, heads, q, k) from a stack's table.
     fn position_bias(&self, table: &Tensor, q: i64, k: i64, bidirectional: bool) -> Tensor {
         let (nb, md) = (self.cfg.relative_attention_num_buckets, self.cfg.relative_attention_max_distance);
-        let idx = buckets(q, k, bidirectional, nb, md).to_device(table.device());
+        let idx = buckets(q, k, bidirectional, (nb, md), table.device());
         Tensor::embedding(table, &idx, -1, false, false).permute([2, 0, 1]).unsqueeze(0)
     }
 
@@ -263,9 +284,9 @@ impl T5 {
         x.to_kind(head.kind()).linear::<Tensor>(head, None).to_kind(Kind::Float)
     }
 
-    /// Token embeddings (b, t, d) in fp32 (a no-op cast unless the table is bf16).
+    /// Token embeddings (b, t, d) in the activations' dtype.
     fn embed(&self, ids: &Tensor) -> Tensor {
-        Tensor::embedding(&self.shared, ids, -1, false, false).to_kind(Kind::Float)
+        Tensor::embedding(&self.shared, ids, -1, false, false).to_kind(self.act)
     }
 
     /// Decoder inputs for target ids (b, s) padded with -100: the start token, then the targets

@@ -65,9 +65,14 @@ pub struct BenchRow {
     pub seq_len: usize,
     pub steps: usize,
     pub ms_per_step: f64,
+    /// CPU time of the process per step (all threads): less sensitive than wall time to other work on a
+    /// shared machine.
+    pub cpu_ms_per_step: Option<f64>,
     pub examples_per_s: f64,
     pub tokens_per_s: f64,
     pub trainable_params: i64,
+    /// Every backbone tensor's elements (for model FLOP rates: 4 x this x tokens a delta-tuning step).
+    pub backbone_params: i64,
     pub peak_rss_bytes: Option<u64>,
     /// Peak bytes allocated to tensors on the GPU (libtorch's caching allocator; `cuda` builds only).
     pub peak_gpu_bytes: Option<u64>,
@@ -75,6 +80,8 @@ pub struct BenchRow {
     pub peak_gpu_reserved_bytes: Option<u64>,
     /// Dtype of the frozen backbone matrices (fp32 or bf16; full fine-tuning is always fp32).
     pub backbone_dtype: String,
+    /// Activations' dtype: fp32, or bf16 (`--precision bf16`).
+    pub precision: String,
     /// Search rows: whether the step ran as a CUDA graph, and whether the second order's w± passes
     /// ran as one replica pass.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,23 +109,26 @@ pub fn fixed_batch(batch: usize, seq_len: usize, vocab: i64, device: Device) -> 
     Batch::new(&refs, device)
 }
 
-/// Times `steps` calls of `step` after `warmup` untimed ones; returns ms per step.
+/// Times `steps` calls of `step` after `warmup` untimed ones; returns wall-clock ms per step and this
+/// process's CPU ms per step (all threads; see [`crate::progress::cpu_seconds`]).
 pub fn time_steps(
     device: Device,
     warmup: usize,
     steps: usize,
     mut step: impl FnMut() -> Result<()>,
-) -> Result<f64> {
+) -> Result<(f64, Option<f64>)> {
     for _ in 0..warmup {
         step()?;
     }
     sync(device);
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), crate::progress::cpu_seconds());
     for _ in 0..steps {
         step()?;
     }
     sync(device);
-    Ok(t.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64)
+    let n = steps.max(1) as f64;
+    let cpu_ms = cpu.zip(crate::progress::cpu_seconds()).map(|(a, b)| (b - a) * 1e3 / n);
+    Ok((t.elapsed().as_secs_f64() * 1e3 / n, cpu_ms))
 }
 
 pub struct BenchOpts {
@@ -189,7 +199,7 @@ pub fn bench(
         mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()
     };
     let (cands, budget, chosen) = bench_structures(cfg, o.budget)?;
-    let train_step = |model: &Model| -> Result<f64> {
+    let train_step = |model: &Model| -> Result<(f64, Option<f64>)> {
         let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-5, 0.0));
         time_steps(o.device, o.warmup, o.steps, || {
             let (_, g) = model.loss_and_grads(&b, true)?;
@@ -198,8 +208,11 @@ pub fn bench(
             Ok(())
         })
     };
+    if workload == "full" && weights.act_kind() != tch::Kind::Float {
+        return Err(Error::config("--precision", "the full workload trains the backbone in fp32"));
+    }
     let mut search_flags = None;
-    let (ms, trainable) = match workload {
+    let ((ms, cpu_ms), trainable) = match workload {
         "full" | "lora" | "retrain" => {
             let (placements, full) = match workload {
                 "full" => (vec![], true),
@@ -232,9 +245,11 @@ pub fn bench(
         seq_len: o.seq_len,
         steps: o.steps,
         ms_per_step: ms,
+        cpu_ms_per_step: cpu_ms,
         examples_per_s: o.batch as f64 * 1e3 / ms,
         tokens_per_s: (o.batch * o.seq_len) as f64 * 1e3 / ms,
         trainable_params: trainable,
+        backbone_params: cfg.param_count(),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         peak_gpu_bytes: gpu.map(|p| p.0),
         peak_gpu_reserved_bytes: gpu.map(|p| p.1),
@@ -243,6 +258,7 @@ pub fn bench(
         } else {
             "bf16".into()
         },
+        precision: if weights.act_kind() == tch::Kind::Float { "fp32".into() } else { "bf16".into() },
         cuda_graphs: search_flags.map(|f| f.0),
         hvp_replicas: search_flags.map(|f| f.1),
     })

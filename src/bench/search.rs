@@ -18,7 +18,7 @@ fn supernet(cfg: &BertConfig, weights: &Weights, (cands, budget): (&[ModuleSpec]
     Ok(Supernet::new(model, cands.to_vec(), budget, 1.0))
 }
 
-/// ms per search step of `order`, trainable parameters (deltas, head, one alpha per candidate), and
+/// (wall, CPU) ms per search step of `order`, trainable parameters (deltas, head, one alpha per candidate), and
 /// whether the step ran as a CUDA graph.
 pub(super) fn time_search(
     cfg: &BertConfig,
@@ -27,7 +27,7 @@ pub(super) fn time_search(
     order: u8,
     b: &Batch,
     o: &BenchOpts,
-) -> Result<(f64, i64, bool)> {
+) -> Result<((f64, Option<f64>), i64, bool)> {
     let mut net = supernet(cfg, weights, space)?;
     let trainable = net.model.store.numel() + space.0.len() as i64;
     let mut st = Stepper::new(&mut net, &SearchConfig::paper(order, o.batch));

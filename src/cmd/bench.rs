@@ -2,7 +2,7 @@
 use crate::cli::BenchArgs;
 use anyhow::Result;
 use s3pet::bench::{bench, random_weights, shape_config, BenchOpts};
-use s3pet::config::{DeviceSpec, Dtype};
+use s3pet::config::{DeviceSpec, Dtype, Precision};
 use s3pet::model::ModelDir;
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -38,6 +38,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             dir => ModelDir::open(std::path::Path::new(dir))?.load_weights(device)?,
         };
         weights.set_frozen_kind(Dtype::parse(&a.backbone_dtype)?.kind());
+        weights.set_precision(Precision::parse(&a.precision)?);
         if a.graph_check {
             graph_checks(shape, &cfg, &weights, &workloads, &o, a.graph_tol)?;
             continue;

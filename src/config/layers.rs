@@ -61,6 +61,7 @@ fn defaults(method: Method) -> Map<String, Value> {
         "clip_norm": clip, "eval_every": null, "max_length": 128, "length_buckets": 0,
         "max_train_examples": null, "max_eval_examples": null, "structure": null, "device": "auto",
         "threads": null, "checkpoint_every": null, "skip_nonfinite": false, "backbone_dtype": "fp32",
+        "precision": "fp32",
     });
     v.as_object().cloned().unwrap_or_default()
 }
