@@ -47,7 +47,8 @@ impl Batch {
             mask[off..off + row_ids.len()].iter_mut().for_each(|m| *m = 1);
             tokens += row_ids.len() as i64;
         }
-        let mk = |v: Vec<i64>| Tensor::from_slice(&v).view([n, t]).to_device(device);
+        // copied to the device without waiting for it (the driver stages the host data at once)
+        let mk = |v: Vec<i64>| crate::optim::upload(&Tensor::from_slice(&v).view([n, t]), device);
         let targets: Vec<Target> = items.iter().map(|e| e.target).collect();
         let labels = match targets.first() {
             Some(Target::Score(_)) => {
@@ -60,8 +61,8 @@ impl Batch {
                     targets.iter().map(|t| if let Target::Class(c) = t { *c as i64 } else { 0 }).collect();
                 Tensor::from_slice(&c)
             }
-        }
-        .to_device(device);
+        };
+        let labels = crate::optim::upload(&labels, device);
         Batch {
             ids: mk(ids),
             mask: mk(mask),

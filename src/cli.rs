@@ -217,8 +217,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub cuda_graphs: String,
     /// Second-order search rows: the w+ and w- passes of the Hessian term as one pass with a replica
-    /// dimension (on), or as two passes (off).
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    /// dimension (on), or as two passes (off); auto: on for CUDA, off on the CPU (the search's default).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub hvp_replicas: String,
     /// Instead of timing: for search1 / search2, run --steps steps with CUDA graphs and without, from
     /// the same start, print the largest differences (JSON) and fail when one exceeds --graph-tol.

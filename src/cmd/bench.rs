@@ -18,7 +18,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         device,
         budget: a.budget,
         cuda_graphs: a.cuda_graphs == "on",
-        replicas: a.hvp_replicas == "on",
+        replicas: a.hvp_replicas == "on" || (a.hvp_replicas == "auto" && device.is_cuda()),
     };
     let workloads: Vec<&str> = if a.workload == "all" {
         vec!["full", "lora", "retrain", "search1", "search2"]

@@ -12,6 +12,7 @@ use crate::checkpoint::{self, LoopState};
 use crate::data::TaskSpec;
 use crate::delta::{Ctx, Gates};
 use crate::error::{Error, Result};
+use crate::model::Values;
 use crate::optim::linear_lr;
 use crate::tokenize::Encoded;
 use crate::train::{encoded_len, epoch_order_bucketed, eval_due, evaluate, primary, Metrics};
@@ -65,14 +66,6 @@ impl SearchConfig {
             seed: 0,
             length_buckets: 0,
         }
-    }
-}
-
-fn check(v: f64, what: &str, step: usize) -> Result<f64> {
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(Error::Train(format!("non-finite {what} ({v}) at search step {step}")))
     }
 }
 
@@ -169,16 +162,18 @@ fn evaluate_search(
     epoch: usize,
 ) -> Result<()> {
     st.check_guard()?;
+    // the last step's losses (null in alphas.jsonl when --skip-nonfinite skipped that step's batch)
     let train_loss = out.train_loss.double_value(&[]);
-    let lv = check(out.val_loss.double_value(&[]), "validation loss", pr.ls.step)?;
+    let lv = out.val_loss.double_value(&[]);
     let p = tch::no_grad(|| st.net.probs())?;
-    let dev_m = evaluate(
-        &st.net.model,
-        data.dev,
-        data.spec,
-        st.cfg.eval_batch_size,
-        &Ctx::gated(false, &Gates::new(&p)),
-    )?;
+    // every parameter read once through a pass gated by p (the reference path when there is none)
+    let gates = match st.net.model.pass(Values::Store { grad: false }, Some(&p))? {
+        Some(pass) => Gates::pass(pass),
+        None => Gates::new(&p),
+    };
+    let dev_m = tch::no_grad(|| {
+        evaluate(&st.net.model, data.dev, data.spec, st.cfg.eval_batch_size, &Ctx::gated(false, &gates))
+    })?;
     let (alpha, pv) = (st.net.alpha_values()?, to_vec(&p, "p")?);
     let line = json!({"step": pr.ls.step, "epoch": epoch + 1, "train_loss": train_loss, "val_loss": lv,
                       "shift": st.net.shift()?, "dev": dev_m, "alpha": alpha, "p": pv});

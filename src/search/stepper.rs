@@ -50,7 +50,10 @@ pub struct Stepper<'a> {
     pub last_alpha_grad: Option<Tensor>,
     /// The finite-difference Hessian-vector term the last (eager) second-order step subtracted from it.
     pub last_hessian_term: Option<Tensor>,
-    /// Second order: the w+ and w- passes as one pass over both, with a replica dimension.
+    /// Second order: the w+ and w- passes as one pass over both, with a replica dimension (fewer
+    /// kernels, twice the activations of one pass held at once). Default: on CUDA, where a step is
+    /// bound by kernel launches; off on the CPU, where it saved no time and held 1.7x the memory
+    /// (docs/PERFORMANCE.md).
     pub replicas: bool,
     rng: rand_chacha::ChaCha8Rng,
     pub(crate) cfg: SearchConfig,
@@ -74,7 +77,7 @@ impl<'a> Stepper<'a> {
             a_opt,
             last_alpha_grad: None,
             last_hessian_term: None,
-            replicas: true,
+            replicas: device.is_cuda(),
             rng,
             cfg: cfg.clone(),
             guard,
