@@ -55,7 +55,7 @@ if [ -d gpu/data ] && [ -f gpu/model-cfg/config.json ]; then
 import torch
 from transformers import BertConfig, BertModel
 torch.manual_seed(0)
-BertModel(BertConfig.from_json_file("/tmp/s13-model/config.json")).save_pretrained("/tmp/s13-model", safe_serialization=True)
+BertModel(BertConfig.from_json_file("/tmp/s13-model/config.json")).save_pretrained("/tmp/s13-model")
 print("random-weight MiniLM written")
 PY
   compare --workload "" --whole-run rte --model $M --data-dir gpu/data --whole-run-arg=--epochs --whole-run-arg=4
