@@ -18,7 +18,7 @@ program; a LoRA row its model FLOP rate (4 x backbone parameters x tokens a step
 to the activations; frozen weights get no gradient) and, with --peak-tflops, its share of that peak.
 --whole-run TASK times one `s3pet run` (the S3PET-M search then retrain at the task's schedule) against one
 `s3pet train --method lora` of the same schedule on --model and --data-dir, as one more row.
-With --json the rows are appended to that JSON list (created if missing). Arguments after `--` go to
+With --json each row is appended to that JSON list (created if missing) as soon as it is measured. Arguments after `--` go to
 both programs; --s3pet-arg / --peer-arg / --baseline-arg (repeatable) to one of them.
 """
 import argparse
@@ -268,6 +268,21 @@ def table(a, results):
               f"{fmt(r['ratio'], 2)} | {base} | {'; '.join(notes)} |")
 
 
+def append_json(path, row):
+    """Appends one row to the JSON list at `path` (created if missing): a run cut short keeps its rows."""
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            rows = json.load(f)
+        if not isinstance(rows, list):
+            sys.exit(f"{path}: not a JSON list")
+    rows.append(row)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+        f.write("\n")
+
+
 def main(argv=None):
     a = parse(argv)
     results = []
@@ -284,25 +299,18 @@ def main(argv=None):
                 retrain = (s3, peer)
             results.append(row_of(a, shape, workload, s3, base, peer, retrain))
             r = results[-1]
+            if a.json:
+                append_json(a.json, r)
             print(f"  {shape} {workload}: s3pet {fmt(r['s3pet_ms'])} ms, pytorch {fmt(r['pytorch_ms'])} ms"
                   + (f", baseline {fmt(r.get('baseline_ms'))} ms" if a.baseline else ""), file=sys.stderr, flush=True)
     if a.whole_run:
         results.append(whole_run(a, tmp.name))
+        if a.json:
+            append_json(a.json, results[-1])
     tmp.cleanup()
     table(a, results)
     if a.json:
-        rows = []
-        if os.path.exists(a.json):
-            with open(a.json) as f:
-                rows = json.load(f)
-            if not isinstance(rows, list):
-                sys.exit(f"{a.json}: not a JSON list")
-        rows.extend(results)
-        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-            f.write("\n")
-        print(f"\nappended {len(results)} rows to {a.json}", file=sys.stderr)
+        print(f"\nappended {len(results)} rows to {a.json} (each as it finished)", file=sys.stderr)
     ok = all(r.get("s3pet_ms") is not None or r.get("run_over_lora") is not None for r in results)
     return 0 if ok else 1
 

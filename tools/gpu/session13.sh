@@ -8,7 +8,8 @@
 # Carry: dist/s3pet-cuda (scripts/build-cuda.sh), optionally dist/s3pet-cuda-base (the same script at
 # commit 35c9ebf), and gpu/ from tools/gpu/prep13.sh (RTE data, MiniLM config and tokenizer: the RTE runs
 # use random weights made here, timing does not depend on their values). Needs PyTorch 2.11 + CUDA 13,
-# transformers and PEFT (the machine's python3). About 7 minutes; LIMIT (seconds, default 450) bounds it.
+# transformers and PEFT (the machine's python3). About 7.5 minutes; LIMIT (seconds, default 460) bounds it;
+# each phase stops in time for the later ones (RESERVE), and compare_bench.py writes each row as it ends.
 #   tools/gpu/session13.sh
 set -uo pipefail
 source scripts/gpu-env.sh
@@ -16,7 +17,7 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/session13}
 mkdir -p "$OUT"
 LOG=$OUT/session13.log
-end=$(( $(date +%s) + ${LIMIT:-450} ))
+end=$(( $(date +%s) + ${LIMIT:-460} ))
 left() { echo $(( end - $(date +%s) )); }
 S3=dist/s3pet-cuda
 BASE=()
@@ -41,11 +42,11 @@ compare() {  # one compare_bench call, cut off at the time left
     --warmup 3 --steps 10 --hvp-replicas off | tee -a "$OUT/nographs.jsonl"
 } 2>&1 | tee -a "$LOG"
 # 2. MiniLM fp32: every workload, the pre-change binary beside it (search step speed-up, memory)
-RESERVE=300 compare --shape minilm --workload full,lora,retrain,search1,search2 --warmup 3 --steps 10 "${BASE[@]}"
+RESERVE=220 compare --shape minilm --workload full,lora,retrain,search1,search2 --warmup 3 --steps 10 "${BASE[@]}"
 # 3. BERT-base fp32: LoRA against the plain PEFT loop, search over retrain
-RESERVE=170 compare --shape bert-base --workload lora,retrain,search1,search2 --warmup 3 --steps 8
+RESERVE=120 compare --shape bert-base --workload lora,retrain,search1,search2 --warmup 3 --steps 8
 # 4. BERT-large bf16 LoRA (--precision bf16 against autocast): model FLOP utilisation of 790 TFLOP/s
-RESERVE=100 compare --shape bert-large --workload lora --dtype bf16 --warmup 3 --steps 8 --peak-tflops 790
+RESERVE=80 compare --shape bert-large --workload lora --dtype bf16 --warmup 3 --steps 8 --peak-tflops 790
 # 5. a whole `s3pet run` (S3PET-M search + retrain) against one LoRA run, RTE's schedule cut to 4 epochs
 #    each (search, retrain and LoRA alike, so the ratio is the paper schedule's), MiniLM shape
 if [ -d gpu/data ] && [ -f gpu/model-cfg/config.json ]; then
