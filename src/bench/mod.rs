@@ -96,12 +96,14 @@ fn sync(device: Device) {
     }
 }
 
-/// A fixed batch: `batch` rows of `seq_len` random tokens, no padding, binary labels.
+/// A fixed batch: `batch` rows of `seq_len` random tokens, no padding, binary labels. Ids from 1000 up
+/// (all ids for a vocabulary of at most 2000, as tools/bench_peer.py does).
 pub fn fixed_batch(batch: usize, seq_len: usize, vocab: i64, device: Device) -> Batch {
+    let lo = if vocab > 2000 { 1000 } else { 0 };
     let items: Vec<Encoded> = (0..batch)
         .map(|i| {
             let ids: Vec<i64> =
-                (0..seq_len).map(|j| 1000 + ((i * 7919 + j * 104_729) as i64 % (vocab - 1000))).collect();
+                (0..seq_len).map(|j| lo + ((i * 7919 + j * 104_729) as i64 % (vocab - lo).max(1))).collect();
             Encoded { rows: vec![(ids, vec![0; seq_len])], target: Target::Class(i % 2), group: None }
         })
         .collect();
