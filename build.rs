@@ -1,13 +1,16 @@
 //! Makes the binary find libtorch without LD_LIBRARY_PATH (an rpath to `$LIBTORCH/lib`), and with the
 //! `cuda` feature force-links libtorch_cuda: nothing references it directly, so `--as-needed` would
 //! drop it and CUDA would silently report unavailable. Also compiles csrc/cuda_mem.cpp there (peak
-//! statistics of libtorch's CUDA allocator, which tch does not expose).
+//! statistics of libtorch's CUDA allocator, which tch does not expose) and csrc/cuda_graph.cpp (CUDA
+//! graphs of the search step, against libtorch's and the CUDA runtime's headers).
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/cuda_mem.cpp");
+    println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {
         return;
     };
@@ -21,7 +24,42 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
         #[cfg(feature = "cuda")]
         cuda_mem(&lib);
+        #[cfg(feature = "cuda")]
+        cuda_graph(&lib);
     }
+}
+
+/// The directory with cuda_runtime_api.h: the CUDA wheel's (beside torch in site-packages), $CUDA_HOME's
+/// or /usr/local/cuda's.
+#[cfg(feature = "cuda")]
+fn cuda_include(lib: &std::path::Path) -> PathBuf {
+    let torch = lib.parent().expect("LIBTORCH/lib has a parent");
+    let mut dirs = vec![torch.join("../nvidia/cu13/include"), torch.join("../nvidia/cuda_runtime/include")];
+    if let Some(h) = std::env::var_os("CUDA_HOME") {
+        dirs.push(PathBuf::from(h).join("include"));
+    }
+    dirs.push(PathBuf::from("/usr/local/cuda/include"));
+    dirs.into_iter().find(|d| d.join("cuda_runtime_api.h").is_file()).expect(
+        "cuda_runtime_api.h not found (the nvidia CUDA wheels beside torch, $CUDA_HOME or /usr/local/cuda)",
+    )
+}
+
+/// The CUDA graph shim (at::cuda::CUDAGraph and c10's stream functions).
+#[cfg(feature = "cuda")]
+fn cuda_graph(lib: &std::path::Path) {
+    let torch = lib.parent().expect("LIBTORCH/lib has a parent");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("csrc/cuda_graph.cpp")
+        .include(torch.join("include"))
+        .include(torch.join("include/torch/csrc/api/include"))
+        .include(cuda_include(lib))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .compile("s3pet_cuda_graph");
+    println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    println!("cargo:rustc-link-lib=dylib=torch_cuda");
 }
 
 /// The allocator shim, against libtorch's c10 headers only (no CUDA header: the CUDA allocator is

@@ -10,7 +10,7 @@ if ! ls "$VENV"/lib/python3*/site-packages/torch/lib/libtorch_cuda.so >/dev/null
   "$VENV/bin/pip" install -q torch==2.11.0
 fi
 # csrc/cuda_graph.cpp includes libtorch's CUDA headers, which include cuda_runtime.h, which needs the
-# compiler's crt/ headers: the nvcc wheel of the same CUDA release (headers only are used)
+# compiler's crt/ headers: those of the nvcc wheel of the same CUDA release (only its headers are used)
 if ! ls "$VENV"/lib/python3*/site-packages/nvidia/cu13/include/crt/host_config.h >/dev/null 2>&1; then
   "$VENV/bin/pip" install -q nvidia-cuda-nvcc==13.0.88
 fi

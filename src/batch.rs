@@ -16,6 +16,21 @@ pub struct Batch {
     pub tokens: i64,
 }
 
+impl Clone for Batch {
+    fn clone(&self) -> Self {
+        Batch {
+            ids: self.ids.shallow_clone(),
+            mask: self.mask.shallow_clone(),
+            types: self.types.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+            targets: self.targets.clone(),
+            groups: self.groups.clone(),
+            choices: self.choices,
+            tokens: self.tokens,
+        }
+    }
+}
+
 impl Batch {
     pub fn new(items: &[&Encoded], device: Device) -> Batch {
         let choices = items.first().map(|e| e.rows.len()).unwrap_or(1) as i64;
@@ -32,7 +47,8 @@ impl Batch {
             mask[off..off + row_ids.len()].iter_mut().for_each(|m| *m = 1);
             tokens += row_ids.len() as i64;
         }
-        let mk = |v: Vec<i64>| Tensor::from_slice(&v).view([n, t]).to_device(device);
+        // copied to the device without waiting for it (the driver stages the host data at once)
+        let mk = |v: Vec<i64>| crate::optim::upload(&Tensor::from_slice(&v).view([n, t]), device);
         let targets: Vec<Target> = items.iter().map(|e| e.target).collect();
         let labels = match targets.first() {
             Some(Target::Score(_)) => {
@@ -45,8 +61,8 @@ impl Batch {
                     targets.iter().map(|t| if let Target::Class(c) = t { *c as i64 } else { 0 }).collect();
                 Tensor::from_slice(&c)
             }
-        }
-        .to_device(device);
+        };
+        let labels = crate::optim::upload(&labels, device);
         Batch {
             ids: mk(ids),
             mask: mk(mask),
@@ -56,6 +72,26 @@ impl Batch {
             groups: items.iter().map(|e| e.group.clone()).collect(),
             choices,
             tokens,
+        }
+    }
+
+    /// The batch `r` times over, one copy after the other (rows r n .. (r + 1) n are copy r): the input of
+    /// a replica pass.
+    pub fn repeated(&self, r: i64) -> Batch {
+        if r == 1 {
+            return self.clone();
+        }
+        let rep = |t: &Tensor| t.repeat([r, 1]);
+        let n = self.targets.len() * r as usize;
+        Batch {
+            ids: rep(&self.ids),
+            mask: rep(&self.mask),
+            types: rep(&self.types),
+            labels: self.labels.repeat([r]),
+            targets: self.targets.iter().cycle().take(n).copied().collect(),
+            groups: self.groups.iter().cycle().take(n).cloned().collect(),
+            choices: self.choices,
+            tokens: self.tokens * r,
         }
     }
 

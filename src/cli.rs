@@ -224,6 +224,10 @@ pub struct BenchArgs {
     /// Frozen backbone matrices in fp32 or bf16 (the full workload always trains fp32).
     #[arg(long, default_value = "fp32")]
     pub backbone_dtype: String,
+    /// fp32, or bf16 activations and frozen matmuls end to end (fp32 deltas, head, optimiser); not for
+    /// the full workload.
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    pub precision: String,
     /// Use the real all-MiniLM-L6-v2 weights (--model) for the minilm shape.
     #[arg(long)]
     pub real_minilm: bool,
@@ -233,6 +237,19 @@ pub struct BenchArgs {
     pub emit_structures: Option<PathBuf>,
     #[arg(long, env = "S3PET_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     pub model: PathBuf,
+    /// Search rows: capture the step as a CUDA graph (on a CUDA device of a cuda build), or not.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub cuda_graphs: String,
+    /// Second-order search rows: the w+ and w- passes of the Hessian term as one pass with a replica
+    /// dimension (on), or as two passes (off); auto: on for CUDA, off on the CPU (the search's default).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub hvp_replicas: String,
+    /// Instead of timing: for search1 / search2, run --steps steps with CUDA graphs and without, from
+    /// the same start, print the largest differences (JSON) and fail when one exceeds --graph-tol.
+    #[arg(long)]
+    pub graph_check: bool,
+    #[arg(long, default_value_t = 1e-4)]
+    pub graph_tol: f64,
 }
 
 #[derive(Subcommand)]
@@ -446,6 +463,10 @@ pub struct CommonArgs {
     /// [default: fp32].
     #[arg(long, value_parser = known(s3pet::config::Dtype::parse))]
     pub backbone_dtype: Option<String>,
+    /// fp32, or bf16: bf16 activations and frozen matmuls end to end, deltas / head / optimiser in fp32
+    /// [default: fp32].
+    #[arg(long, value_parser = known(s3pet::config::Precision::parse))]
+    pub precision: Option<String>,
     /// Replace an existing run directory.
     #[arg(long)]
     #[serde(skip)]

@@ -86,3 +86,138 @@ fn update(store: &ParamStore, opt: &mut AdamW, g: &Tensor, lr: f64, keep_undo: b
     }
     Some(format!("parameters after the update (learning rate {lr:e})"))
 }
+
+/// What one slot of a [`DeviceGuard`] row holds, for the check and its message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slot {
+    /// "loss", "gradient norm", "parameters after the update" (a sum: non-finite iff one is), ...
+    pub what: &'static str,
+    /// Which update of the step it belongs to ("alpha update", "w update").
+    pub update: &'static str,
+    /// The value must also be at most this (the sigmoid shift's relative residual).
+    pub at_most: Option<f64>,
+}
+
+/// Rows kept on the device between two host checks (a check is forced when they are all used).
+pub const GUARD_ROWS: usize = 256;
+
+/// The non-finite guard without host round trips: each step writes its checked values (losses,
+/// gradient norms, the sum of the updated parameters, the shift's residual) as one row of a ring
+/// buffer on the device, with no read-back; [`DeviceGuard::check`] reads the rows written since the
+/// last check (at evaluations, before every checkpoint, at the end, and every [`GUARD_ROWS`] steps)
+/// and fails at the first bad value with the message [`guarded_step`] gives, naming its step. The
+/// steps after a bad one still ran on the device, but nothing is written after it: the run stops at
+/// that check, before the evaluation or checkpoint that called it, so the last checkpoint and best
+/// weights on disk are the last good ones, as with the host guard. (`--skip-nonfinite` needs a decision
+/// per step: the search then reads each step's values on the host through [`guarded_step`].)
+pub struct DeviceGuard {
+    slots: Vec<Slot>,
+    ring: Tensor,
+    /// The next row, on the device (advanced inside the step, so a captured step advances it too).
+    row: Tensor,
+    /// The host's count of rows written since the last check, the step of the first of them, and the
+    /// next row (kept in step with `row`).
+    pending: usize,
+    first_step: usize,
+    next_row: usize,
+}
+
+impl DeviceGuard {
+    pub fn new(slots: Vec<Slot>, device: tch::Device) -> Self {
+        let ring = Tensor::zeros([GUARD_ROWS as i64, slots.len() as i64], (tch::Kind::Float, device));
+        let row = Tensor::zeros([1], (tch::Kind::Int64, device));
+        DeviceGuard { slots, ring, row, pending: 0, first_step: 0, next_row: 0 }
+    }
+
+    /// Device work of one step: writes `values` (one 0-d tensor per slot, any float kind) as the next row.
+    pub fn record(&self, values: &[Tensor]) {
+        tch::no_grad(|| {
+            let row =
+                Tensor::stack(&values.iter().map(|v| v.to_kind(tch::Kind::Float)).collect::<Vec<_>>(), 0);
+            let _ = self.ring.shallow_clone().index_copy_(0, &self.row, &row.unsqueeze(0));
+            let _ = self.row.shallow_clone().g_add_scalar_(1).remainder_(GUARD_ROWS as i64);
+        });
+    }
+
+    /// Host bookkeeping of one recorded step (`step`: its number); true when the ring is full and
+    /// [`DeviceGuard::check`] must run before the next step.
+    pub fn stepped(&mut self, step: usize) -> bool {
+        if self.pending == 0 {
+            self.first_step = step;
+        }
+        self.pending += 1;
+        self.next_row = (self.next_row + 1) % GUARD_ROWS;
+        self.pending >= GUARD_ROWS
+    }
+
+    /// The rows written since the last check, oldest first (one read-back), and the step of the first.
+    pub fn take(&mut self) -> Result<(usize, Vec<Vec<f32>>)> {
+        let (pending, first) = (self.pending, self.first_step);
+        self.pending = 0;
+        if pending == 0 {
+            return Ok((first, Vec::new()));
+        }
+        let rows = Vec::<Vec<f32>>::try_from(&self.ring.to_device(tch::Device::Cpu)).map_err(|e| {
+            Error::Tensor { key: "non-finite guard".into(), msg: format!("cannot read back: {e}") }
+        })?;
+        let start = self.next_row + GUARD_ROWS - pending;
+        Ok((first, (0..pending).map(|i| rows[(start + i) % GUARD_ROWS].clone()).collect()))
+    }
+
+    /// Reads the rows written since the last check; the first bad value is an error naming its step,
+    /// slot and value, `kept` saying what stays on disk. Returns the last row (the latest values).
+    pub fn check(&mut self, what_run: &str, kept: &str) -> Result<Option<Vec<f32>>> {
+        let (first, rows) = self.take()?;
+        for (i, row) in rows.iter().enumerate() {
+            for (slot, &v) in self.slots.iter().zip(row) {
+                let bad = !v.is_finite() || slot.at_most.is_some_and(|m| v as f64 > m);
+                if bad {
+                    let (step, update) = (first + i, slot.update);
+                    let problem = match slot.at_most {
+                        Some(_) => format!("{} {v:e} (the sigmoid shift did not converge)", slot.what),
+                        None => format!("non-finite {} {v}", slot.what),
+                    };
+                    return Err(Error::Train(format!(
+                        "{problem} at {what_run} step {step} ({update}); {kept}; --skip-nonfinite skips such batches"
+                    )));
+                }
+            }
+        }
+        Ok(rows.last().cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_guard_names_the_first_bad_step_and_wraps() {
+        let slots = vec![
+            Slot { what: "loss", update: "w update", at_most: None },
+            Slot { what: "shift residual", update: "alpha update", at_most: Some(1e-6) },
+        ];
+        let mut g = DeviceGuard::new(slots, tch::Device::Cpu);
+        let v = |x: f32| Tensor::from(x);
+        for step in 0..(GUARD_ROWS + 10) {
+            g.record(&[v(1.0), v(0.0)]);
+            if g.stepped(step) {
+                g.check("search", "kept").unwrap();
+            }
+        }
+        g.check("search", "kept").unwrap();
+        g.record(&[v(2.0), v(0.0)]);
+        g.stepped(300);
+        g.record(&[v(f32::NAN), v(0.0)]);
+        g.stepped(301);
+        g.record(&[v(f32::INFINITY), v(0.0)]);
+        g.stepped(302);
+        let e = g.check("search", "the last search checkpoint is kept").unwrap_err().to_string();
+        assert!(e.contains("non-finite loss NaN at search step 301 (w update)"), "{e}");
+        assert!(g.check("search", "kept").is_ok(), "a check consumes the rows");
+        g.record(&[v(1.0), v(1e-3)]);
+        g.stepped(303);
+        let e = g.check("search", "kept").unwrap_err().to_string();
+        assert!(e.contains("did not converge") && e.contains("step 303"), "{e}");
+    }
+}

@@ -8,6 +8,7 @@ pub mod causal;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub mod cuda_graph;
 pub mod data;
 pub mod delta;
 pub mod error;

@@ -5,9 +5,9 @@ use crate::backbone::loader::{check_placements, Loader};
 use crate::backbone::{Bert, Encoder, Head, HeadLayout, Llama, ModelConfig, Placement, Weights, T5};
 use crate::batch::Batch;
 use crate::data::{Target, TaskSpec};
-use crate::delta::Ctx;
+use crate::delta::{Ctx, GateMap, Gates, Pass};
 use crate::error::{Error, Result};
-use crate::params::ParamStore;
+use crate::params::{flat_grads, ParamStore};
 use crate::prompt::Prompter;
 use crate::text2text::Verbalizer;
 use std::path::{Path, PathBuf};
@@ -153,6 +153,16 @@ pub struct Model {
     pub head_params: i64,
     backbone_params: i64,
     pub device: Device,
+    /// The segment map of a pass over `store` (none under full fine-tuning: the backbone's tensors are
+    /// read as the store's own leaves).
+    gate_map: Option<GateMap>,
+}
+
+/// What a pass reads: the store's own values (as a fresh leaf when `grad`), or other values in its flat
+/// layout, (N) or with a replica dimension (R, N).
+pub enum Values<'a> {
+    Store { grad: bool },
+    Given(&'a Tensor),
 }
 
 impl Model {
@@ -192,7 +202,13 @@ impl Model {
         };
         let head_params = store.numel() - delta_params;
         let backbone_params = walk.params;
-        Ok(Model { body, cfg, store, delta_params, head_params, backbone_params, device })
+        let gate_map = if full {
+            None
+        } else {
+            let shapes = store.entries().iter().map(|(_, t)| t.size()).collect();
+            Some(GateMap::new(shapes, &walk.scaled, device)?)
+        };
+        Ok(Model { body, cfg, store, delta_params, head_params, backbone_params, device, gate_map })
     }
 
     /// The head of an encoder's family: fresh, or the checkpoint's own.
@@ -292,7 +308,7 @@ impl Model {
             .last()
             .map(|t| t.shallow_clone())
             .unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, self.device)));
-        head.forward(&encoder.features(&last, ctx), ctx.train)
+        head.forward_ctx(&encoder.features(&last, ctx), ctx)
     }
 
     /// Mean loss: cross-entropy (classification; softmax over choices for multiple choice) or MSE; for
@@ -317,6 +333,41 @@ impl Model {
     pub fn loss(&self, batch: &Batch, ctx: &Ctx) -> Tensor {
         let logits = self.logits(batch, ctx);
         self.loss_from_logits(&logits, batch)
+    }
+
+    /// A pass over `values` with gates `z` (`None`: at 1); `None` under full fine-tuning.
+    pub fn pass(&self, values: Values, z: Option<&Tensor>) -> Result<Option<Pass>> {
+        let Some(map) = &self.gate_map else { return Ok(None) };
+        let pass = match values {
+            Values::Store { grad } => Pass::over_flat(map, self.store.flat(), grad, z)?,
+            Values::Given(v) => Pass::new(map, v.shallow_clone(), z)?,
+        };
+        Ok(Some(pass))
+    }
+
+    /// The loss of each replica of a replica pass (`gates` holds one): the batch runs R times in one
+    /// forward, replica r on rows r b .. (r + 1) b; (R) losses.
+    pub fn replica_losses(&self, batch: &Batch, train: bool, gates: &Gates) -> Tensor {
+        let r = gates.as_pass().and_then(|p| p.replicas()).unwrap_or(1);
+        let logits = self.logits(&batch.repeated(r), &Ctx::gated(train, gates));
+        let losses: Vec<Tensor> =
+            logits.chunk(r, 0).iter().map(|l| self.loss_from_logits(l, batch)).collect();
+        Tensor::stack(&losses, 0)
+    }
+
+    /// The mean loss of `batch` and the flat gradient of every trainable parameter (one backward; through
+    /// a pass, whose leaf's gradient is that flat gradient, except under full fine-tuning).
+    pub fn loss_and_grads(&self, batch: &Batch, train: bool) -> Result<(Tensor, Tensor)> {
+        let Some(pass) = self.pass(Values::Store { grad: true }, None)? else {
+            let loss = self.loss(batch, &Ctx { train, gates: None });
+            let g = self.store.grads(&loss);
+            return Ok((loss, g));
+        };
+        let leaf = pass.values.shallow_clone();
+        let gates = Gates::pass(pass);
+        let loss = self.loss(batch, &Ctx::gated(train, &gates));
+        let g = flat_grads(&loss, &[&leaf]);
+        Ok((loss, g))
     }
 
     /// Greedy decodes (rows, 1 + steps) of a text-to-text model, long enough for every label word.

@@ -2,8 +2,12 @@
 //! contiguous tensor, so an update is a dozen kernels whatever the number of tensors (a search space
 //! has hundreds). The state is explicit (the search takes a virtual step from a copy of it; checkpoints
 //! save it). The update is torch.optim.AdamW's (decoupled weight decay, bias correction).
+//!
+//! The step-dependent scalars (learning rate, bias corrections) reach the kernels as a 3-element tensor
+//! on the device ([`AdamW::coefs`]), not as kernel arguments: a step can then be captured once as a CUDA
+//! graph and replayed with new values written into that tensor.
 use crate::params::ParamStore;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWConfig {
@@ -37,74 +41,110 @@ impl AdamW {
         AdamW { cfg, v: m.zeros_like(), m, step: 0 }
     }
 
-    /// p' for gradient `g` at learning rate `lr`, advancing (m, v) in place, at step `t`. On the CPU the
-    /// flat buffers are updated chunk by chunk, so that a chunk's p, g, m, v stay in cache across the
-    /// update's passes (one pass over the whole buffer each would stream it from memory every time);
-    /// on CUDA in one piece (there, kernel launches are the cost).
-    fn update(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, t: i64, lr: f64) {
+    /// The step scalars of update `t` at learning rate `lr`: [1 - lr wd, c / sqrt(bc2), c eps] with
+    /// c = -bc1 / lr, so that p = p (1 - lr wd) + m / (sqrt(v) c / sqrt(bc2) + c eps) is torch's
+    /// p (1 - lr wd) - lr / bc1 · m / (sqrt(v / bc2) + eps). At lr 0 the denominator is infinite: p stays.
+    pub fn coefs(&self, t: i64, lr: f64) -> [f32; 3] {
+        let (b1, b2) = self.cfg.betas;
+        let decay = (1.0 - lr * self.cfg.weight_decay) as f32;
+        if lr == 0.0 {
+            return [decay, 0.0, f32::INFINITY];
+        }
+        let bc1 = 1.0 - b1.powi(t as i32);
+        let bc2 = 1.0 - b2.powi(t as i32);
+        let c = -bc1 / lr;
+        [decay, (c / bc2.sqrt()) as f32, (c * self.cfg.eps) as f32]
+    }
+
+    /// p' for gradient `g` with the step scalars `coef` ([`AdamW::coefs`], on p's device), advancing
+    /// (m, v) in place. On the CPU the flat buffers are updated chunk by chunk, so that a chunk's p, g, m,
+    /// v stay in cache across the update's passes (one pass over the whole buffer each would stream it
+    /// from memory every time); on CUDA in one piece (there, kernel launches are the cost).
+    fn update(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, coef: &Tensor) {
         let n = p.numel() as i64;
         let chunk = if p.device().is_cuda() { n.max(1) } else { CPU_CHUNK };
+        let c = [coef.get(0), coef.get(1), coef.get(2)];
         let mut s = 0;
         while s < n {
             let len = chunk.min(n - s);
             let (mut pc, mut mc, mut vc) = (p.narrow(0, s, len), m.narrow(0, s, len), v.narrow(0, s, len));
-            self.update_chunk(&mut pc, &g.narrow(0, s, len), &mut mc, &mut vc, t, lr);
+            self.update_chunk(&mut pc, &g.narrow(0, s, len), &mut mc, &mut vc, &c);
             s += len;
         }
     }
 
     /// torch.optim.AdamW's update in five in-place passes and two temporaries:
-    /// m = lerp(m, g, 1 - b1); v = lerp(v, g², 1 - b2); p = p (1 - lr wd) - lr / bc1 · m / (sqrt(v / bc2) + eps),
-    /// the last as p += m / d with d = -(bc1 / lr)(sqrt(v) / sqrt(bc2) + eps).
-    fn update_chunk(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, t: i64, lr: f64) {
+    /// m = lerp(m, g, 1 - b1); v = lerp(v, g², 1 - b2); p = p c0 + m / (sqrt(v) c1 + c2).
+    fn update_chunk(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, c: &[Tensor; 3]) {
         let (b1, b2) = self.cfg.betas;
         if self.cfg.weight_decay != 0.0 {
-            let _ = p.g_mul_scalar_(1.0 - lr * self.cfg.weight_decay);
+            let _ = p.g_mul_(&c[0]);
         }
         let _ = m.lerp_(g, 1.0 - b1);
         let _ = v.lerp_(&g.square(), 1.0 - b2);
-        if lr == 0.0 {
-            return; // the moments advance; p does not move (and d below would be infinite)
-        }
-        let bc1 = 1.0 - b1.powi(t as i32);
-        let bc2 = 1.0 - b2.powi(t as i32);
-        let c = -bc1 / lr;
         let mut d = v.sqrt();
-        let _ = d.g_mul_scalar_(c / bc2.sqrt());
-        let _ = d.g_add_scalar_(c * self.cfg.eps);
+        let _ = d.g_mul_(&c[1]);
+        let _ = d.g_add_(&c[2]);
         let _ = p.addcdiv_(m, &d);
+    }
+
+    /// The step scalars as a tensor on `device` (copied without waiting for the device).
+    pub fn coef_tensor(c: &[f32], device: tch::Device) -> Tensor {
+        upload(&Tensor::from_slice(c), device)
     }
 
     /// One step on the store's values with the flat gradient `g`.
     pub fn step(&mut self, store: &ParamStore, g: &Tensor, lr: f64) {
         self.step += 1;
-        let t = self.step;
+        let coef = Self::coef_tensor(&self.coefs(self.step, lr), g.device());
+        self.apply(store, g, &coef);
+    }
+
+    /// The update with step scalars `coef` given (the step counter is the caller's: see
+    /// [`AdamW::coefs`]); device work only, nothing read back.
+    pub fn apply(&self, store: &ParamStore, g: &Tensor, coef: &Tensor) {
         tch::no_grad(|| {
             let (mut p, mut m, mut v) =
                 (store.flat().shallow_clone(), self.m.shallow_clone(), self.v.shallow_clone());
-            self.update(&mut p, g, &mut m, &mut v, t, lr);
+            self.update(&mut p, g, &mut m, &mut v, coef);
         });
     }
 
     /// The values one step would give, from a COPY of the state (the real state is untouched): the
     /// search's virtual step.
     pub fn virtual_values(&self, store: &ParamStore, g: &Tensor, lr: f64) -> Tensor {
+        let coef = Self::coef_tensor(&self.coefs(self.step + 1, lr), g.device());
+        self.virtual_with(store, g, &coef)
+    }
+
+    /// [`AdamW::virtual_values`] with the step scalars of step `self.step + 1` given.
+    pub fn virtual_with(&self, store: &ParamStore, g: &Tensor, coef: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let (mut p, mut m, mut v) = (store.flat().copy(), self.m.copy(), self.v.copy());
-            self.update(&mut p, g, &mut m, &mut v, self.step + 1, lr);
+            self.update(&mut p, g, &mut m, &mut v, coef);
             p
         })
     }
 }
 
+/// `t` (on the CPU) copied to `device` without the wait of a blocking copy (the source is staged by the
+/// driver at once, so it may be dropped right after).
+pub fn upload(t: &Tensor, device: tch::Device) -> Tensor {
+    if device.is_cuda() {
+        t.to_device_(device, t.kind(), true, false)
+    } else {
+        t.to_device(device)
+    }
+}
+
 /// Scales `g` so that its L2 norm is at most `max_norm` (as torch.nn.utils.clip_grad_norm_, on the
-/// device, without a host round trip); returns the norm before clipping as a 0-d tensor.
+/// device, without a host round trip); returns the norm before clipping as a 0-d tensor (g's dtype).
 pub fn clip_grad_norm(g: &Tensor, max_norm: f64) -> Tensor {
     tch::no_grad(|| {
         let norm = g.norm();
         let coef = (max_norm / (&norm + 1e-6)).clamp_max(1.0);
         let _ = g.shallow_clone().g_mul_(&coef);
-        norm.to_kind(Kind::Double)
+        norm
     })
 }
 
@@ -120,7 +160,7 @@ pub fn linear_lr(base: f64, step: i64, warmup: i64, total: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     #[test]
     fn schedule_decays_linearly_to_zero() {
@@ -171,9 +211,11 @@ mod tests {
         let (mut p2, mut m2, mut v2) = (p1.copy(), m1.copy(), v1.copy());
         for (t, lr) in [(1, 0.0), (2, 1e-3), (3, 5e-4)] {
             let g = Tensor::randn([n], (Kind::Float, Device::Cpu));
+            let coef = AdamW::coef_tensor(&opt.coefs(t, lr), Device::Cpu);
+            let c = [coef.get(0), coef.get(1), coef.get(2)];
             tch::no_grad(|| {
-                opt.update(&mut p1, &g, &mut m1, &mut v1, t, lr);
-                opt.update_chunk(&mut p2, &g, &mut m2, &mut v2, t, lr);
+                opt.update(&mut p1, &g, &mut m1, &mut v1, &coef);
+                opt.update_chunk(&mut p2, &g, &mut m2, &mut v2, &c);
             });
             for (a, b) in [(&p1, &p2), (&m1, &m2), (&v1, &v2)] {
                 assert!(a.equal(b), "step {t}");

@@ -134,5 +134,8 @@ pub fn flat_grads(loss: &Tensor, inputs: &[&Tensor]) -> Tensor {
         .zip(inputs)
         .map(|(g, t)| if g.defined() { g.reshape([-1]) } else { t.zeros_like().reshape([-1]) })
         .collect();
-    Tensor::cat(&parts, 0)
+    match <[Tensor; 1]>::try_from(parts) {
+        Ok([one]) => one, // one input (a pass's flat leaf): its gradient is flat already
+        Err(parts) => Tensor::cat(&parts, 0),
+    }
 }

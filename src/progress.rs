@@ -66,6 +66,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU seconds this process has used, all threads, user and system (Linux: /proc/self/stat, in clock
+/// ticks of 1/100 s), if the OS tells. On a machine shared with other work this grows with the work done,
+/// where wall time also grows with the waiting.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1; // the command name may hold spaces
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((utime + stime) / 100.0)
+}
+
 /// Resets the peak-RSS mark (Linux: `5` into /proc/self/clear_refs) so that phases can be measured apart.
 pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");

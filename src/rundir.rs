@@ -83,6 +83,7 @@ impl RunModel {
         let structure = Structure::load(&run.path("structure.json"), &md.cfg)?;
         let mut weights = md.load_weights(cfg.device()?)?;
         weights.set_frozen_kind(cfg.backbone_dtype.kind());
+        weights.set_precision(cfg.precision);
         let placements: Vec<Placement> =
             structure.modules.iter().map(|m| Placement { spec: m.clone(), gate: None }).collect();
         let head = HeadInit::for_task(&spec, &md)?;

@@ -7,6 +7,7 @@ use crate::config::{RunConfig, Source};
 use crate::data::{load_run_data, Provenance, TaskData, TaskSpec};
 use crate::delta::Ctx;
 use crate::error::{Error, Result};
+use crate::guard::{DeviceGuard, Slot};
 use crate::model::Model;
 use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
 use crate::tokenize::{Encoded, TextEncoder};
@@ -16,6 +17,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
+use tch::Tensor;
 
 pub type Metrics = BTreeMap<String, f64>;
 
@@ -195,9 +197,12 @@ struct LoopFiles {
 impl LoopFiles {
     /// Where a stopped run stands and what it keeps, for the non-finite guard's message.
     fn kept(&self, step: usize, epoch: usize) -> String {
+        format!("step {step} (epoch {}); {}", epoch + 1, self.kept_files())
+    }
+
+    fn kept_files(&self) -> String {
         format!(
-            "step {step} (epoch {}); the last checkpoint ({}) and the best weights so far ({}) are kept",
-            epoch + 1,
+            "the last checkpoint ({}) and the best weights so far ({}) are kept",
             self.checkpoint.display(),
             self.weights.display()
         )
@@ -248,26 +253,51 @@ fn evaluate_and_keep(
     Ok(())
 }
 
-/// One optimiser step on `b` behind the non-finite guard; returns the loss.
+/// The training loop's non-finite guard: on the device, read at evaluations, checkpoints and every
+/// [`crate::guard::GUARD_ROWS`] steps; `None` with `--skip-nonfinite` (each step decides on the host).
+fn device_guard(cfg: &RunConfig, device: tch::Device) -> Option<DeviceGuard> {
+    let s = |what| Slot { what, update: "update", at_most: None };
+    let slots = vec![s("loss"), s("gradient norm"), s("parameters after the update")];
+    (!cfg.skip_nonfinite).then(|| DeviceGuard::new(slots, device))
+}
+
+/// One optimiser step on `b` behind the non-finite guard; returns the loss (0-d, on the device).
 fn train_step(
     model: &Model,
-    opt: &mut AdamW,
+    (opt, guard): (&mut AdamW, &mut Option<DeviceGuard>),
     b: &Batch,
-    cfg: &RunConfig,
-    lr: f64,
-    at: &dyn Fn() -> String,
-) -> Result<f64> {
-    let loss = model.loss(b, &Ctx::train());
+    (cfg, lr, step): (&RunConfig, f64, usize),
+    (at, kept): (&dyn Fn() -> String, &str),
+) -> Result<Tensor> {
+    let (loss, g) = model.loss_and_grads(b, true)?;
+    let loss = loss.detach();
+    if let Some(guard) = guard {
+        let norm = clip_grad_norm(&g, cfg.clip_norm);
+        opt.step(&model.store, &g, lr);
+        guard.record(&[
+            loss.shallow_clone(),
+            norm,
+            tch::no_grad(|| model.store.flat().sum(tch::Kind::Float)),
+        ]);
+        if guard.stepped(step) {
+            guard.check("training", kept)?;
+        }
+        return Ok(loss);
+    }
     let lv = loss.double_value(&[]);
     let (g, norm) = if lv.is_finite() {
-        let g = model.store.grads(&loss);
         let norm = clip_grad_norm(&g, cfg.clip_norm).double_value(&[]);
         (Some(g), norm)
     } else {
         (None, f64::NAN)
     };
-    crate::guard::guarded_step(&model.store, opt, g.as_ref(), (lv, norm), lr, cfg.skip_nonfinite, at)?;
-    Ok(lv)
+    crate::guard::guarded_step(&model.store, opt, g.as_ref(), (lv, norm), lr, true, at)?;
+    Ok(loss)
+}
+
+/// The device guard's check (nothing with `--skip-nonfinite`).
+fn check_guard(guard: &mut Option<DeviceGuard>, kept: &str) -> Result<()> {
+    guard.as_mut().map_or(Ok(()), |g| g.check("training", kept).map(|_| ()))
 }
 
 /// Trains every parameter in `model.store`, evaluating dev every `eval_every` steps and at each epoch's end;
@@ -293,8 +323,10 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
     let bar = crate::progress::bar(total as u64, "train", o.quiet);
     bar.set_position(st.step as u64);
     let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+    let (mut guard, kept) = (device_guard(cfg, model.device), f.kept_files());
     while st.step < total {
         checkpoint::stop_if_interrupted("training", st.step, &f.checkpoint, || {
+            check_guard(&mut guard, &kept)?;
             save_ckpt(&opt, &mut st.clone())
         })?;
         let (epoch, idx) = (st.step / per_epoch, st.step % per_epoch);
@@ -310,21 +342,19 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
         let b = Batch::new(&items, model.device);
         tch::manual_seed(step_seed(cfg.seed, st.step));
         let at = || f.kept(st.step, epoch);
-        let lv = train_step(
-            model,
-            &mut opt,
-            &b,
-            cfg,
-            linear_lr(cfg.lr, st.step as i64, warmup, total as i64),
-            &at,
-        )?;
+        let lr = linear_lr(cfg.lr, st.step as i64, warmup, total as i64);
+        let loss = train_step(model, (&mut opt, &mut guard), &b, (cfg, lr, st.step), (&at, &kept))?;
         st.step += 1;
         (seen, tokens, padded_tokens) =
             (seen + b.len(), tokens + b.tokens, padded_tokens + b.ids.numel() as i64);
         bar.set_position(st.step as u64);
-        bar.set_message(format!("epoch {} loss {lv:.4}", epoch + 1));
         let eval_now = eval_due(st.step, cfg.eval_every, per_epoch, total);
+        if eval_now || cfg.checkpoint_every.is_some_and(|k| st.step.is_multiple_of(k)) {
+            check_guard(&mut guard, &kept)?;
+        }
         if eval_now {
+            let lv = loss.double_value(&[]);
+            bar.set_message(format!("epoch {} loss {lv:.4}", epoch + 1));
             evaluate_and_keep(model, data, cfg, &f, (&mut st, &mut best_dev), (lv, epoch))?;
         }
         if eval_now || cfg.checkpoint_every.is_some_and(|k| st.step.is_multiple_of(k)) {
@@ -332,6 +362,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
         }
     }
     bar.finish_and_clear();
+    check_guard(&mut guard, &kept)?;
     let attempt = start.elapsed().as_secs_f64();
     model.store.load(&f.weights)?;
     let test = evaluate(model, &data.test, &data.spec, cfg.eval_batch_size, &Ctx::eval())?;

@@ -67,13 +67,101 @@ fn bf16_frozen_backbone_keeps_deltas_fp32_and_outputs_close() {
 #[test]
 fn full_fine_tuning_refuses_bf16() {
     let d = task_dir();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3pet"))
-        .args(["train", "--task", d.path().join("task.toml").to_str().unwrap(), "--method", "full"])
-        .args(["--backbone-dtype", "bf16", "--max-steps", "1", "--out", d.path().join("r").to_str().unwrap()])
-        .env("S3PET_MODEL", tiny_dir())
-        .env("S3PET_DATA", d.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("bf16") && err.contains("full"), "{err}");
+    for opt in ["--backbone-dtype", "--precision"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3pet"))
+            .args(["train", "--task", d.path().join("task.toml").to_str().unwrap(), "--method", "full"])
+            .args([opt, "bf16", "--max-steps", "1", "--out", d.path().join("r").to_str().unwrap()])
+            .env("S3PET_MODEL", tiny_dir())
+            .env("S3PET_DATA", d.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("bf16") && err.contains("full") && err.contains(opt),
+            "{err}"
+        );
+    }
+}
+
+/// `--precision bf16` on a model of every delta type (the S3PET-M supernet) with gates: the activations
+/// are bf16 end to end, logits, loss and gradients fp32 and close to fp32's, the deltas stay fp32.
+fn check_precision(md: &s3pet::model::ModelDir, head: &dyn Fn() -> HeadInit, batch: &s3pet::batch::Batch) {
+    let cands = s3pet::space::Space::builtin("mix").unwrap().candidates(&md.cfg).unwrap();
+    let placements: Vec<_> = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| s3pet::backbone::Placement { spec: c.clone(), gate: Some(i) })
+        .collect();
+    let build = |p: s3pet::config::Precision| {
+        let mut w = md.load_weights(tch::Device::Cpu).unwrap();
+        w.set_precision(p);
+        Model::build(&md.cfg, &w, &placements, false, head(), 5).unwrap()
+    };
+    let (m32, m16) = (build(s3pet::config::Precision::Fp32), build(s3pet::config::Precision::Bf16));
+    tch::no_grad(|| {
+        for ((_, a), (_, b)) in m32.store.entries().iter().zip(m16.store.entries()) {
+            let v = Tensor::randn_like(a) * 0.05;
+            a.shallow_clone().copy_(&v);
+            b.shallow_clone().copy_(&v);
+        }
+    });
+    assert!(m16.store.entries().iter().all(|(_, t)| t.kind() == Kind::Float), "deltas and head stay fp32");
+    let z = Tensor::rand([cands.len() as i64], (Kind::Float, tch::Device::Cpu));
+    let grads = |m: &Model| {
+        let pass = m.pass(s3pet::model::Values::Store { grad: true }, Some(&z)).unwrap().unwrap();
+        let leaf = pass.values.shallow_clone();
+        let gates = s3pet::delta::Gates::pass(pass);
+        let logits = m.logits(batch, &Ctx::gated(false, &gates)); // no dropout: the same function
+        let loss = m.loss_from_logits(&logits, batch);
+        (logits.detach(), loss.detach(), s3pet::params::flat_grads(&loss, &[&leaf]))
+    };
+    let ((l32, loss32, g32), (l16, loss16, g16)) = (grads(&m32), grads(&m16));
+    assert_eq!((l16.kind(), loss16.kind(), g16.kind()), (Kind::Float, Kind::Float, Kind::Float));
+    let rel =
+        |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / b.norm().double_value(&[]).max(1e-12);
+    assert!(rel(&l16, &l32) > 0.0, "bf16 must really change the arithmetic");
+    assert!(rel(&l16, &l32) < 0.05, "logits {} away from fp32", rel(&l16, &l32));
+    assert!(
+        (loss16.double_value(&[]) - loss32.double_value(&[])).abs() < 0.05 * loss32.double_value(&[]).abs()
+    );
+    assert!(g16.isfinite().all().int64_value(&[]) == 1, "finite gradients");
+    assert!(rel(&g16, &g32) < 0.1, "gradients {} away from fp32", rel(&g16, &g32));
+}
+
+#[test]
+fn precision_bf16_bert_computes_in_bf16_with_fp32_deltas() {
+    let md = s3pet::model::ModelDir::open(&tiny_dir()).unwrap();
+    let g = read(&tiny_dir().join("golden.safetensors"));
+    let batch = golden_batch(&g, &Tensor::from_slice(&[1i64, 0, 2]));
+    check_precision(&md, &|| HeadInit::FromCheckpoint { num_labels: 3 }, &batch);
+    // the activations between sites are bf16
+    let mut w = md.load_weights(tch::Device::Cpu).unwrap();
+    w.set_precision(s3pet::config::Precision::Bf16);
+    let m = Model::build(&md.cfg, &w, &[], false, HeadInit::FromCheckpoint { num_labels: 3 }, 0).unwrap();
+    let h = m.bert().unwrap().encode(&batch.ids, &batch.mask, &batch.types, &Ctx::eval(), true);
+    assert!(h.iter().all(|t| t.kind() == Kind::BFloat16));
+}
+
+#[test]
+fn precision_bf16_t5_computes_in_bf16_with_fp32_deltas() {
+    let dir = fixtures().join("tiny_t5_v11");
+    let md = s3pet::model::ModelDir::open(&dir).unwrap();
+    let spec = s3pet::data::TaskSpec::builtin("rte").unwrap();
+    let g = read(&dir.join("golden.safetensors"));
+    let ids = get(&g, "input_ids").shallow_clone();
+    let batch = s3pet::batch::Batch {
+        types: ids.zeros_like(),
+        mask: get(&g, "attention_mask").shallow_clone(),
+        labels: Tensor::from_slice(&[0i64, 1, 0]),
+        tokens: 0,
+        ids,
+        targets: vec![
+            s3pet::data::Target::Class(0),
+            s3pet::data::Target::Class(1),
+            s3pet::data::Target::Class(0),
+        ],
+        groups: vec![None; 3],
+        choices: 1,
+    };
+    check_precision(&md, &|| HeadInit::for_task(&spec, &md).unwrap(), &batch);
 }

@@ -3,7 +3,7 @@ mod common;
 use common::*;
 use s3pet::backbone::{Arch, Weights};
 use s3pet::delta::{Ctx, DeltaModule, Gates, ModuleSpec};
-use s3pet::model::{HeadInit, Model};
+use s3pet::model::{HeadInit, Model, Values};
 use std::path::Path;
 use tch::{Device, Tensor};
 
@@ -155,5 +155,44 @@ fn folded_linear_deltas_equal_unfolded() {
     for method in ["lra", "adapter"] {
         let m = tiny_model(&fixture_modules(method, &cfg), false, true, 6);
         assert!(m.bert().unwrap().folded_tensors().is_err(), "{method} cannot be folded");
+    }
+}
+
+/// The fast path of training and search steps (every parameter read from one gated flat buffer,
+/// [`s3pet::delta::Pass`]) computes what the per-module reference path computes: loss and flat
+/// gradient within 1e-6 (the order of a few additions differs), for every delta type, gated or not.
+#[test]
+fn pass_equals_per_module_path() {
+    let cfg = tiny_cfg(false);
+    let b = batch();
+    for method in METHODS {
+        for gated in [false, true] {
+            let modules = fixture_modules(method, &cfg);
+            let m = if gated {
+                tiny_gated_model(&modules, false, 7)
+            } else {
+                tiny_model(&modules, false, false, 7)
+            };
+            randomize(&m);
+            let k = modules.len() as i64;
+            let z = Tensor::rand([k], (tch::Kind::Float, Device::Cpu)) * 0.8 + 0.1;
+            let gates = Gates::new(&z);
+            let ctx = if gated { Ctx::gated(true, &gates) } else { Ctx::train() };
+            let want_loss = m.loss(&b, &ctx);
+            let want_g = m.store.grads(&want_loss);
+            let pass = m.pass(Values::Store { grad: true }, gated.then_some(&z)).unwrap().unwrap();
+            let leaf = pass.values.shallow_clone();
+            let pg = Gates::pass(pass);
+            let loss = m.loss(&b, &Ctx::gated(true, &pg));
+            let g = s3pet::params::flat_grads(&loss, &[&leaf]);
+            let what = format!("{method} gated {gated}");
+            assert_close(&format!("{what} loss"), &loss, &want_loss, 1e-6);
+            let scale = want_g.abs().max().double_value(&[]).max(1.0);
+            assert_close(&format!("{what} grads"), &g, &want_g, 1e-6 * scale);
+            if !gated {
+                let (l2, g2) = m.loss_and_grads(&b, true).unwrap();
+                assert!(l2.equal(&loss) && g2.equal(&g), "{what}: loss_and_grads is this pass");
+            }
+        }
     }
 }

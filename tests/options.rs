@@ -81,6 +81,7 @@ fn expect(cmd: &str, opt: &str) -> Option<Expect> {
         "--device" => Honoured(&["--device", "cpu"], Recorded),
         "--threads" => Honoured(&["--threads", "2"], Recorded),
         "--backbone-dtype" => Honoured(&["--backbone-dtype", "bf16"], Outcome),
+        "--precision" => Honoured(&["--precision", "bf16"], Outcome),
         "--checkpoint-every" => Honoured(&["--checkpoint-every", "1"], Recorded),
         "--skip-nonfinite" => Honoured(&["--skip-nonfinite"], Recorded),
         "--method" if cmd == "retrain" => Refused(&["--method", "bitfit"]),

@@ -15,10 +15,13 @@ token type 0, no padding, labels i mod 2. Train mode (the config's dropout 0.1) 
 
 Workloads:
 - full: everything trainable. lora: PEFT r 8, alpha 16, no LoRA dropout, on query and value, the
-  classifier in modules_to_save. retrain: the delta modules of --structure (a structure.json, e.g. the
-  random one `s3pet bench --emit-structures` writes) on the frozen backbone, plus the classifier.
-  One step of these three = zero_grad, forward with labels (cross-entropy), backward, clip_grad_norm_ 1.0
-  over the trainable parameters, AdamW (lr 1e-5, weight decay 0) step.
+  classifier in modules_to_save. One step of these two is a plain training loop and nothing else:
+  forward with labels (cross-entropy; under torch.autocast(bfloat16) with --dtype bf16), loss.backward(),
+  torch.optim.AdamW (lr 1e-5, its defaults otherwise) step, zero_grad.
+- retrain: the delta modules of --structure (a structure.json, e.g. the random one `s3pet bench
+  --emit-structures` writes) on the frozen backbone, plus the classifier. One step = zero_grad, forward
+  with labels, backward, clip_grad_norm_ 1.0 over the trainable parameters, AdamW (lr 1e-5, weight decay
+  0) step (the step s3pet's training loop takes).
 - search1, search2: one S3PET bi-level search step (src/search/bilevel.rs) over every candidate of
   --candidates, each behind a scalar gate z_i. Gates: p = sigmoid((alpha - b) / beta) with the shift b
   solved on the host (once per alpha value) so that sum n_i p_i = budget, p <- p * stopgrad(sum p) / sum p,
@@ -605,7 +608,28 @@ def bench_row(shape, workload, a):
     bf16 = a.dtype == "bf16"
     extra = {}
 
-    if net is None:
+    if net is None and workload in ("full", "lora"):
+        # a plain transformers (+ PEFT) training loop and nothing else: model, AdamW, loss.backward, step
+        # (no clipping, no autocast context in fp32)
+        opt = torch.optim.AdamW(params, lr=1e-5)
+
+        if bf16:
+            def step():
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                    loss = model(**inputs).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+        else:
+            def step():
+                loss = model(**inputs).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+
+        trainable = sum(p.numel() for p in params)
+        extra = {"loop": "plain"}
+    elif net is None:
         opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
         def step():
@@ -632,12 +656,13 @@ def bench_row(shape, workload, a):
         step()
     if cuda:
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(a.steps):
         step()
     if cuda:
         torch.cuda.synchronize(device)
     ms = (time.perf_counter() - t0) * 1e3 / max(a.steps, 1)
+    cpu_ms = (time.process_time() - c0) * 1e3 / max(a.steps, 1)  # all threads of the process
     row = {
         "shape": shape,
         "workload": workload,
@@ -648,6 +673,7 @@ def bench_row(shape, workload, a):
         "seq_len": a.seq_len,
         "steps": a.steps,
         "ms_per_step": ms,
+        "cpu_ms_per_step": cpu_ms,
         "examples_per_s": a.batch_size * 1e3 / ms,
         "tokens_per_s": a.batch_size * a.seq_len * 1e3 / ms,
         "trainable_params": trainable,

@@ -4,15 +4,14 @@
 //! unused and the pooler optional (their head reads the first token).
 use super::config::BertConfig;
 use super::loader::{Role, Vb};
-use super::sites::{LinearSite, NormSite};
+use super::sites::{LinearGroup, LinearSite, NormSite};
 use crate::delta::Ctx;
 use crate::error::Result;
 use tch::{Kind, Tensor};
 
 struct Layer {
-    query: LinearSite,
-    key: LinearSite,
-    value: LinearSite,
+    /// query, key, value: one group (they read the same input)
+    qkv: LinearGroup,
     attn_out: LinearSite,
     attn_ln: NormSite,
     inter: LinearSite,
@@ -22,6 +21,8 @@ struct Layer {
 
 pub struct Bert {
     pub cfg: BertConfig,
+    /// The activations' dtype (fp32, or bf16 with `--precision bf16`).
+    act: Kind,
     word: Tensor,     // (vocab, d)
     position: Tensor, // (max_pos, d)
     token_type: Tensor,
@@ -46,9 +47,7 @@ impl Bert {
             let l = vb.pp("encoder.layer").pp(i);
             let (attn, att_out) = (l.pp("attention.self"), l.pp("attention.output"));
             layers.push(Layer {
-                query: attn.linear("query", d, d, true, Role::Site)?,
-                key: attn.linear("key", d, d, true, Role::Site)?,
-                value: attn.linear("value", d, d, true, Role::Site)?,
+                qkv: attn.linear_group(&["query", "key", "value"], d, d, true, Role::Site)?,
                 attn_out: att_out.linear("dense", d, d, true, Role::BlockOutput)?,
                 attn_ln: att_out.layer_norm("LayerNorm", d, eps)?,
                 inter: l.pp("intermediate").linear("dense", d, f, true, Role::Site)?,
@@ -60,7 +59,8 @@ impl Bert {
             true => Some(vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?),
             false => None,
         };
-        Ok(Bert { cfg: cfg.clone(), word, position, token_type, emb_ln, layers, pooler })
+        let act = vb.act_kind();
+        Ok(Bert { cfg: cfg.clone(), act, word, position, token_type, emb_ln, layers, pooler })
     }
 
     fn act(&self, x: &Tensor) -> Tensor {
@@ -89,7 +89,7 @@ impl Bert {
         let emb = Tensor::embedding(&self.word, ids, -1, false, false)
             + pos
             + Tensor::embedding(&self.token_type, &types, -1, false, false); // (b, t, d)
-        let emb = emb.to_kind(Kind::Float); // a no-op unless the tables are bf16
+        let emb = emb.to_kind(self.act); // fp32 activations from bf16 tables, or bf16 ones
         let mut x = self.emb_ln.forward(&emb, ctx).dropout(pdrop, ctx.train);
         let keep = mask.to_kind(tch::Kind::Bool).view([b, 1, 1, t]); // (b, 1, 1, t)
         let (h, dh) = (self.cfg.num_attention_heads, self.cfg.head_dim());
@@ -99,10 +99,9 @@ impl Bert {
             hidden.push(x.shallow_clone());
         }
         for layer in &self.layers {
-            let split = |y: Tensor| y.view([b, t, h, dh]).transpose(1, 2); // (b, h, t, dh)
-            let q = split(layer.query.forward(&x, ctx));
-            let k = split(layer.key.forward(&x, ctx));
-            let v = split(layer.value.forward(&x, ctx));
+            let split = |y: &Tensor| y.view([b, t, h, dh]).transpose(1, 2); // (b, h, t, dh)
+            let qkv = layer.qkv.forward(&x, ctx);
+            let (q, k, v) = (split(&qkv[0]), split(&qkv[1]), split(&qkv[2]));
             let a = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&keep), attn_p, false, None, false);
             let a = a.transpose(1, 2).reshape([b, t, h * dh]); // (b, t, d)
             let a = layer.attn_out.forward(&a, ctx).dropout(pdrop, ctx.train);
@@ -141,7 +140,8 @@ impl Bert {
     pub fn linear_sites(&self) -> Vec<&LinearSite> {
         let mut v = Vec::new();
         for l in &self.layers {
-            v.extend([&l.query, &l.key, &l.value, &l.attn_out, &l.inter, &l.out]);
+            v.extend(l.qkv.sites.iter());
+            v.extend([&l.attn_out, &l.inter, &l.out]);
         }
         v
     }

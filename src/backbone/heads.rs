@@ -11,6 +11,7 @@
 use super::arch::ModelConfig;
 use super::encoder::activation;
 use crate::backbone::weights::Weights;
+use crate::delta::Ctx;
 use crate::error::Result;
 use crate::params::ParamStore;
 use tch::{Kind, Tensor};
@@ -109,12 +110,16 @@ pub struct Head {
     pub pre: Option<(Tensor, Tensor)>,
     pub weight: Tensor, // (num_labels, d)
     pub bias: Tensor,   // (num_labels)
+    /// The store entries of every head tensor, in [`HeadLayout::tensor_shapes`] order (a pass reads
+    /// them there).
+    pub entries: Vec<usize>,
 }
 
 impl Head {
     /// A fresh head: weights ~ N(0, init_range), biases 0 (as transformers initialises them).
     pub fn new(layout: HeadLayout, num_labels: i64, store: &mut ParamStore) -> Self {
         let opts = (Kind::Float, store.device());
+        let first = store.len();
         let mut made = layout.tensor_shapes(num_labels).into_iter().map(|(name, shape)| {
             let t = match name.ends_with(".bias") {
                 true => Tensor::zeros(shape.as_slice(), opts),
@@ -122,23 +127,26 @@ impl Head {
             };
             store.add(&name, t)
         });
-        Self::assemble(layout.clone(), &mut made)
+        Self::assemble(layout.clone(), first, &mut made)
     }
 
     /// The checkpoint's own head (e.g. a fixture saved by transformers).
     pub fn load(layout: HeadLayout, w: &Weights, num_labels: i64, store: &mut ParamStore) -> Result<Self> {
+        let first = store.len();
         let mut made = Vec::new();
         for (name, shape) in layout.tensor_shapes(num_labels) {
             made.push(store.add(&name, w.get(&name, &shape)?));
         }
-        Ok(Self::assemble(layout, &mut made.into_iter()))
+        Ok(Self::assemble(layout, first, &mut made.into_iter()))
     }
 
-    fn assemble(layout: HeadLayout, t: &mut impl Iterator<Item = Tensor>) -> Self {
+    /// The head over the tensors made in order, stored from entry `first` on.
+    fn assemble(layout: HeadLayout, first: usize, t: &mut impl Iterator<Item = Tensor>) -> Self {
         let mut next = || t.next().unwrap_or_default();
         let pre = layout.pre.is_some().then(|| (next(), next()));
         let (weight, bias) = (next(), next());
-        Head { layout, pre, weight, bias }
+        let count = 2 + 2 * pre.is_some() as usize;
+        Head { layout, pre, weight, bias, entries: (first..first + count).collect() }
     }
 
     pub fn num_labels(&self) -> i64 {
@@ -166,5 +174,36 @@ impl Head {
             _ => features.shallow_clone(),
         };
         x.dropout(self.layout.dropout, train).linear(&self.weight, Some(&self.bias))
+    }
+
+    /// [`Head::forward`] with the parameters of the pass `ctx` reads (per replica in a replica pass: rows
+    /// r b .. (r + 1) b of `features` through replica r's head), in fp32.
+    pub fn forward_ctx(&self, features: &Tensor, ctx: &Ctx) -> Tensor {
+        let features = features.to_kind(Kind::Float);
+        let parts: Option<Vec<&Tensor>> =
+            ctx.pass().and_then(|p| self.entries.iter().map(|&e| p.part(e)).collect());
+        let Some(parts) = parts else { return self.forward(&features, ctx.train) };
+        let (pre, out) = parts.split_at(parts.len() - 2);
+        let x = match (&self.layout.pre, pre) {
+            (Some(p), [w, b]) => activation(
+                &p.act,
+                &linear_replicas(&features.dropout(p.dropout, ctx.train), w, b, ctx.replicas()),
+            ),
+            _ => features,
+        };
+        linear_replicas(&x.dropout(self.layout.dropout, ctx.train), out[0], out[1], ctx.replicas())
+    }
+}
+
+/// `x w^T + b`, or with replicas r: rows r b .. (r + 1) b of `x` (r b, d_in) through replica r's
+/// weight (r, d_out, d_in) and bias (r, d_out).
+fn linear_replicas(x: &Tensor, w: &Tensor, b: &Tensor, replicas: Option<i64>) -> Tensor {
+    match replicas {
+        None => x.linear(w, Some(b)),
+        Some(r) => {
+            let xr = x.view([r, -1, x.size()[1]]); // (r, b, d_in)
+            let d_out = w.size()[1];
+            b.unsqueeze(-2).baddbmm(&xr, &w.transpose(-1, -2), 1.0, 1.0).view([-1, d_out])
+        }
     }
 }

@@ -6,9 +6,9 @@
 //! The same walk runs on real weights (building a model) or on shapes alone ([`Source::Shapes`]: each
 //! tensor is a zero-size-in-memory stand-in of the requested shape), which gives the sites and the
 //! parameter count of a config without a checkpoint.
-use super::sites::{LinearSite, NormSite, Placement, RmsNormSite, SiteFactory};
+use super::sites::{LinearGroup, LinearSite, NormSite, Placement, RmsNormSite, SiteFactory};
 use super::weights::Weights;
-use crate::delta::SiteShape;
+use crate::delta::{Scaled, SiteShape};
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
 use std::cell::RefCell;
@@ -23,12 +23,14 @@ pub enum Source<'w> {
 }
 
 /// What a walk saw: the delta sites in model order, every tensor read (key and shape) and their
-/// parameter count (tied tensors read once).
+/// parameter count (tied tensors read once), and the store entries of the deltas it created that a gate
+/// or a constant scales (the segment map of a pass, [`crate::delta::GateMap`]).
 #[derive(Debug, Clone, Default)]
 pub struct Walk {
     pub sites: Vec<(String, SiteShape)>,
     pub tensors: Vec<(String, Vec<i64>)>,
     pub params: i64,
+    pub scaled: Vec<Scaled>,
 }
 
 struct State<'a> {
@@ -121,6 +123,14 @@ impl<'s, 'a> Vb<'s, 'a> {
         }
     }
 
+    /// The activations' dtype of the model being built (fp32 when reading shapes only).
+    pub fn act_kind(&self) -> Kind {
+        match &self.state.borrow().source {
+            Source::Weights(w) => w.act_kind(),
+            Source::Shapes => Kind::Float,
+        }
+    }
+
     pub fn device(&self) -> Device {
         match &self.state.borrow().source {
             Source::Weights(w) => w.device(),
@@ -178,7 +188,9 @@ impl<'s, 'a> Vb<'s, 'a> {
     fn deltas(&self, shape: SiteShape) -> Result<Vec<crate::delta::Delta>> {
         let mut st = self.state.borrow_mut();
         st.walk.sites.push((self.prefix.clone(), shape));
-        st.factory.deltas(&self.prefix, shape)
+        let deltas = st.factory.deltas(&self.prefix, shape)?;
+        st.walk.scaled.extend(deltas.iter().flat_map(|d| d.scaled()));
+        Ok(deltas)
     }
 
     /// The Linear at `name` (`weight` (d_out, d_in), `bias` when `bias`).
@@ -189,6 +201,31 @@ impl<'s, 'a> Vb<'s, 'a> {
         let shape = SiteShape::Linear { d_in, d_out, block: role == Role::BlockOutput };
         let deltas = if role == Role::Frozen { Vec::new() } else { at.deltas(shape)? };
         Ok(LinearSite { name: at.prefix.clone(), weight, bias, shape, deltas })
+    }
+
+    /// The Linears at `names` (under this path) that read the same input, loaded in order as
+    /// [`Vb::linear`] loads each. Their frozen weights (and biases) are concatenated into one matrix whose
+    /// slices become the members' weights, replacing the loaded originals in the weights, so that the
+    /// group's base matmuls run as one; not under full fine-tuning (each weight is trained) nor when
+    /// reading shapes only.
+    pub fn linear_group(
+        &self,
+        names: &[&str],
+        d_in: i64,
+        d_out: i64,
+        bias: bool,
+        role: Role,
+    ) -> Result<LinearGroup> {
+        let sites =
+            names.iter().map(|n| self.linear(n, d_in, d_out, bias, role)).collect::<Result<Vec<_>>>()?;
+        let st = self.state.borrow();
+        let Source::Weights(w) = &st.source else { return Ok(LinearGroup::unfused(sites)) };
+        if st.full || sites.len() < 2 {
+            return Ok(LinearGroup::unfused(sites));
+        }
+        let mut sites = sites;
+        let fused = fuse(&mut sites, w, &self.key(""))?;
+        Ok(LinearGroup { sites, fused: Some(fused) })
     }
 
     /// The LayerNorm at `name` (`weight`/`bias`, or the older `gamma`/`beta`), a delta site.
@@ -208,6 +245,28 @@ impl<'s, 'a> Vb<'s, 'a> {
         let deltas = at.deltas(SiteShape::Norm { d })?;
         Ok(RmsNormSite { name: at.prefix.clone(), weight, eps, deltas })
     }
+}
+
+/// Concatenates the members' weights (and biases) and makes each member's a view of the result, in the
+/// sites and in `w` (so the originals are freed).
+fn fuse(sites: &mut [LinearSite], w: &Weights, at: &str) -> Result<(Tensor, Option<Tensor>)> {
+    let sizes: Vec<i64> = sites.iter().map(|s| s.shape.d_out()).collect();
+    let weight = Tensor::cat(&sites.iter().map(|s| &s.weight).collect::<Vec<_>>(), 0);
+    let biases: Option<Vec<&Tensor>> = sites.iter().map(|s| s.bias.as_ref()).collect();
+    let bias = biases.map(|b| Tensor::cat(&b, 0));
+    let views = weight.split_with_sizes(&sizes, 0);
+    let bviews = bias.as_ref().map(|b| b.split_with_sizes(&sizes, 0));
+    for (i, (s, v)) in sites.iter_mut().zip(views).enumerate() {
+        w.replace(&format!("{}.weight", s.name), v.shallow_clone())
+            .map_err(|e| Error::site(at.trim_end_matches('.'), e.to_string()))?;
+        s.weight = v;
+        if let Some(b) = bviews.as_ref().map(|bs| bs[i].shallow_clone()) {
+            w.replace(&format!("{}.bias", s.name), b.shallow_clone())
+                .map_err(|e| Error::site(at.trim_end_matches('.'), e.to_string()))?;
+            s.bias = Some(b);
+        }
+    }
+    Ok((weight, bias))
 }
 
 /// Checks that every placement names a site the walk recorded.

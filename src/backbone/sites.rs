@@ -1,4 +1,6 @@
-//! The attachment points of the backbone: a frozen Linear or LayerNorm plus the deltas placed there.
+//! The attachment points of the backbone: a frozen Linear or LayerNorm plus the deltas placed there, run
+//! by the per-site executor ([`super::exec`]).
+use super::exec;
 use crate::delta::{Ctx, Delta, DeltaModule, ModuleSpec, SiteShape};
 use crate::error::Result;
 use crate::params::ParamStore;
@@ -37,14 +39,11 @@ pub struct LinearSite {
 }
 
 impl LinearSite {
+    /// The site's output: its frozen matmul with the deltas' terms (a bf16 frozen weight under fp32
+    /// activations: the matmul in bf16, the result and the deltas in fp32).
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
-        let base = if self.weight.kind() == x.kind() {
-            x.linear(&self.weight, self.bias.as_ref())
-        } else {
-            // a bf16 frozen weight: the matmul in bf16, the result (and the deltas) in fp32
-            x.to_kind(self.weight.kind()).linear(&self.weight, self.bias.as_ref()).to_kind(x.kind())
-        };
-        apply_deltas(&self.deltas, base, x, ctx, 0.0)
+        let mut out = exec::linear_group(&[self], None, x, ctx);
+        out.pop().unwrap_or_else(|| x.shallow_clone())
     }
 
     /// Folds the linear deltas (LoRA, BitFit) into (weight, bias) with gates at 1; `None` if the site holds
@@ -75,10 +74,9 @@ pub struct NormSite {
 }
 
 impl NormSite {
+    /// LayerNorm(x) with LNFit folded into its scale and BitFit into its shift.
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
-        let d = self.weight.size()[0];
-        let base = x.layer_norm([d], Some(&self.weight), Some(&self.bias), self.eps, true);
-        apply_deltas(&self.deltas, base, x, ctx, self.eps)
+        exec::norm(self, x, ctx)
     }
 
     /// LNFit folded into the scale and BitFit into the shift (gates at 1).
@@ -107,24 +105,33 @@ pub struct RmsNormSite {
 
 impl RmsNormSite {
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
-        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, tch::Kind::Float);
-        let n = x * (var + self.eps).rsqrt(); // (.., d)
-        let base = &n * &self.weight;
-        let h = self
-            .deltas
-            .iter()
-            .filter(|d| d.is_parallel())
-            .fold(base, |h, d| h + d.forward_normalized(&n, ctx));
-        self.deltas
-            .iter()
-            .filter(|d| !d.is_parallel())
-            .fold(h.shallow_clone(), |y, d| y + d.forward(&h, ctx, self.eps))
+        exec::rms_norm(self, x, ctx)
     }
 }
 
-/// h = f(x) + sum of parallel deltas of x; y = h + sum of sequential deltas of h (all read the same h).
-/// Out-of-place adds only: h is saved for the backward of the sequential deltas.
-fn apply_deltas(deltas: &[Delta], base: Tensor, x: &Tensor, ctx: &Ctx, eps: f64) -> Tensor {
-    let h = deltas.iter().filter(|d| d.is_parallel()).fold(base, |h, d| h + d.forward(x, ctx, eps));
-    deltas.iter().filter(|d| !d.is_parallel()).fold(h.shallow_clone(), |y, d| y + d.forward(&h, ctx, eps))
+/// Linear sites that read the same input (query, key and value; T5's wi_0 and wi_1): their frozen
+/// matmuls run as one over the concatenated weight (when the loader could fuse them: the members'
+/// weights are then views of it) and their LoRA A factors as one matmul.
+pub struct LinearGroup {
+    pub sites: Vec<LinearSite>,
+    /// (weight (sum d_out, d_in), bias) of the members side by side.
+    pub(crate) fused: Option<(Tensor, Option<Tensor>)>,
+}
+
+impl LinearGroup {
+    /// A group that runs its members' matmuls one by one.
+    pub fn unfused(sites: Vec<LinearSite>) -> Self {
+        LinearGroup { sites, fused: None }
+    }
+
+    /// Each member's output for the shared input `x`, in member order.
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Vec<Tensor> {
+        let sites: Vec<&LinearSite> = self.sites.iter().collect();
+        exec::linear_group(&sites, self.fused.as_ref(), x, ctx)
+    }
+
+    /// Whether the members' frozen matmuls run as one.
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
+    }
 }

@@ -3,21 +3,43 @@
 //! teacher-forced loss and greedy decoding. Module paths are the checkpoint's own
 //! (`decoder.block.3.layer.1.EncDecAttention.q`).
 use super::loader::{Role, Vb};
-use super::sites::{LinearSite, RmsNormSite};
+use super::sites::{LinearGroup, LinearSite, RmsNormSite};
 use super::t5_config::T5Config;
 use crate::delta::Ctx;
 use crate::error::Result;
 use tch::{Kind, Tensor};
 
+/// The q, k, v projections of an attention: one group reading the same input (self-attention), or q
+/// alone and k, v together (cross-attention: q reads the decoder, k and v the encoder output).
+enum Proj {
+    Shared(LinearGroup),
+    Cross { q: LinearGroup, kv: LinearGroup },
+}
+
 struct Attention {
-    q: LinearSite,
-    k: LinearSite,
-    v: LinearSite,
+    proj: Proj,
     o: LinearSite,
 }
 
+impl Attention {
+    fn qkv_sites(&self) -> Vec<&LinearSite> {
+        match &self.proj {
+            Proj::Shared(g) => g.sites.iter().collect(),
+            Proj::Cross { q, kv } => q.sites.iter().chain(kv.sites.iter()).collect(),
+        }
+    }
+
+    /// [q, k, v] of `x` over `kv` (a group gives one output per member).
+    fn project(&self, x: &Tensor, kv: &Tensor, ctx: &Ctx) -> Vec<Tensor> {
+        match &self.proj {
+            Proj::Shared(g) => g.forward(x, ctx),
+            Proj::Cross { q, kv: g } => q.forward(x, ctx).into_iter().chain(g.forward(kv, ctx)).collect(),
+        }
+    }
+}
+
 struct Ffn {
-    wi: Vec<LinearSite>, // [wi] or [wi_0, wi_1]
+    wi: LinearGroup, // [wi] or [wi_0, wi_1]
     wo: LinearSite,
 }
 
@@ -39,6 +61,8 @@ struct DecoderBlock {
 
 pub struct T5 {
     pub cfg: T5Config,
+    /// The activations' dtype (fp32, or bf16 with `--precision bf16`).
+    act: Kind,
     shared: Tensor,          // (vocab, d)
     lm_head: Option<Tensor>, // (vocab, d) when untied
     enc_table: Tensor,       // (buckets, heads): block 0's relative_attention_bias, shared by the stack
@@ -49,27 +73,36 @@ pub struct T5 {
     dec_ln: RmsNormSite,
 }
 
-/// One attention's q, k, v, o (inner = heads x d_kv); o is the block's output projection.
-fn attention(vb: &Vb, d: i64, inner: i64) -> Result<Attention> {
-    Ok(Attention {
-        q: vb.linear("q", d, inner, false, Role::Site)?,
-        k: vb.linear("k", d, inner, false, Role::Site)?,
-        v: vb.linear("v", d, inner, false, Role::Site)?,
-        o: vb.linear("o", inner, d, false, Role::BlockOutput)?,
-    })
+/// One attention's q, k, v, o (inner = heads x d_kv); o is the block's output projection. `cross`: k and v
+/// read another input than q.
+fn attention(vb: &Vb, d: i64, inner: i64, cross: bool) -> Result<Attention> {
+    let proj = if cross {
+        let q = vb.linear_group(&["q"], d, inner, false, Role::Site)?;
+        Proj::Cross { q, kv: vb.linear_group(&["k", "v"], d, inner, false, Role::Site)? }
+    } else {
+        Proj::Shared(vb.linear_group(&["q", "k", "v"], d, inner, false, Role::Site)?)
+    };
+    Ok(Attention { proj, o: vb.linear("o", inner, d, false, Role::BlockOutput)? })
 }
 
 /// DenseReluDense: wi (or the gated wi_0, wi_1) and wo.
 fn ffn(vb: &Vb, cfg: &T5Config) -> Result<Ffn> {
     let (d, f) = (cfg.d_model, cfg.d_ff);
     let names: &[&str] = if cfg.is_gated() { &["wi_0", "wi_1"] } else { &["wi"] };
-    let wi = names.iter().map(|n| vb.linear(n, d, f, false, Role::Site)).collect::<Result<_>>()?;
+    let wi = vb.linear_group(names, d, f, false, Role::Site)?;
     Ok(Ffn { wi, wo: vb.linear("wo", f, d, false, Role::BlockOutput)? })
 }
 
 /// T5's relative position buckets for (q_len, k_len), as transformers computes them (same float ops).
-fn buckets(q_len: i64, k_len: i64, bidirectional: bool, num_buckets: i64, max_distance: i64) -> Tensor {
-    let opts = (Kind::Int64, tch::Device::Cpu);
+/// Built on `device` (no host-to-device copy inside a forward).
+fn buckets(
+    q_len: i64,
+    k_len: i64,
+    bidirectional: bool,
+    (num_buckets, max_distance): (i64, i64),
+    device: tch::Device,
+) -> Tensor {
+    let opts = (Kind::Int64, device);
     let ctx_pos = Tensor::arange(q_len, opts).unsqueeze(1); // (q, 1)
     let mem_pos = Tensor::arange(k_len, opts).unsqueeze(0); // (1, k)
     let rel = mem_pos - ctx_pos; // (q, k)
@@ -120,7 +153,7 @@ impl T5 {
             let b = vb.pp("encoder.block").pp(i).pp("layer");
             encoder.push(EncoderBlock {
                 attn_ln: b.pp(0).rms_norm("layer_norm", d, eps)?,
-                attn: attention(&b.pp(0).pp("SelfAttention"), d, inner)?,
+                attn: attention(&b.pp(0).pp("SelfAttention"), d, inner, false)?,
                 ffn_ln: b.pp(1).rms_norm("layer_norm", d, eps)?,
                 ffn: ffn(&b.pp(1).pp("DenseReluDense"), cfg)?,
             });
@@ -131,15 +164,27 @@ impl T5 {
             let b = vb.pp("decoder.block").pp(i).pp("layer");
             decoder.push(DecoderBlock {
                 attn_ln: b.pp(0).rms_norm("layer_norm", d, eps)?,
-                attn: attention(&b.pp(0).pp("SelfAttention"), d, inner)?,
+                attn: attention(&b.pp(0).pp("SelfAttention"), d, inner, false)?,
                 cross_ln: b.pp(1).rms_norm("layer_norm", d, eps)?,
-                cross: attention(&b.pp(1).pp("EncDecAttention"), d, inner)?,
+                cross: attention(&b.pp(1).pp("EncDecAttention"), d, inner, true)?,
                 ffn_ln: b.pp(2).rms_norm("layer_norm", d, eps)?,
                 ffn: ffn(&b.pp(2).pp("DenseReluDense"), cfg)?,
             });
         }
         let dec_ln = vb.pp("decoder").rms_norm("final_layer_norm", d, eps)?;
-        Ok(T5 { cfg: cfg.clone(), shared, lm_head, enc_table, dec_table, encoder, enc_ln, decoder, dec_ln })
+        let act = vb.act_kind();
+        Ok(T5 {
+            cfg: cfg.clone(),
+            act,
+            shared,
+            lm_head,
+            enc_table,
+            dec_table,
+            encoder,
+            enc_ln,
+            decoder,
+            dec_ln,
+        })
     }
 
     fn act(&self, x: &Tensor) -> Tensor {
@@ -158,7 +203,7 @@ impl T5 {
     /// Relative position bias (1, heads, q, k) from a stack's table.
     fn position_bias(&self, table: &Tensor, q: i64, k: i64, bidirectional: bool) -> Tensor {
         let (nb, md) = (self.cfg.relative_attention_num_buckets, self.cfg.relative_attention_max_distance);
-        let idx = buckets(q, k, bidirectional, nb, md).to_device(table.device());
+        let idx = buckets(q, k, bidirectional, (nb, md), table.device());
         Tensor::embedding(table, &idx, -1, false, false).permute([2, 0, 1]).unsqueeze(0)
     }
 
@@ -166,20 +211,21 @@ impl T5 {
     fn attend(&self, a: &Attention, x: &Tensor, kv: &Tensor, bias: &Tensor, ctx: &Ctx) -> Tensor {
         let (b, tq, tk) = (x.size()[0], x.size()[1], kv.size()[1]);
         let (h, dk) = (self.cfg.num_heads, self.cfg.d_kv);
-        let q = a.q.forward(x, ctx).view([b, tq, h, dk]).transpose(1, 2); // (b, h, tq, dk)
-        let k = a.k.forward(kv, ctx).view([b, tk, h, dk]).transpose(1, 2); // (b, h, tk, dk)
-        let v = a.v.forward(kv, ctx).view([b, tk, h, dk]).transpose(1, 2);
-        let scores = q.matmul(&k.transpose(2, 3)) + bias; // (b, h, tq, tk)
+        let qkv = a.project(x, kv, ctx);
+        let q = qkv[0].view([b, tq, h, dk]).transpose(1, 2); // (b, h, tq, dk)
+        let k = qkv[1].view([b, tk, h, dk]).transpose(1, 2); // (b, h, tk, dk)
+        let v = qkv[2].view([b, tk, h, dk]).transpose(1, 2);
+        let scores = q.matmul(&k.transpose(2, 3)) + bias; // (b, h, tq, tk), fp32 (the bias is)
         let p = if ctx.train { self.cfg.dropout_rate } else { 0.0 };
-        let w = scores.softmax(-1, Kind::Float).dropout(p, ctx.train);
+        let w = scores.softmax(-1, Kind::Float).dropout(p, ctx.train).to_kind(v.kind());
         let out = w.matmul(&v).transpose(1, 2).reshape([b, tq, h * dk]); // (b, tq, inner)
         a.o.forward(&out, ctx)
     }
 
     fn feed_forward(&self, f: &Ffn, x: &Tensor, ctx: &Ctx) -> Tensor {
-        let h = match f.wi.as_slice() {
-            [wi_0, wi_1] => self.act(&wi_0.forward(x, ctx)) * wi_1.forward(x, ctx),
-            wi => self.act(&wi[0].forward(x, ctx)),
+        let h = match f.wi.forward(x, ctx).as_slice() {
+            [wi_0, wi_1] => self.act(wi_0) * wi_1,
+            wi => self.act(&wi[0]),
         };
         f.wo.forward(&self.drop(h, ctx), ctx)
     }
@@ -238,9 +284,9 @@ impl T5 {
         x.to_kind(head.kind()).linear::<Tensor>(head, None).to_kind(Kind::Float)
     }
 
-    /// Token embeddings (b, t, d) in fp32 (a no-op cast unless the table is bf16).
+    /// Token embeddings (b, t, d) in the activations' dtype.
     fn embed(&self, ids: &Tensor) -> Tensor {
-        Tensor::embedding(&self.shared, ids, -1, false, false).to_kind(Kind::Float)
+        Tensor::embedding(&self.shared, ids, -1, false, false).to_kind(self.act)
     }
 
     /// Decoder inputs for target ids (b, s) padded with -100: the start token, then the targets
@@ -299,17 +345,19 @@ impl T5 {
 
     pub fn linear_sites(&self) -> Vec<&LinearSite> {
         let mut v = Vec::new();
-        fn attn(a: &Attention) -> [&LinearSite; 4] {
-            [&a.q, &a.k, &a.v, &a.o]
+        fn attn(a: &Attention) -> Vec<&LinearSite> {
+            let mut v = a.qkv_sites();
+            v.push(&a.o);
+            v
         }
         for blk in &self.encoder {
             v.extend(attn(&blk.attn));
-            v.extend(blk.ffn.wi.iter().chain([&blk.ffn.wo]));
+            v.extend(blk.ffn.wi.sites.iter().chain([&blk.ffn.wo]));
         }
         for blk in &self.decoder {
             v.extend(attn(&blk.attn));
             v.extend(attn(&blk.cross));
-            v.extend(blk.ffn.wi.iter().chain([&blk.ffn.wo]));
+            v.extend(blk.ffn.wi.sites.iter().chain([&blk.ffn.wo]));
         }
         v
     }

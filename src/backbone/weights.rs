@@ -15,6 +15,8 @@ pub struct Weights {
     /// weights computes with: fp32, or bf16 to halve their memory and run the frozen matmuls on bf16
     /// tensor cores. Norms, deltas, the head and full fine-tuning stay fp32.
     frozen_kind: Kind,
+    /// Dtype of the activations of a model built from these weights (bf16 with `--precision bf16`).
+    act_kind: Kind,
 }
 
 impl Weights {
@@ -47,6 +49,7 @@ impl Weights {
             device,
             tensors: RefCell::new(tensors),
             frozen_kind: Kind::Float,
+            act_kind: Kind::Float,
         })
     }
 
@@ -58,6 +61,7 @@ impl Weights {
             device,
             tensors: RefCell::new(tensors),
             frozen_kind: Kind::Float,
+            act_kind: Kind::Float,
         }
     }
 
@@ -68,6 +72,20 @@ impl Weights {
 
     pub fn frozen_kind(&self) -> Kind {
         self.frozen_kind
+    }
+
+    /// A model built from these weights computes in `p`: with bf16 its activations are bf16 and so are
+    /// its frozen matrices (whatever [`Weights::set_frozen_kind`] said).
+    pub fn set_precision(&mut self, p: crate::config::Precision) {
+        self.act_kind = p.kind();
+        if p.kind() != Kind::Float {
+            self.frozen_kind = p.kind();
+        }
+    }
+
+    /// The activations' dtype of a model built from these weights.
+    pub fn act_kind(&self) -> Kind {
+        self.act_kind
     }
 
     pub fn device(&self) -> Device {
@@ -101,6 +119,21 @@ impl Weights {
             });
         }
         Ok(t.detach())
+    }
+
+    /// Replaces the stored tensor `key` by `t` of the same shape and dtype (a view of a fused matrix).
+    pub fn replace(&self, key: &str, t: Tensor) -> Result<()> {
+        let mut map = self.tensors.borrow_mut();
+        match map.get(key) {
+            Some(old) if old.size() == t.size() && old.kind() == t.kind() => {
+                map.insert(key.to_string(), t);
+                Ok(())
+            }
+            _ => Err(Error::Tensor {
+                key: key.into(),
+                msg: "no stored tensor of that shape to replace".into(),
+            }),
+        }
     }
 
     /// [`Weights::get`] in the frozen dtype. The first call for a key converts the stored tensor in place:

@@ -2,7 +2,7 @@
 use crate::cli::BenchArgs;
 use anyhow::Result;
 use s3pet::bench::{bench, random_weights, shape_config, BenchOpts};
-use s3pet::config::{DeviceSpec, Dtype};
+use s3pet::config::{DeviceSpec, Dtype, Precision};
 use s3pet::model::ModelDir;
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -17,6 +17,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         steps: a.steps,
         device,
         budget: a.budget,
+        cuda_graphs: a.cuda_graphs == "on",
+        replicas: a.hvp_replicas == "on" || (a.hvp_replicas == "auto" && device.is_cuda()),
     };
     let workloads: Vec<&str> = if a.workload == "all" {
         vec!["full", "lora", "retrain", "search1", "search2"]
@@ -36,11 +38,37 @@ pub fn run(a: BenchArgs) -> Result<()> {
             dir => ModelDir::open(std::path::Path::new(dir))?.load_weights(device)?,
         };
         weights.set_frozen_kind(Dtype::parse(&a.backbone_dtype)?.kind());
+        weights.set_precision(Precision::parse(&a.precision)?);
+        if a.graph_check {
+            graph_checks(shape, &cfg, &weights, &workloads, &o, a.graph_tol)?;
+            continue;
+        }
         for w in &workloads {
             s3pet::progress::reset_peak_rss();
             s3pet::gpu_mem::reset_peak(device);
             let row = bench(shape, &cfg, &weights, w, &o)?;
             println!("{}", serde_json::to_string(&row)?);
+        }
+    }
+    Ok(())
+}
+
+/// `--graph-check`: the CUDA-graph step against the eager one for each search workload; an error when
+/// one differs by more than `tol`.
+fn graph_checks(
+    shape: &str,
+    cfg: &s3pet::backbone::BertConfig,
+    weights: &s3pet::backbone::Weights,
+    workloads: &[&str],
+    o: &BenchOpts,
+    tol: f64,
+) -> Result<()> {
+    for w in workloads.iter().filter(|w| w.starts_with("search")) {
+        let order = if *w == "search1" { 1 } else { 2 };
+        let row = s3pet::bench::graph_check(shape, cfg, weights, order, o, tol)?;
+        println!("{}", serde_json::to_string(&row)?);
+        if !row.passed {
+            anyhow::bail!("{shape} {w}: the CUDA-graph step differs from the eager one by more than {tol:e}");
         }
     }
     Ok(())

@@ -64,6 +64,7 @@ fn defaults(method: Method) -> Map<String, Value> {
         "max_train_examples": null, "max_eval_examples": null, "structure": null, "device": "auto",
         "threads": null, "checkpoint_every": null, "skip_nonfinite": false, "backbone_dtype": "fp32",
         "lora_r": null, "lora_alpha": null, "lora_dropout": null, "target_modules": null, "rank_pattern": null,
+        "precision": "fp32",
     });
     v.as_object().cloned().unwrap_or_default()
 }

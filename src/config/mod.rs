@@ -7,4 +7,4 @@ pub mod types;
 
 pub use layers::{resolve, Command, Given, Source};
 pub use run::{RunConfig, SearchSettings};
-pub use types::{DeviceSpec, Dtype, Method, Strategy};
+pub use types::{DeviceSpec, Dtype, Method, Precision, Strategy};

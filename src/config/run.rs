@@ -1,7 +1,7 @@
 //! The resolved configuration of a run (saved as config.json in every run directory), and where each of
 //! its values came from.
 use super::layers::Source;
-use super::types::{DeviceSpec, Dtype, Method, Strategy};
+use super::types::{DeviceSpec, Dtype, Method, Precision, Strategy};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -68,6 +68,9 @@ pub struct RunConfig {
     pub target_modules: Option<String>,
     #[serde(default)]
     pub rank_pattern: Option<String>,
+    /// fp32, or bf16 activations and frozen matmuls with fp32 deltas, head and optimiser ([`Precision`]).
+    #[serde(default = "fp32_precision")]
+    pub precision: Precision,
     /// The search settings of `search` and `run` (absent for `train` / `retrain`).
     #[serde(default)]
     pub search: Option<SearchSettings>,
@@ -78,6 +81,10 @@ pub struct RunConfig {
 
 fn fp32() -> Dtype {
     Dtype::Fp32
+}
+
+fn fp32_precision() -> Precision {
+    Precision::Fp32
 }
 
 /// What `search` and `run` add to a training config: the space, the budget and the bi-level optimiser.
@@ -163,6 +170,15 @@ impl RunConfig {
         }
         if let Some(d) = self.lora_dropout {
             check_f64("lora_dropout", d)?;
+        }
+        if self.method.is_full() && self.precision != Precision::Fp32 {
+            return Err(Error::config(
+                "--precision",
+                format!(
+                    "{} is for delta tuning: full fine-tuning trains the backbone in fp32",
+                    self.precision.name()
+                ),
+            ));
         }
         if self.method.is_full() && self.backbone_dtype != Dtype::Fp32 {
             return Err(Error::config(

@@ -114,6 +114,42 @@ impl Dtype {
     }
 }
 
+/// How a model computes. `bf16`: bf16 activations and frozen matmuls end to end (the frozen matrices
+/// stored in bf16; norms computed from bf16 inputs, RMS statistics in fp32), with the deltas, the head,
+/// the optimiser state and their master copies in fp32 (deltas are cast to bf16 where they meet the
+/// activations; logits and loss in fp32). No loss scaling: bf16 has fp32's exponent range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Precision> {
+        match s {
+            "fp32" | "float32" => Ok(Precision::Fp32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            p => Err(Error::config("precision", format!("unknown precision `{p}` (fp32, bf16)"))),
+        }
+    }
+
+    /// The activations' dtype.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+}
+
 /// Where a run computes: `auto` (the first CUDA device when there is one, else the CPU), `cpu`,
 /// `cuda` or `cuda:N`. Written as that string in config files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

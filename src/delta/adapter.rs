@@ -28,10 +28,19 @@ impl Adapter {
         }
     }
 
-    /// With the gate `g`, the up projection's weight and bias are scaled by it (not the output).
-    pub fn forward(&self, h: &Tensor, g: Option<&Tensor>) -> Tensor {
-        let (w, b) = (super::gated(&self.up_w, g), super::gated(&self.up_b, g));
-        h.linear(&self.down_w, Some(&self.down_b)).gelu("none").linear(&w, Some(&b))
+    /// gelu(Down h), (.., n, m) for h (.., n, d); `p` holds the leaves' values in a pass.
+    pub fn inner(p: &[Tensor], h: &Tensor) -> Tensor {
+        let pre = if p[0].dim() == 2 {
+            h.linear(&p[0], Some(&p[1]))
+        } else {
+            p[1].unsqueeze(-2).baddbmm(h, &p[0].transpose(-1, -2), 1.0, 1.0) // (r, n, m)
+        };
+        pre.gelu("none")
+    }
+
+    /// The output factor (.., m, d) = up weight transposed and the up bias: out = inner m + bias.
+    pub fn outer(p: &[Tensor]) -> (Tensor, Tensor) {
+        (p[2].transpose(-1, -2), p[3].shallow_clone())
     }
 
     pub fn zero_up(&self) {

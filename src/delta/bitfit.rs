@@ -10,9 +10,4 @@ impl Bitfit {
     pub fn new(shape: SiteShape, device: Device, add: &mut dyn FnMut(&str, Tensor) -> Tensor) -> Self {
         Bitfit { b: add("bitfit", Tensor::zeros([shape.d_out()], (Kind::Float, device))) }
     }
-
-    /// The bias, times the gate `g` when given.
-    pub fn forward(&self, g: Option<&Tensor>) -> Tensor {
-        super::gated(&self.b, g)
-    }
 }

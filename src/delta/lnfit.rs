@@ -10,10 +10,4 @@ impl Lnfit {
     pub fn new(shape: SiteShape, device: Device, add: &mut dyn FnMut(&str, Tensor) -> Tensor) -> Self {
         Lnfit { w: add("lnfit", Tensor::zeros([shape.d_out()], (Kind::Float, device))) }
     }
-
-    /// w ⊙ LayerNorm(x) (no affine), with w times the gate `g` when given.
-    pub fn forward(&self, x: &Tensor, eps: f64, g: Option<&Tensor>) -> Tensor {
-        let d = *x.size().last().unwrap_or(&1);
-        x.layer_norm::<Tensor>([d], None, None, eps, true) * super::gated(&self.w, g)
-    }
 }

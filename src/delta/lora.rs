@@ -26,16 +26,6 @@ impl Lora {
         Lora { a, b, scale: spec.alpha() / r as f64, dropout: spec.dropout() }
     }
 
-    /// s B (A x), times the gate `g` when given; s and g scale the small B, not the output.
-    pub fn forward(&self, x: &Tensor, train: bool, g: Option<&Tensor>) -> Tensor {
-        let x = if self.dropout > 0.0 { x.dropout(self.dropout, train) } else { x.shallow_clone() };
-        let b = match g {
-            Some(g) => &self.b * (g * self.scale),
-            None => &self.b * self.scale,
-        };
-        x.linear::<Tensor>(&self.a, None).linear::<Tensor>(&b, None)
-    }
-
     /// The weight update s * B A, shaped like the Linear's weight (d_out, d_in).
     pub fn delta_weight(&self) -> Tensor {
         self.b.matmul(&self.a) * self.scale

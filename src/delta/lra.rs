@@ -39,13 +39,27 @@ impl Lra {
         }
     }
 
-    /// With the gate `g`, the up factor and bias are scaled by it (not the output).
-    pub fn forward(&self, h: &Tensor, g: Option<&Tensor>) -> Tensor {
-        // rank-1: (h · down_right) down_left + down_bias, without building the (k, d) matrix
-        let s = h.matmul(&self.down_right).unsqueeze(-1); // (b, t, 1)
-        let mid = (s * &self.down_left + &self.down_bias).gelu("none"); // (b, t, k)
-        let u = mid.matmul(&self.up_right).unsqueeze(-1); // (b, t, 1)
-        u * super::gated(&self.up_left, g) + super::gated(&self.up_bias, g)
+    pub fn leaves(&self) -> Vec<&Tensor> {
+        let s = self;
+        vec![&s.down_left, &s.down_right, &s.down_bias, &s.up_left, &s.up_right, &s.up_bias]
+    }
+
+    /// u = gelu((h · down_right) down_left + down_bias) · up_right, (.., n, 1) for h (.., n, d): the
+    /// rank-1 Down without building the (k, d) matrix. `p` holds the leaves' values in a pass (with a
+    /// leading replica dimension when h has one).
+    pub fn inner(p: &[Tensor], h: &Tensor) -> Tensor {
+        let s = h.matmul(&p[1].unsqueeze(-1)); // (.., n, 1)
+        let pre = if s.dim() == 2 {
+            p[2].addmm(&s, &p[0].unsqueeze(0)) // (n, k)
+        } else {
+            p[2].unsqueeze(-2).baddbmm(&s, &p[0].unsqueeze(-2), 1.0, 1.0) // (r, n, k)
+        };
+        pre.gelu("none").matmul(&p[4].unsqueeze(-1)) // (.., n, 1)
+    }
+
+    /// The output factor (.., 1, d) = up_left and the bias up_bias: out = u m + bias.
+    pub fn outer(p: &[Tensor]) -> (Tensor, Tensor) {
+        (p[3].unsqueeze(-2), p[5].shallow_clone())
     }
 
     /// Zeroes the up factor so that the output is exactly zero (for invariant tests).

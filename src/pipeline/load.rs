@@ -35,6 +35,7 @@ pub fn load(cfg: &RunConfig) -> Result<Loaded> {
     let md = ModelDir::open(&cfg.model)?;
     let mut weights = md.load_weights(device)?;
     weights.set_frozen_kind(cfg.backbone_dtype.kind());
+    weights.set_precision(cfg.precision);
     let data = prepare_model(cfg, &md)?;
     tracing::info!(
         task = %data.spec.name, train = data.train.len(), dev = data.dev.len(), test = data.test.len(),

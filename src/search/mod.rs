@@ -2,6 +2,10 @@
 pub mod bilevel;
 pub mod discretize;
 pub mod gates;
+mod graphs;
+pub mod stepper;
+pub mod supernet;
 
 pub use bilevel::{search, SearchConfig, SearchOutcome, Supernet};
 pub use discretize::{discretize, random_structure};
+pub use graphs::graphs_wanted;

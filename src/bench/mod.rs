@@ -1,17 +1,18 @@
 //! Training-step benchmarks on fixed (batch x sequence) inputs: full fine-tuning, LoRA r8 on query and
 //! value, a retrain step of a structure, and S3PET-M search steps of first and second order.
 //! The device is synchronised before the clock is read.
+mod search;
+
 use crate::backbone::{Arch, BertConfig, Placement, Weights};
 use crate::batch::Batch;
 use crate::data::Target;
-use crate::delta::Ctx;
 use crate::error::{Error, Result};
 use crate::model::{HeadInit, Model};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
-use crate::search::bilevel::{SearchConfig, Stepper, Supernet};
 use crate::space::{budget_params, Space};
 use crate::structure::method_modules;
 use crate::tokenize::Encoded;
+pub use search::{graph_check, GraphCheck};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -64,9 +65,14 @@ pub struct BenchRow {
     pub seq_len: usize,
     pub steps: usize,
     pub ms_per_step: f64,
+    /// CPU time of the process per step (all threads): less sensitive than wall time to other work on a
+    /// shared machine.
+    pub cpu_ms_per_step: Option<f64>,
     pub examples_per_s: f64,
     pub tokens_per_s: f64,
     pub trainable_params: i64,
+    /// Every backbone tensor's elements (for model FLOP rates: 4 x this x tokens a delta-tuning step).
+    pub backbone_params: i64,
     pub peak_rss_bytes: Option<u64>,
     /// Peak bytes allocated to tensors on the GPU (libtorch's caching allocator; `cuda` builds only).
     pub peak_gpu_bytes: Option<u64>,
@@ -74,6 +80,14 @@ pub struct BenchRow {
     pub peak_gpu_reserved_bytes: Option<u64>,
     /// Dtype of the frozen backbone matrices (fp32 or bf16; full fine-tuning is always fp32).
     pub backbone_dtype: String,
+    /// Activations' dtype: fp32, or bf16 (`--precision bf16`).
+    pub precision: String,
+    /// Search rows: whether the step ran as a CUDA graph, and whether the second order's w± passes
+    /// ran as one replica pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda_graphs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hvp_replicas: Option<bool>,
 }
 
 fn sync(device: Device) {
@@ -82,12 +96,14 @@ fn sync(device: Device) {
     }
 }
 
-/// A fixed batch: `batch` rows of `seq_len` random tokens, no padding, binary labels.
+/// A fixed batch: `batch` rows of `seq_len` random tokens, no padding, binary labels. Ids from 1000 up
+/// (all ids for a vocabulary of at most 2000, as tools/bench_peer.py does).
 pub fn fixed_batch(batch: usize, seq_len: usize, vocab: i64, device: Device) -> Batch {
+    let lo = if vocab > 2000 { 1000 } else { 0 };
     let items: Vec<Encoded> = (0..batch)
         .map(|i| {
             let ids: Vec<i64> =
-                (0..seq_len).map(|j| 1000 + ((i * 7919 + j * 104_729) as i64 % (vocab - 1000))).collect();
+                (0..seq_len).map(|j| lo + ((i * 7919 + j * 104_729) as i64 % (vocab - lo).max(1))).collect();
             Encoded { rows: vec![(ids, vec![0; seq_len])], target: Target::Class(i % 2), group: None }
         })
         .collect();
@@ -95,23 +111,26 @@ pub fn fixed_batch(batch: usize, seq_len: usize, vocab: i64, device: Device) -> 
     Batch::new(&refs, device)
 }
 
-/// Times `steps` calls of `step` after `warmup` untimed ones; returns ms per step.
+/// Times `steps` calls of `step` after `warmup` untimed ones; returns wall-clock ms per step and this
+/// process's CPU ms per step (all threads; see [`crate::progress::cpu_seconds`]).
 pub fn time_steps(
     device: Device,
     warmup: usize,
     steps: usize,
     mut step: impl FnMut() -> Result<()>,
-) -> Result<f64> {
+) -> Result<(f64, Option<f64>)> {
     for _ in 0..warmup {
         step()?;
     }
     sync(device);
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), crate::progress::cpu_seconds());
     for _ in 0..steps {
         step()?;
     }
     sync(device);
-    Ok(t.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64)
+    let n = steps.max(1) as f64;
+    let cpu_ms = cpu.zip(crate::progress::cpu_seconds()).map(|(a, b)| (b - a) * 1e3 / n);
+    Ok((t.elapsed().as_secs_f64() * 1e3 / n, cpu_ms))
 }
 
 pub struct BenchOpts {
@@ -121,6 +140,10 @@ pub struct BenchOpts {
     pub steps: usize,
     pub device: Device,
     pub budget: f64,
+    /// Search rows: capture the step as a CUDA graph (where the build and device allow it).
+    pub cuda_graphs: bool,
+    /// Search rows, second order: the w+ and w- passes as one pass with a replica dimension.
+    pub replicas: bool,
 }
 
 /// The mix-space candidates of a shape (with their parameter counts), its budget in parameters at
@@ -178,17 +201,20 @@ pub fn bench(
         mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()
     };
     let (cands, budget, chosen) = bench_structures(cfg, o.budget)?;
-    let train_step = |model: &Model| -> Result<f64> {
+    let train_step = |model: &Model| -> Result<(f64, Option<f64>)> {
         let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-5, 0.0));
         time_steps(o.device, o.warmup, o.steps, || {
-            let loss = model.loss(&b, &Ctx::train());
-            let g = model.store.grads(&loss);
+            let (_, g) = model.loss_and_grads(&b, true)?;
             let _ = clip_grad_norm(&g, 1.0);
             opt.step(&model.store, &g, 1e-5);
             Ok(())
         })
     };
-    let (ms, trainable) = match workload {
+    if workload == "full" && weights.act_kind() != tch::Kind::Float {
+        return Err(Error::config("--precision", "the full workload trains the backbone in fp32"));
+    }
+    let mut search_flags = None;
+    let ((ms, cpu_ms), trainable) = match workload {
         "full" | "lora" | "retrain" => {
             let (placements, full) = match workload {
                 "full" => (vec![], true),
@@ -199,20 +225,9 @@ pub fn bench(
             (train_step(&model)?, model.store.numel())
         }
         "search1" | "search2" => {
-            let placements: Vec<Placement> =
-                cands.iter().enumerate().map(|(i, c)| Placement { spec: c.clone(), gate: Some(i) }).collect();
-            let model = Model::build(cfg, weights, &placements, false, head, 0)?;
-            let trainable = model.store.numel() + cands.len() as i64;
-            let mut net = Supernet::new(model, cands.clone(), budget, 1.0);
-            let scfg = SearchConfig::paper(if workload == "search1" { 1 } else { 2 }, o.batch);
-            let mut st = Stepper::new(&mut net, &scfg);
-            let mut i = 0;
-            let ms = time_steps(o.device, o.warmup, o.steps, || {
-                let _ = st.alpha_step(&b, &b, 3e-4, 0.1)?;
-                st.w_step(&b, 3e-4, i)?;
-                i += 1;
-                Ok(())
-            })?;
+            let order = if workload == "search1" { 1 } else { 2 };
+            let (ms, trainable, graphs) = search::time_search(cfg, weights, (&cands, budget), order, &b, o)?;
+            search_flags = Some((graphs, o.replicas && order == 2));
             (ms, trainable)
         }
         w => {
@@ -232,9 +247,11 @@ pub fn bench(
         seq_len: o.seq_len,
         steps: o.steps,
         ms_per_step: ms,
+        cpu_ms_per_step: cpu_ms,
         examples_per_s: o.batch as f64 * 1e3 / ms,
         tokens_per_s: (o.batch * o.seq_len) as f64 * 1e3 / ms,
         trainable_params: trainable,
+        backbone_params: cfg.param_count(),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         peak_gpu_bytes: gpu.map(|p| p.0),
         peak_gpu_reserved_bytes: gpu.map(|p| p.1),
@@ -243,5 +260,8 @@ pub fn bench(
         } else {
             "bf16".into()
         },
+        precision: if weights.act_kind() == tch::Kind::Float { "fp32".into() } else { "bf16".into() },
+        cuda_graphs: search_flags.map(|f| f.0),
+        hvp_replicas: search_flags.map(|f| f.1),
     })
 }
