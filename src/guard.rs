@@ -221,3 +221,54 @@ mod tests {
         assert!(e.contains("did not converge") && e.contains("step 303"), "{e}");
     }
 }
+
+/// Turns libtorch's out-of-memory failure, which tch raises as a panic deep in a kernel call, into one
+/// line and exit status 1: what was asked and what was free, and what to lower. The run's checkpoint (the
+/// last evaluation's) stays, so `--resume` continues from there. Other panics keep the previous hook.
+pub fn exit_cleanly_on_out_of_memory() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        match out_of_memory_line(text) {
+            Some(line) => {
+                eprintln!("error: {line}");
+                std::process::exit(1);
+            }
+            None => previous(info),
+        }
+    }));
+}
+
+/// The one-line form of a CUDA out-of-memory message, or `None` for any other text.
+pub fn out_of_memory_line(text: &str) -> Option<String> {
+    let start = text.find("out of memory")?;
+    let rest = &text[start..];
+    // "out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 139.80 GiB of which 5.25 MiB is free."
+    let asked = rest.split(". ").take(3).collect::<Vec<_>>().join(". ");
+    let asked = asked.split(" Process ").next().unwrap_or(&asked).trim_end_matches('.');
+    Some(format!(
+        "the GPU ran {asked}; lower --batch-size or --eval-batch-size, or run fewer jobs on this GPU at once \
+         (experiment --parallel); `--resume` continues from the last checkpoint"
+    ))
+}
+
+#[cfg(test)]
+mod oom_tests {
+    use super::out_of_memory_line;
+
+    #[test]
+    fn out_of_memory_becomes_one_line() {
+        let torch = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate \
+                     20.00 MiB. GPU 0 has a total capacity of 139.80 GiB of which 5.25 MiB is free. Process 1375 \
+                     has 3.00 GiB memory in use. Of the allocated memory 1.15 GiB is allocated by PyTorch\")";
+        let line = out_of_memory_line(torch).unwrap();
+        assert!(line.starts_with("the GPU ran out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 139.80 GiB of which 5.25 MiB is free;"), "{line}");
+        assert!(!line.contains("Process") && !line.contains('\n'), "{line}");
+        assert_eq!(out_of_memory_line("index out of range"), None);
+    }
+}

@@ -14,6 +14,7 @@ fn main() {
     cli::init_logging(cli.verbose, cli.quiet);
     s3pet::progress::set_quiet(cli.quiet);
     s3pet::data::quiet_parquet_panics();
+    s3pet::guard::exit_cleanly_on_out_of_memory();
     if cli.offline {
         std::env::set_var(s3pet::hub::OFFLINE_ENV, "1");
     }

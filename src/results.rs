@@ -95,8 +95,12 @@ impl Stat {
             if n > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
         Some(Stat { mean, std: var.sqrt(), n })
     }
+    /// `mean ± std`, or `mean (1 seed)` where one value leaves the spread unknown.
     pub fn cell(&self) -> String {
-        format!("{:.1} ± {:.1}", self.mean, self.std)
+        match self.n {
+            1 => format!("{:.1} (1 seed)", self.mean),
+            _ => format!("{:.1} ± {:.1}", self.mean, self.std),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 use common::{task_dir, tiny_dir};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -17,6 +17,27 @@ fn s3pet(args: &[&str]) -> Command {
 fn ok(o: Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A plan over the tiny task of a fresh task directory: `seeds`, shared `options` lines, `extra` tables,
+/// and one grid of `methods` at budget 0.01. Returns the directory (kept alive), the plan and its results.
+fn plan_on_task_dir(
+    seeds: &str,
+    options: &str,
+    extra: &str,
+    methods: &str,
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = task_dir();
+    let t = d.path().join("task.toml").display().to_string();
+    let plan = d.path().join("plan.toml");
+    let text = format!(
+        "{seeds}\nparallel = 2\n[options]\ndata_dir = \"{}\"\nbatch_size = 8\nthreads = 1\n{options}\n{extra}\n\
+         [[grid]]\ntasks = [\"{t}\"]\nmethods = [{methods}]\nbudgets = [0.01]\n",
+        d.path().display()
+    );
+    std::fs::write(&plan, text).unwrap();
+    let out = d.path().join("results");
+    (d, plan, out)
 }
 
 fn lines(p: &Path) -> Vec<Value> {
@@ -135,20 +156,12 @@ fn experiment_runs_resumes_and_reports() {
 /// is that sweep cell (copied, not run again) and seed 2 runs at it; the report shows the sweep.
 #[test]
 fn learning_rate_sweep_chooses_on_one_seed() {
-    let d = task_dir();
-    let t = d.path().join("task.toml").display().to_string();
-    let plan = d.path().join("plan.toml");
-    std::fs::write(
-        &plan,
-        format!(
-            "seeds = [1, 2]\nparallel = 2\n[options]\ndata_dir = \"{}\"\nmax_steps = 3\nbatch_size = 8\nthreads = 1\n\
-             [lr_sweep]\nseed = 1\ngrid = [1e-3, 2e-2]\nfull = [1e-4]\n\
-             [[grid]]\ntasks = [\"{t}\"]\nmethods = [\"lora\", \"s3pet-mix\"]\nbudgets = [0.01]\n",
-            d.path().display()
-        ),
-    )
-    .unwrap();
-    let out = d.path().join("results");
+    let (d, plan, out) = plan_on_task_dir(
+        "seeds = [1, 2]",
+        "max_steps = 3",
+        "[lr_sweep]\nseed = 1\ngrid = [1e-3, 2e-2]\nfull = [1e-4]",
+        "\"lora\", \"s3pet-mix\"",
+    );
     let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
     let dry = ok(s3pet(&["experiment", "--plan", p, "--out", o, "--dry-run"]).output().unwrap());
     assert!(dry.contains("8 cells, 0 finished, 0 to skip"), "2 methods x (2 sweep + 2 seeds): {dry}");
@@ -178,4 +191,28 @@ fn learning_rate_sweep_chooses_on_one_seed() {
         md.contains("## Learning rates (chosen on one seed's dev split)") && md.contains("1e-3: "),
         "{md}"
     );
+}
+
+/// A plan's shared options reach the cells whose command uses them: search options in `[options]` go to
+/// searched cells and are left out of random and manual ones (which would refuse them), and every cell runs.
+#[test]
+fn shared_search_options_reach_only_searched_cells() {
+    let (_d, plan, out) = plan_on_task_dir(
+        "seeds = [1]",
+        "max_steps = 2\nsearch_batch_size = 4\nsearch_epochs = 1\nalpha_lr = 0.05",
+        "",
+        "\"lora\", \"s3pet-mix\", \"random-mix\"",
+    );
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    let dry = ok(s3pet(&["experiment", "--plan", p, "--out", o, "--dry-run"]).output().unwrap());
+    for line in dry.lines().filter(|l| l.contains("--strategy")) {
+        let searched = line.contains("--strategy s3pet");
+        assert_eq!(line.contains("--search-batch-size 4"), searched, "{line}");
+        assert_eq!(line.contains("--alpha-lr"), searched, "{line}");
+    }
+    ok(s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap());
+    assert_eq!(lines(&out.join("runs.jsonl")).len(), 3, "every cell ran");
+    ok(s3pet(&["report", o]).output().unwrap());
+    let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    assert!(md.contains("LoRA cells (rank; target modules): r8; query and value"), "{md}");
 }

@@ -10,7 +10,7 @@ too), then one bench_peer.py process with the same shape, batch, sequence length
 and thread count, so that they see the same machine state. ratio = pytorch_ms / s3pet_ms (above 1: s3pet
 is faster); speedup = baseline_ms / s3pet_ms. The LoRA and full rows' peer is a plain transformers + PEFT
 loop; the retrain and search rows' peer rebuilds s3pet's modules and algorithm in PyTorch. For retrain,
-search1 and search2 the peer needs s3pet's modules: once per shape, `s3pet bench --workload lora --steps 0
+search1 and search2 the peer needs s3pet's modules: once per shape, `s3pet bench --workload lora --steps 1
 --warmup 0 --emit-structures TMPDIR` (with the --s3pet-arg and `--` arguments, e.g. --budget) writes the
 retrain structure and the search candidates with the budget, passed to bench_peer.py as --structure and
 --candidates. A search row also gives its time and peak memory over the same shape's retrain row, for each
@@ -121,7 +121,7 @@ def parse(argv):
 def emit_structures(a, shape, emit_dir):
     """s3pet's retrain structure and search candidates of `shape`, as bench_peer.py options."""
     where = ["--device", a.device] + (["--threads", str(a.threads)] if a.threads else [])
-    run([a.s3pet, "bench", "-q", "--shape", shape, "--workload", "lora", "--steps", "0", "--warmup", "0",
+    run([a.s3pet, "bench", "-q", "--shape", shape, "--workload", "lora", "--steps", "1", "--warmup", "0",
          "--emit-structures", emit_dir] + where + a.s3pet_arg + a.extra)
     files = {}
     for kind, flag in (("retrain", "--structure"), ("candidates", "--candidates")):

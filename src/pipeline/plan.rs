@@ -127,8 +127,12 @@ fn push_options(args: &mut Vec<String>, t: &toml::Table, skip: &[&str]) -> Resul
     Ok(())
 }
 
-/// Options that only `run` knows (left out of train / retrain cells).
-const RUN_ONLY: [&str; 3] = ["search-epochs", "retrain-epochs", "search-batch-size"];
+/// Options that only `run` knows, the search's among them (left out of train / retrain cells).
+const RUN_ONLY: [&str; 6] =
+    ["search-epochs", "retrain-epochs", "search-batch-size", "order", "alpha-lr", "beta"];
+
+/// Options of the search (left out of random cells: their structure is drawn, not searched).
+const SEARCH_ONLY: [&str; 5] = ["search-epochs", "search-batch-size", "order", "alpha-lr", "beta"];
 
 /// What a cell of a searched or random method is: its kind, space, budget and order.
 struct Searched<'a> {
@@ -184,8 +188,16 @@ impl Plan {
         }
     }
 
-    /// `s3pet <sub> --task T --seed S` with the plan's options, then the task's, then the method's.
-    fn base_args(&self, sub: &str, task: &str, method: &str, seed: u64) -> Result<Vec<String>> {
+    /// `s3pet <sub> --task T --seed S` with the plan's options, then the task's, then the method's, less
+    /// those in `skip` (options the cell's command does not use: shared plan options apply where they can).
+    fn base_args(
+        &self,
+        sub: &str,
+        task: &str,
+        method: &str,
+        seed: u64,
+        skip: &[&str],
+    ) -> Result<Vec<String>> {
         let mut a = vec![
             "-q".to_string(),
             sub.to_string(),
@@ -194,7 +206,6 @@ impl Plan {
             "--seed".into(),
             seed.to_string(),
         ];
-        let skip: &[&str] = if sub == "run" { &[] } else { &RUN_ONLY };
         let mut merged = self.options.clone();
         for t in [self.task_options.get(task), self.method_options.get(method)].into_iter().flatten() {
             merged.extend(t.clone());
@@ -215,7 +226,7 @@ impl Plan {
         cells_dir: &Path,
     ) -> Result<Vec<Cell>> {
         if let Ok(m) = Method::parse_manual(method) {
-            let mut args = self.base_args("train", task, method, seed)?;
+            let mut args = self.base_args("train", task, method, seed, &RUN_ONLY)?;
             args.extend(["--method".into(), m.name().into()]);
             let id = cell_id(task, method, None, None, seed, None);
             let cell = Cell {
@@ -272,7 +283,8 @@ impl Plan {
     fn search_cell(&self, task: &str, seed: u64, s: &Searched) -> Result<Cell> {
         let strategy = if s.kind == "random" { "random" } else { "s3pet" };
         let m = format!("{strategy}-{}", s.space);
-        let mut args = self.base_args("run", task, &m, seed)?;
+        let skip: &[&str] = if s.kind == "random" { &SEARCH_ONLY } else { &[] };
+        let mut args = self.base_args("run", task, &m, seed, skip)?;
         args.extend(["--strategy".into(), strategy.into(), "--space".into(), s.space.into()]);
         args.extend(["--budget".into(), fmt_budget(s.budget)]);
         if let Some(o) = s.order {
@@ -325,7 +337,7 @@ impl Plan {
             };
             let source = self.expand(&grid, src, &searched, seed, cfg, spaces, cells_dir)?.remove(0);
             let method = format!("transfer-{}", s.space);
-            let mut args = self.base_args("retrain", task, &method, seed)?;
+            let mut args = self.base_args("retrain", task, &method, seed, &RUN_ONLY)?;
             args.extend([
                 "--structure".into(),
                 cells_dir.join(&source.id).join("structure.json").display().to_string(),

