@@ -156,7 +156,7 @@ fn experiment_runs_resumes_and_reports() {
 /// is that sweep cell (copied, not run again) and seed 2 runs at it; the report shows the sweep.
 #[test]
 fn learning_rate_sweep_chooses_on_one_seed() {
-    let (d, plan, out) = plan_on_task_dir(
+    let (_d, plan, out) = plan_on_task_dir(
         "seeds = [1, 2]",
         "max_steps = 3",
         "[lr_sweep]\nseed = 1\ngrid = [1e-3, 2e-2]\nfull = [1e-4]",
