@@ -165,8 +165,21 @@ pub enum Values<'a> {
     Given(&'a Tensor),
 }
 
+/// Held while a thread seeds libtorch's process-wide generator and draws from it ([`Model::build`],
+/// [`manual_seed`]).
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `tch::manual_seed`, waiting for a [`Model::build`] of another thread to finish its draws (the ranks of
+/// an in-process world re-seed before every step).
+pub fn manual_seed(seed: i64) {
+    let _turn = SEEDED.lock().unwrap_or_else(|p| p.into_inner());
+    tch::manual_seed(seed);
+}
+
 impl Model {
-    /// Seeds libtorch's generator with `seed`, then creates deltas in site order and the head.
+    /// Seeds libtorch's generator with `seed`, then creates deltas in site order and the head. Builds
+    /// of several threads (the ranks of an in-process world) take turns, so each draws its own seed's
+    /// values from the process-wide generator.
     pub fn build<C: Clone + Into<ModelConfig>>(
         cfg: &C,
         weights: &Weights,
@@ -175,6 +188,7 @@ impl Model {
         head: HeadInit,
         seed: u64,
     ) -> Result<Model> {
+        let _turn = SEEDED.lock().unwrap_or_else(|p| p.into_inner());
         let cfg: ModelConfig = cfg.clone().into();
         tch::manual_seed(seed as i64);
         let device = weights.device();
