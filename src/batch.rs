@@ -109,15 +109,6 @@ impl Batch {
         self.targets.is_empty()
     }
 
-    /// The examples this batch counts for in a reduction over ranks (0 for a stand-in).
-    pub fn examples(&self) -> usize {
-        if self.stand_in {
-            0
-        } else {
-            self.len()
-        }
-    }
-
     pub fn is_regression(&self) -> bool {
         self.labels.kind() == Kind::Float
     }

@@ -344,6 +344,21 @@ impl Model {
         }
     }
 
+    /// How many terms the mean loss of `batch` averages: its examples, or its label-word tokens (T5) or
+    /// response tokens (a generation prompt), 0-d float on the device; 0 for a stand-in batch. A rank's
+    /// weight when the ranks' gradients are averaged (crate::dist::reduce_pass).
+    pub fn loss_terms(&self, batch: &Batch) -> Tensor {
+        let n = match &self.body {
+            _ if batch.stand_in => 0,
+            Body::Text2Text { words, .. } => batch.targets.iter().map(|t| words.target_ids(t).len()).sum(),
+            Body::CausalLm { prompt, .. } if prompt.kind == crate::data::TaskKind::Generation => {
+                return crate::causal::response_tokens(batch);
+            }
+            _ => batch.len(),
+        };
+        crate::optim::upload(&Tensor::from_slice(&[n as f32]), batch.ids.device()).reshape([])
+    }
+
     pub fn loss(&self, batch: &Batch, ctx: &Ctx) -> Tensor {
         let logits = self.logits(batch, ctx);
         self.loss_from_logits(&logits, batch)

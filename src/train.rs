@@ -288,7 +288,7 @@ fn train_step(
     (at, kept): (&dyn Fn() -> String, &str),
 ) -> Result<Tensor> {
     let (loss, g) = model.loss_and_grads(b, true)?;
-    let (loss, g) = crate::dist::reduce_pass(&loss, &g, b.examples())?;
+    let (loss, g) = crate::dist::reduce_pass(&loss, &g, || model.loss_terms(b))?;
     let loss = loss.detach();
     if let Some(guard) = guard {
         let norm = clip_grad_norm(&g, cfg.clip_norm);

@@ -18,6 +18,9 @@ use tch::Tensor;
 
 /// Weights of one process and of a world may differ by float rounding (shards add in another order).
 const WORLD_TOL: f64 = 1e-5;
+/// The second-order search's finite-difference Hessian term divides the difference of two alpha
+/// gradients by 2 eps (eps = 0.01 / |dw'|), which magnifies that rounding (2.1e-5 seen after 3 steps).
+const SECOND_ORDER_TOL: f64 = 1e-4;
 
 fn minilm() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
@@ -137,9 +140,13 @@ fn assert_world_matches(one: &Path, outs: &[PathBuf], file: &str) {
 
 /// [`assert_world_matches`] for the directories `outs` of `what` (rank 0's first).
 fn assert_matches(what: &str, one: &Path, outs: &[PathBuf], file: &str) {
+    assert_within(WORLD_TOL, what, one, outs, file)
+}
+
+fn assert_within(tol: f64, what: &str, one: &Path, outs: &[PathBuf], file: &str) {
     let d = max_diff(&one.join(file), &outs[0].join(file));
     eprintln!("{what}: {file} differs from one process by {d:e}");
-    assert!(d <= WORLD_TOL, "{what}: {file} differs from one process by {d:e}");
+    assert!(d <= tol, "{what}: {file} differs from one process by {d:e} (tolerance {tol:e})");
     for o in &outs[1..] {
         assert_eq!(max_diff(&outs[0].join(file), &o.join(file)), 0.0, "the ranks' weights differ");
     }
@@ -173,11 +180,12 @@ fn lora_training_on_worlds_of_1_to_4_threads_matches_one_process() {
     }
 }
 
-#[test]
-fn first_order_search_on_worlds_of_2_and_3_threads_matches_one_process() {
+/// A short search of `order` on worlds of `sizes` threads ends with one process's alpha, w and
+/// optimiser states (the search checkpoint) and structure.
+fn search_matches(order: u8, sizes: &[usize]) {
     let Some((tmp, model)) = setup() else { return };
     let extra = [
-        ("search.order", json!(1)),
+        ("search.order", json!(order)),
         ("search.space", json!("lora")),
         ("search.budget_params", json!(20000)),
         ("search.alpha_lr", json!(0.1)),
@@ -188,11 +196,12 @@ fn first_order_search_on_worlds_of_2_and_3_threads_matches_one_process() {
     let one = tmp.path().join("one");
     search_only(&cfg, &one, opts(false)).unwrap();
     let file = "search_checkpoint.safetensors";
-    for size in [2, 3] {
+    for &size in sizes {
         let outs = on_threads(size, &tmp.path().join(format!("world{size}")), |_, out| {
             search_only(&cfg, &out, opts(false)).unwrap();
         });
-        assert_world_matches(&one, &outs, file);
+        let tol = if order == 2 { SECOND_ORDER_TOL } else { WORLD_TOL };
+        assert_within(tol, &format!("order {order}, world of {size}"), &one, &outs, file);
         let structure = |d: &Path| std::fs::read_to_string(d.join("structure.json")).unwrap();
         assert_eq!(structure(&outs[0]), structure(&one), "world of {size}: another structure");
     }
@@ -200,6 +209,16 @@ fn first_order_search_on_worlds_of_2_and_3_threads_matches_one_process() {
     let moved =
         alpha.iter().filter(|(k, _)| k.contains("alpha")).any(|(_, t)| t.abs().max().double_value(&[]) > 0.0);
     assert!(moved, "the search did not move alpha: {:?}", alpha.keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn first_order_search_on_worlds_of_2_and_3_threads_matches_one_process() {
+    search_matches(1, &[2, 3]);
+}
+
+#[test]
+fn second_order_search_on_a_world_of_2_threads_matches_one_process() {
+    search_matches(2, &[2]);
 }
 
 /// Raises a run's saved max_steps (what its config.json says), as a longer run resumed from its checkpoint.
@@ -336,4 +355,44 @@ fn dist_check_sums_a_known_tensor_over_three_processes() {
         (json!(3), json!("tcp"), json!(true))
     );
     assert_eq!(v["first"], json!([6.0, 12.0, 18.0, 24.0]), "(1 + 2 + 3) (i + 1)");
+}
+
+/// A copy of a fixture model directory with its config.json's `key` set to 0 (the other files linked).
+fn without_dropout(src: &Path, key: &str, tmp: &Path) -> PathBuf {
+    let dir = tmp.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "config.json" {
+            std::os::unix::fs::symlink(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg[key] = json!(0.0);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    dir
+}
+
+/// A T5 averages its loss over label-word tokens ("different" and "same" differ in length), so ranks
+/// weigh their gradients by tokens, not examples: three processes still end like one.
+#[test]
+fn launch_of_three_t5_ranks_weighs_label_tokens_like_one_process() {
+    let d = common::task_dir();
+    let model = without_dropout(&common::fixtures().join("tiny_t5_v11"), "dropout_rate", d.path());
+    let task = d.path().join("task.toml");
+    let (m, t, data) =
+        (model.display().to_string(), task.display().to_string(), d.path().display().to_string());
+    let run = |out: &str, launch: &[&str]| {
+        let mut args: Vec<&str> = launch.to_vec();
+        args.extend(["train", "--model", &m, "--task", &t, "--data-dir", &data, "--out", out]);
+        args.extend(["--lr", "1e-2", "--max-steps", "4"]);
+        args.extend(["--batch-size", "8", "--threads", "1", "--device", "cpu", "--quiet"]);
+        let r = s3pet(&args, d.path());
+        assert!(r.status.success(), "{}", stderr(&r));
+    };
+    let (one, three) = (d.path().join("one"), d.path().join("three"));
+    run(one.to_str().unwrap(), &[]);
+    run(three.to_str().unwrap(), &["launch", "--nproc", "3", "--"]);
+    assert_matches("t5 launch --nproc 3", &one, std::slice::from_ref(&three), "weights.safetensors");
 }

@@ -104,20 +104,20 @@ pub(crate) fn peer_lost(msg: String) -> Error {
     Error::Msg(format!("distributed: {msg}"))
 }
 
-/// A pass's mean loss and flat gradient over the global batch: each rank's (`examples` examples; 0 for a
-/// stand-in shard) weighted by its examples, summed in one all-reduce, divided by the global count.
-/// Without a launcher the inputs come back unchanged.
-pub fn reduce_pass(loss: &Tensor, g: &Tensor, examples: usize) -> Result<(Tensor, Tensor)> {
+/// A pass's mean loss and flat gradient over the global batch: each rank's weighted by the terms its
+/// mean averages (`terms`: 0-d, its examples or tokens, 0 for a stand-in shard; see
+/// crate::model::Model::loss_terms), summed in one all-reduce with the weights, divided by their sum.
+/// Without a launcher the inputs come back unchanged (and `terms` is not called).
+pub fn reduce_pass(loss: &Tensor, g: &Tensor, terms: impl FnOnce() -> Tensor) -> Result<(Tensor, Tensor)> {
     let w = current();
     if !w.is_distributed() {
         return Ok((loss.shallow_clone(), g.shallow_clone()));
     }
     let n = g.size()[0];
-    let k = examples as f64;
-    let count = crate::optim::upload(&Tensor::from_slice(&[examples as f32]), g.device());
     let buf = tch::no_grad(|| {
+        let k = terms().to_device(g.device()).to_kind(Kind::Float).reshape([1]);
         let l = loss.detach().to_kind(Kind::Float).reshape([1]);
-        Tensor::cat(&[g.detach().to_kind(Kind::Float) * k, l * k, count], 0)
+        Tensor::cat(&[g.detach().to_kind(Kind::Float) * &k, l * &k, k], 0)
     });
     w.all_reduce_sum(&buf)?;
     tch::no_grad(|| {
