@@ -396,3 +396,49 @@ fn launch_of_three_t5_ranks_weighs_label_tokens_like_one_process() {
     run(three.to_str().unwrap(), &["launch", "--nproc", "3", "--"]);
     assert_matches("t5 launch --nproc 3", &one, std::slice::from_ref(&three), "weights.safetensors");
 }
+
+/// Several hosts as on paper, on loopback: two launches of one rank each (`--nnodes 2`, their
+/// `--node-rank`, one `--master-port`) make one world of two ranks.
+#[test]
+fn two_launches_of_one_rank_each_make_a_world_of_two_hosts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let launch = |node: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_s3pet"))
+            .args(["launch", "--nnodes", "2", "--node-rank", node, "--master-port", &port, "--"])
+            .args(["dist-check", "--device", "cpu"])
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (host0, host1) = (launch("0"), launch("1"));
+    let (host0, host1) = (host0.wait_with_output().unwrap(), host1.wait_with_output().unwrap());
+    assert!(host0.status.success() && host1.status.success(), "{}\n{}", stderr(&host0), stderr(&host1));
+    let v: Value = serde_json::from_slice(&host0.stdout).unwrap();
+    assert_eq!((v["world_size"].clone(), v["first"].clone()), (json!(2), json!([3.0, 6.0, 9.0, 12.0])));
+    assert!(host1.stdout.is_empty(), "rank 1 (the second host's) prints nothing");
+    let r = s3pet(&["launch", "--nnodes", "2", "--", "dist-check"], tmp.path());
+    assert!(stderr(&r).starts_with("error: config key `--master-port`"), "{}", stderr(&r));
+}
+
+#[test]
+fn launch_options_that_disagree_are_refused_naming_the_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, said) in [
+        (
+            &["--nproc", "3", "--gpus", "0,1"][..],
+            "error: config key `--nproc`: 3 ranks but --gpus lists 2 GPUs",
+        ),
+        (&["--gpus", "0,0"][..], "error: config key `--gpus`: list each GPU once"),
+        (
+            &["--node-rank", "2", "--nnodes", "2", "--master-port", "5000"][..],
+            "error: config key `--node-rank`: 2 is not below --nnodes 2",
+        ),
+    ] {
+        let r = s3pet(&[&["launch"], args, &["--", "dist-check"]].concat(), tmp.path());
+        assert_eq!(r.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&r).starts_with(said), "{args:?}: {}", stderr(&r));
+    }
+}

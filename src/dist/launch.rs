@@ -163,6 +163,11 @@ fn watch(ranks: &mut [Rank]) -> Result<()> {
                 Err(e) => return Err(Error::Msg(format!("rank {}: cannot wait for it: {e}", r.rank))),
             }
         }
+        if !failed.is_empty() && crate::checkpoint::interrupted() {
+            return Err(Error::Interrupted(
+                "the ranks saved their checkpoints and stopped (rank 0's in the run directory); continue with --resume".into(),
+            ));
+        }
         if let Some((rank, st)) = failed.iter().min_by_key(|(r, st)| (st.code() == Some(PEER_LOST_EXIT), *r))
         {
             let others = if ranks.len() > 1 { "; stopped the other ranks" } else { "" };
