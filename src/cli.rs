@@ -662,6 +662,9 @@ pub fn expand_config(
         .find(|(_, a)| cmd.find_subcommand(a.as_str()).is_some())
         .map(|(i, _)| i)
         .context("--config goes after a subcommand, e.g. `s3pet run --config FILE`")?;
+    if strs[sub_at] == "launch" {
+        return Ok((args, Default::default())); // the `--config` of the command each rank runs: its rank expands it
+    }
     let sub = cmd.find_subcommand(&strs[sub_at]).expect("found above");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("{path}: cannot read the config file"))?;

@@ -355,6 +355,14 @@ fn dist_check_sums_a_known_tensor_over_three_processes() {
         (json!(3), json!("tcp"), json!(true))
     );
     assert_eq!(v["first"], json!([6.0, 12.0, 18.0, 24.0]), "(1 + 2 + 3) (i + 1)");
+    // a --config after `--` is the ranks' command's (each rank expands it), not the launcher's
+    let cfg = tmp.path().join("check.toml");
+    std::fs::write(&cfg, "device = \"cpu\"\n").unwrap();
+    let r =
+        s3pet(&["launch", "--nproc", "2", "--", "dist-check", "--config", cfg.to_str().unwrap()], tmp.path());
+    assert!(r.status.success(), "{}", stderr(&r));
+    let v: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!((v["world_size"].clone(), v["device"].clone()), (json!(2), json!("Cpu")));
 }
 
 /// A copy of a fixture model directory with its config.json's `key` set to 0 (the other files linked).
