@@ -62,7 +62,7 @@ impl NcclReducer {
             call("unique id", |e, l| unsafe { ffi::s3pet_nccl_unique_id(id.as_mut_ptr().cast(), e, l) })?;
         }
         star.broadcast(&mut id)?;
-        let mut comm = std::ptr::null_mut();
+        let mut comm: *mut std::os::raw::c_void = std::ptr::null_mut();
         let (n, r, d) = (size as i32, rank as i32, device as i32);
         // SAFETY: the shim writes a valid communicator on success; `id` outlives the call.
         call("init", |e, l| unsafe { ffi::s3pet_nccl_init(&mut comm, n, id.as_ptr().cast(), r, d, e, l) })?;
