@@ -450,3 +450,50 @@ fn launch_options_that_disagree_are_refused_naming_the_option() {
         assert!(stderr(&r).starts_with(said), "{args:?}: {}", stderr(&r));
     }
 }
+
+/// The command line's resume on another world size: 2 steps under `first`, max_steps raised to 4, then
+/// `--resume` under `then` (launch prefixes; empty: one process).
+fn two_steps_then_resume(first: &[&str], then: &[&str], out: &Path, model: &str, scratch: &Path) {
+    let (data, o) = (common::shared_data().display().to_string(), out.display().to_string());
+    let mut args = first.to_vec();
+    args.extend(train_args(model, &data, &o));
+    args.extend(["--max-steps", "2"]);
+    let r = s3pet(&args, scratch);
+    assert!(r.status.success(), "{}", stderr(&r));
+    raise_max_steps(out, 4);
+    let mut args = then.to_vec();
+    args.extend(["train", "--task", "rte", "--out", &o, "--resume", "--quiet"]);
+    let r = s3pet(&args, scratch);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(report(out)["steps"], json!(4));
+}
+
+#[test]
+fn launch_resumes_a_run_of_two_ranks_on_three() {
+    let Some((tmp, model)) = setup() else { return };
+    let scratch = tmp.path().join("tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let m = model.display().to_string();
+    let (one, world) = (tmp.path().join("one"), tmp.path().join("world"));
+    two_steps_then_resume(&[], &[], &one, &m, &scratch);
+    two_steps_then_resume(
+        &["launch", "--nproc", "2", "--"],
+        &["launch", "--nproc", "3", "--"],
+        &world,
+        &m,
+        &scratch,
+    );
+    assert_matches(
+        "launch: 2 ranks, resumed on 3",
+        &one,
+        std::slice::from_ref(&world),
+        "weights.safetensors",
+    );
+    assert_matches(
+        "launch: 2 ranks, resumed on 3",
+        &one,
+        std::slice::from_ref(&world),
+        "checkpoint.safetensors",
+    );
+    assert!(std::fs::read_dir(&scratch).unwrap().next().is_none(), "the ranks' scratch copies are removed");
+}
