@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 const MAGIC: u32 = 0x5333_5054; // "S3PT"
+const TIMEOUT_HINT: &str = "S3PET_DIST_TIMEOUT sets the seconds";
 
 enum Links {
     /// Rank 0: the streams of ranks 1..size, in rank order.
@@ -147,9 +148,14 @@ fn accept(addr: &str, size: usize, timeout: Duration) -> Result<Vec<TcpStream>> 
                     .filter(|(_, p)| p.is_none())
                     .map(|(i, _)| (i + 1).to_string())
                     .collect();
+                let why = if e.kind() == std::io::ErrorKind::WouldBlock {
+                    format!("within {} s ({TIMEOUT_HINT})", timeout.as_secs())
+                } else {
+                    e.to_string()
+                };
                 return Err(rendezvous_error(
                     addr,
-                    format!("rank(s) {} did not connect: {e}", missing.join(", ")),
+                    format!("rank(s) {} did not connect {why}", missing.join(", ")),
                 ));
             }
         }
@@ -170,7 +176,11 @@ fn dial(addr: &str, rank: usize, size: usize, timeout: Duration) -> Result<TcpSt
                 return Ok(s);
             }
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(rendezvous_error(addr, format!("rank 0 is not listening: {e}"))),
+            Err(e) => {
+                let why =
+                    format!("rank 0 is not listening after {} s ({TIMEOUT_HINT}): {e}", timeout.as_secs());
+                return Err(rendezvous_error(addr, why));
+            }
         }
     }
 }
