@@ -76,6 +76,7 @@ fn given(model: &Path, extra: &[(&str, Value)]) -> Given {
         ("max_eval_examples", json!(12)),
         ("max_length", json!(32)),
         ("lr", json!(5e-4)),
+        ("threads", json!(1)), // the ranks are threads already: no intra-op pool each on 2 cores
     ];
     for (k, v) in base.into_iter().chain(extra.iter().cloned()) {
         g.insert(k.to_string(), (v, Source::Cli));
@@ -268,7 +269,19 @@ fn s3pet(args: &[&str], tmpdir: &Path) -> Output {
 fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
     let mut v = vec!["train", "--task", "rte", "--model", model, "--data-dir", data, "--out", out];
     v.extend(["--seed", "3", "--batch-size", "8", "--max-train-examples", "17", "--max-eval-examples", "12"]);
-    v.extend(["--max-length", "32", "--lr", "5e-4", "--epochs", "1", "--device", "cpu", "--quiet"]);
+    v.extend([
+        "--max-length",
+        "32",
+        "--lr",
+        "5e-4",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--threads",
+        "1",
+    ]);
     v
 }
 
