@@ -2,7 +2,8 @@
 //! `cuda` feature force-links libtorch_cuda: nothing references it directly, so `--as-needed` would
 //! drop it and CUDA would silently report unavailable. Also compiles csrc/cuda_mem.cpp there (peak
 //! statistics of libtorch's CUDA allocator, which tch does not expose) and csrc/cuda_graph.cpp (CUDA
-//! graphs of the search step, against libtorch's and the CUDA runtime's headers).
+//! graphs of the search step, against libtorch's and the CUDA runtime's headers) and csrc/nccl.cpp (NCCL
+//! for data parallelism, linked to the NCCL wheel beside torch: nvidia/nccl/lib).
 use std::path::PathBuf;
 
 fn main() {
@@ -10,6 +11,8 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/cuda_mem.cpp");
     println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-changed=csrc/nccl.cpp");
+    println!("cargo:rerun-if-changed=csrc/shim.h");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {
         return;
@@ -26,6 +29,8 @@ fn main() {
         cuda_mem(&lib);
         #[cfg(feature = "cuda")]
         cuda_graph(&lib);
+        #[cfg(feature = "cuda")]
+        nccl(&lib);
     }
 }
 
@@ -75,5 +80,37 @@ fn cuda_mem(lib: &std::path::Path) {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
         .compile("s3pet_cuda_mem");
+    println!("cargo:rustc-link-lib=dylib=c10");
+}
+
+/// The NCCL shim (src/dist/nccl.rs): libnccl.so.2 of the NCCL wheel beside torch (the one libtorch_cuda
+/// itself loads), else $NCCL_HOME/lib; libtorch's c10 for its current stream.
+#[cfg(feature = "cuda")]
+fn nccl(lib: &std::path::Path) {
+    println!("cargo:rerun-if-env-changed=NCCL_HOME");
+    let torch = lib.parent().expect("LIBTORCH/lib has a parent");
+    let mut homes = vec![torch.join("../nvidia/nccl")];
+    if let Some(h) = std::env::var_os("NCCL_HOME") {
+        homes.insert(0, PathBuf::from(h));
+    }
+    let home = homes.into_iter().find(|h| h.join("lib/libnccl.so.2").is_file()).expect(
+        "libnccl.so.2 not found (the nvidia-nccl wheel beside torch: site-packages/nvidia/nccl, or $NCCL_HOME)",
+    );
+    let home = home.canonicalize().unwrap_or(home);
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("csrc/nccl.cpp")
+        .include(torch.join("include"))
+        .include(cuda_include(lib))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .compile("s3pet_nccl");
+    let nccl_lib = home.join("lib");
+    println!("cargo:rustc-link-search=native={}", nccl_lib.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", nccl_lib.display());
+    // the wheel ships libnccl.so.2 only (no libnccl.so for -lnccl): name the file (`-l:libnccl.so.2`)
+    println!("cargo:rustc-link-lib=dylib:+verbatim=libnccl.so.2");
+    println!("cargo:rustc-link-lib=dylib=c10_cuda");
     println!("cargo:rustc-link-lib=dylib=c10");
 }

@@ -4,29 +4,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cstdint>
-#include <cstring>
-#include <exception>
-
-namespace {
-int fail(char* err, size_t len, const char* msg) {
-  if (err != nullptr && len > 0) {
-    std::strncpy(err, msg, len - 1);
-    err[len - 1] = '\0';
-  }
-  return 1;
-}
-}  // namespace
-
-#define S3PET_TRY(body)                 \
-  try {                                 \
-    body;                               \
-    return 0;                           \
-  } catch (const std::exception& e) {   \
-    return fail(err, len, e.what());    \
-  } catch (...) {                       \
-    return fail(err, len, "unknown C++ exception"); \
-  }
+#include "shim.h"
 
 // A new graph, written to *out.
 extern "C" int s3pet_graph_new(void** out, char* err, size_t len) {

@@ -2,4 +2,5 @@
 # LD_LIBRARY_PATH for dist/s3pet-cuda.
 TORCH_DIR=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')
 SITE=$(dirname "$TORCH_DIR")
-export LD_LIBRARY_PATH="$TORCH_DIR/lib:$SITE/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# nvidia/nccl/lib: the NCCL that `s3pet launch --backend nccl` reduces with (src/dist/nccl.rs)
+export LD_LIBRARY_PATH="$TORCH_DIR/lib:$SITE/nvidia/cu13/lib:$SITE/nvidia/nccl/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

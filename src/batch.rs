@@ -14,6 +14,9 @@ pub struct Batch {
     /// Rows per example (1, or the number of choices).
     pub choices: i64,
     pub tokens: i64,
+    /// A stand-in for a rank with no examples of this global batch (crate::dist::shard): its pass runs
+    /// for the gradient's shape, and counts as zero examples when the ranks' gradients are averaged.
+    pub stand_in: bool,
 }
 
 impl Clone for Batch {
@@ -27,6 +30,7 @@ impl Clone for Batch {
             groups: self.groups.clone(),
             choices: self.choices,
             tokens: self.tokens,
+            stand_in: self.stand_in,
         }
     }
 }
@@ -72,6 +76,7 @@ impl Batch {
             groups: items.iter().map(|e| e.group.clone()).collect(),
             choices,
             tokens,
+            stand_in: false,
         }
     }
 
@@ -92,6 +97,7 @@ impl Batch {
             groups: self.groups.iter().cycle().take(n).cloned().collect(),
             choices: self.choices,
             tokens: self.tokens * r,
+            stand_in: self.stand_in,
         }
     }
 

@@ -30,6 +30,11 @@ fn response_positions(batch: &Batch) -> Tensor {
     batch.types.narrow(1, 1, t - 1).eq(1)
 }
 
+/// The response tokens a generation batch's loss averages over (0-d float).
+pub fn response_tokens(batch: &Batch) -> Tensor {
+    response_positions(batch).sum(Kind::Float)
+}
+
 /// The LM logits (n, vocab) that predict the n response tokens of a generation batch, and those tokens.
 pub fn response_logits(llama: &Llama, batch: &Batch, ctx: &Ctx) -> (Tensor, Tensor) {
     let t = batch.ids.size()[1];

@@ -62,6 +62,47 @@ pub enum Command {
     /// Plots of one run: the structure (heatmap) or the training curves.
     #[command(subcommand)]
     Plot(PlotCommand),
+    /// Data parallelism: one process per rank (GPU) running the same train, retrain, search, run or
+    /// dist-check; rank 0 alone writes into --out (docs/DISTRIBUTED.md).
+    Launch(LaunchArgs),
+    /// One all-reduce of a known tensor on this rank's device, checked (run it under `s3pet launch`).
+    DistCheck(DistCheckArgs),
+}
+
+#[derive(Args)]
+pub struct LaunchArgs {
+    /// Ranks on this host [default: the number of --gpus, else 1].
+    #[arg(long, value_parser = checked::<usize>("nproc"))]
+    pub nproc: Option<usize>,
+    /// This host's GPUs, one per rank in rank order (made CUDA_VISIBLE_DEVICES: local rank l uses cuda:l);
+    /// refused on a machine without CUDA.
+    #[arg(long, value_delimiter = ',')]
+    pub gpus: Option<Vec<usize>>,
+    /// nccl (GPUs; the default with --gpus) or tcp (a TCP all-reduce over the CPU; the default without).
+    #[arg(long, value_parser = ["nccl", "tcp"])]
+    pub backend: Option<String>,
+    /// Hosts in the world: run one launch per host, each with its --node-rank and the same --master-*.
+    #[arg(long, default_value_t = 1, value_parser = checked::<usize>("nnodes"))]
+    pub nnodes: usize,
+    /// This host's place among --nnodes (its ranks are node_rank * nproc + local rank).
+    #[arg(long, default_value_t = 0, value_parser = checked::<usize>("node-rank"))]
+    pub node_rank: usize,
+    /// Where rank 0 listens for the rendezvous.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub master_addr: String,
+    /// Its port [default: a free one; required with --nnodes above 1].
+    #[arg(long, value_parser = checked::<usize>("master-port"))]
+    pub master_port: Option<usize>,
+    /// The command every rank runs, after `--`: train, retrain, search, run or dist-check with its options.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Args)]
+pub struct DistCheckArgs {
+    /// auto, cpu, cuda (under a launch with GPUs: each rank's cuda:LOCAL_RANK).
+    #[arg(long, default_value = "auto", value_parser = known(s3pet::config::DeviceSpec::parse))]
+    pub device: String,
 }
 
 #[derive(Args)]
@@ -80,6 +121,10 @@ pub struct ExperimentArgs {
     /// List the cells still to run and their commands, run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// GPUs to spread the cells over: each cell starts on the listed GPU with the most free memory (one
+    /// cell per GPU at a time); refused on a machine without CUDA.
+    #[arg(long, value_delimiter = ',')]
+    pub gpus: Option<Vec<usize>>,
 }
 
 #[derive(Args)]
@@ -617,6 +662,9 @@ pub fn expand_config(
         .find(|(_, a)| cmd.find_subcommand(a.as_str()).is_some())
         .map(|(i, _)| i)
         .context("--config goes after a subcommand, e.g. `s3pet run --config FILE`")?;
+    if strs[sub_at] == "launch" {
+        return Ok((args, Default::default())); // the `--config` of the command each rank runs: its rank expands it
+    }
     let sub = cmd.find_subcommand(&strs[sub_at]).expect("found above");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("{path}: cannot read the config file"))?;

@@ -17,15 +17,20 @@ mod ffi {
     }
 }
 
-/// Runs a shim call with an error buffer; its message on failure.
+/// Runs a call of a C++ shim (csrc/) with an error buffer; on failure its message after `what`.
 #[cfg(feature = "cuda")]
-fn call(what: &str, f: impl FnOnce(*mut std::os::raw::c_char, usize) -> i32) -> Result<()> {
+pub(crate) fn shim_call(what: &str, f: impl FnOnce(*mut std::os::raw::c_char, usize) -> i32) -> Result<()> {
     let mut buf = vec![0u8; 1024];
     if f(buf.as_mut_ptr() as *mut std::os::raw::c_char, buf.len()) == 0 {
         return Ok(());
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Err(Error::Msg(format!("CUDA graph {what}: {}", String::from_utf8_lossy(&buf[..end]).trim())))
+    Err(Error::Msg(format!("{what}: {}", String::from_utf8_lossy(&buf[..end]).trim())))
+}
+
+#[cfg(feature = "cuda")]
+fn call(what: &str, f: impl FnOnce(*mut std::os::raw::c_char, usize) -> i32) -> Result<()> {
+    shim_call(&format!("CUDA graph {what}"), f)
 }
 
 #[cfg(not(feature = "cuda"))]

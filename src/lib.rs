@@ -11,6 +11,7 @@ pub mod config;
 pub mod cuda_graph;
 pub mod data;
 pub mod delta;
+pub mod dist;
 pub mod error;
 pub mod font;
 pub mod gpu_mem;

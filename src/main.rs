@@ -28,6 +28,9 @@ fn main() {
     });
     if let Err(e) = cmd::dispatch(cli, &sources) {
         eprintln!("error: {e:#}");
+        if s3pet::dist::PEER_LOST.load(std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(s3pet::dist::PEER_LOST_EXIT); // another rank failed first
+        }
         std::process::exit(1);
     }
 }

@@ -165,8 +165,21 @@ pub enum Values<'a> {
     Given(&'a Tensor),
 }
 
+/// Held while a thread seeds libtorch's process-wide generator and draws from it ([`Model::build`],
+/// [`manual_seed`]).
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `tch::manual_seed`, waiting for a [`Model::build`] of another thread to finish its draws (the ranks of
+/// an in-process world re-seed before every step).
+pub fn manual_seed(seed: i64) {
+    let _turn = SEEDED.lock().unwrap_or_else(|p| p.into_inner());
+    tch::manual_seed(seed);
+}
+
 impl Model {
-    /// Seeds libtorch's generator with `seed`, then creates deltas in site order and the head.
+    /// Seeds libtorch's generator with `seed`, then creates deltas in site order and the head. Builds
+    /// of several threads (the ranks of an in-process world) take turns, so each draws its own seed's
+    /// values from the process-wide generator.
     pub fn build<C: Clone + Into<ModelConfig>>(
         cfg: &C,
         weights: &Weights,
@@ -175,6 +188,7 @@ impl Model {
         head: HeadInit,
         seed: u64,
     ) -> Result<Model> {
+        let _turn = SEEDED.lock().unwrap_or_else(|p| p.into_inner());
         let cfg: ModelConfig = cfg.clone().into();
         tch::manual_seed(seed as i64);
         let device = weights.device();
@@ -328,6 +342,21 @@ impl Model {
         } else {
             logits.cross_entropy_for_logits(&batch.labels)
         }
+    }
+
+    /// How many terms the mean loss of `batch` averages: its examples, or its label-word tokens (T5) or
+    /// response tokens (a generation prompt), 0-d float on the device; 0 for a stand-in batch. A rank's
+    /// weight when the ranks' gradients are averaged (crate::dist::reduce_pass).
+    pub fn loss_terms(&self, batch: &Batch) -> Tensor {
+        let n = match &self.body {
+            _ if batch.stand_in => 0,
+            Body::Text2Text { words, .. } => batch.targets.iter().map(|t| words.target_ids(t).len()).sum(),
+            Body::CausalLm { prompt, .. } if prompt.kind == crate::data::TaskKind::Generation => {
+                return crate::causal::response_tokens(batch);
+            }
+            _ => batch.len(),
+        };
+        crate::optim::upload(&Tensor::from_slice(&[n as f32]), batch.ids.device()).reshape([])
     }
 
     pub fn loss(&self, batch: &Batch, ctx: &Ctx) -> Tensor {

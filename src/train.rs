@@ -81,15 +81,33 @@ pub fn evaluate(model: &Model, data: &[Encoded], spec: &TaskSpec, bs: usize, ctx
         m.retain(|k, _| spec.metrics.contains(k));
         return Ok(m);
     }
-    let order: Vec<usize> = (0..data.len()).collect();
-    let mut preds = Vec::with_capacity(data.len());
+    let preds = predict_sharded(model, data, bs, ctx)?;
+    let golds: Vec<_> = data.iter().map(|e| e.target).collect();
+    let groups: Vec<Option<String>> = data.iter().map(|e| e.group.clone()).collect();
+    crate::metrics::compute(&spec.metrics, &preds, &golds, Some(&groups))
+}
+
+/// Predictions of every example of `data`, in order. In a launched world each rank predicts its part
+/// (crate::dist::part) and the parts are gathered on every rank.
+fn predict_sharded(
+    model: &Model,
+    data: &[Encoded],
+    bs: usize,
+    ctx: &Ctx,
+) -> Result<Vec<crate::data::Target>> {
+    let w = crate::dist::current();
+    let range =
+        if w.is_distributed() { crate::dist::part(data.len(), w.rank, w.size) } else { 0..data.len() };
+    let order: Vec<usize> = range.clone().collect();
+    let mut preds = Vec::with_capacity(order.len());
     for items in batches(data, &order, bs) {
         let b = Batch::new(&items, model.device);
         preds.extend(model.predict(&b, &Ctx { train: false, ..*ctx })?);
     }
-    let golds: Vec<_> = data.iter().map(|e| e.target).collect();
-    let groups: Vec<Option<String>> = data.iter().map(|e| e.group.clone()).collect();
-    crate::metrics::compute(&spec.metrics, &preds, &golds, Some(&groups))
+    if !w.is_distributed() {
+        return Ok(preds);
+    }
+    crate::dist::gather::gather_targets(&w, &preds, range, data.len(), model.device)
 }
 
 /// The first metric of a task selects checkpoints.
@@ -270,6 +288,7 @@ fn train_step(
     (at, kept): (&dyn Fn() -> String, &str),
 ) -> Result<Tensor> {
     let (loss, g) = model.loss_and_grads(b, true)?;
+    let (loss, g) = crate::dist::reduce_pass(&loss, &g, || model.loss_terms(b))?;
     let loss = loss.detach();
     if let Some(guard) = guard {
         let norm = clip_grad_norm(&g, cfg.clip_norm);
@@ -339,14 +358,14 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
             .iter()
             .map(|&i| &data.train[i])
             .collect();
-        let b = Batch::new(&items, model.device);
-        tch::manual_seed(step_seed(cfg.seed, st.step));
+        let b = crate::dist::shard_batch(&items, model.device);
+        crate::model::manual_seed(step_seed(cfg.seed, st.step));
         let at = || f.kept(st.step, epoch);
         let lr = linear_lr(cfg.lr, st.step as i64, warmup, total as i64);
         let loss = train_step(model, (&mut opt, &mut guard), &b, (cfg, lr, st.step), (&at, &kept))?;
         st.step += 1;
         (seen, tokens, padded_tokens) =
-            (seen + b.len(), tokens + b.tokens, padded_tokens + b.ids.numel() as i64);
+            (seen + items.len(), tokens + b.tokens, padded_tokens + b.ids.numel() as i64);
         bar.set_position(st.step as u64);
         let eval_now = eval_due(st.step, cfg.eval_every, per_epoch, total);
         if eval_now || cfg.checkpoint_every.is_some_and(|k| st.step.is_multiple_of(k)) {

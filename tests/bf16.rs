@@ -154,6 +154,7 @@ fn precision_bf16_t5_computes_in_bf16_with_fp32_deltas() {
         mask: get(&g, "attention_mask").shallow_clone(),
         labels: Tensor::from_slice(&[0i64, 1, 0]),
         tokens: 0,
+        stand_in: false,
         ids,
         targets: vec![
             s3pet::data::Target::Class(0),

@@ -55,6 +55,7 @@ fn batch(g: &HashMap<String, Tensor>, labels: &Tensor) -> Batch {
     Batch {
         types: ids.zeros_like(),
         tokens: mask.sum(tch::Kind::Int64).int64_value(&[]),
+        stand_in: false,
         ids,
         mask,
         labels: labels.shallow_clone(),

@@ -360,6 +360,7 @@ fn golden_batch(version: &str) -> s3pet::batch::Batch {
         mask: get(&g, "attention_mask").shallow_clone(),
         labels: tch::Tensor::from_slice(&[0i64, 1, 0]),
         tokens: get(&g, "attention_mask").sum(Kind::Int64).int64_value(&[]),
+        stand_in: false,
         ids,
         targets,
         groups: vec![None; 3],

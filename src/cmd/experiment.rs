@@ -48,7 +48,16 @@ fn record_skips(a: &ExperimentArgs, cells: &[Cell], done: &mut HashSet<String>) 
 }
 
 pub fn run(a: ExperimentArgs) -> Result<()> {
+    if let Some(g) = &a.gpus {
+        s3pet::pipeline::gpus::check(g)?;
+    }
     let plan = Plan::load(&a.plan)?;
+    if a.gpus.is_some() && plan.device() == "cpu" {
+        bail!(
+            "config key `--gpus`: the plan's cells run on the CPU (device = \"cpu\" in {})",
+            a.plan.display()
+        );
+    }
     let cells = plan.cells(&a.out.join("cells"))?;
     check_cells(&a, &cells)?;
     let mut done = finished(&a.out.join("runs.jsonl"))?;
@@ -64,9 +73,10 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     let schedule = Schedule {
         exe: std::env::current_exe().context("cannot find the s3pet executable")?,
         out: a.out.clone(),
-        parallel: a.parallel.unwrap_or(plan.parallel).max(1),
+        parallel: a.parallel.or(a.gpus.as_ref().map(|g| g.len())).unwrap_or(plan.parallel).max(1),
         device: plan.device(),
         deadline: a.max_minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0)),
+        gpus: a.gpus.clone(),
     };
     eprintln!(
         "experiment: {} cells, {} finished, {} to run, {} at a time",

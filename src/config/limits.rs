@@ -68,6 +68,9 @@ pub fn range_of(option: &str) -> Option<Range> {
         "max-length" => Range::Between(2, 1 << 20),
         "length-buckets" | "warmup" | "seed" => Range::AtLeast(0),
         "order" => Range::Between(1, 2),
+        "nproc" | "nnodes" => Range::Between(1, 4096),
+        "node-rank" => Range::Between(0, 4095),
+        "master-port" => Range::Between(1, 65535),
         _ => return None,
     })
 }

@@ -110,8 +110,9 @@ pub struct SearchSettings {
 }
 
 impl RunConfig {
+    /// The device (in a launched world, a CUDA device is this rank's `cuda:LOCAL_RANK`).
     pub fn device(&self) -> Result<tch::Device> {
-        self.device.resolve()
+        crate::dist::place(self.device.resolve()?)
     }
 
     /// Saves config.json: every value with where it came from, `{"epochs": {"value": 20, "from": "task"}}`.

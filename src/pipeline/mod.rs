@@ -2,6 +2,7 @@
 //! eval -> report. `src/cmd/` only parses arguments, calls one function here and prints.
 pub mod data_export;
 pub mod finished;
+pub mod gpus;
 pub mod import;
 pub mod load;
 pub mod merge;

@@ -95,6 +95,8 @@ pub struct Schedule {
     pub device: String,
     /// Start no new cell after this instant (running ones finish).
     pub deadline: Option<Instant>,
+    /// `--gpus`: each cell alone on one of these, by free memory (super::gpus).
+    pub gpus: Option<Vec<usize>>,
 }
 
 /// A cell after its learning rate is chosen: to run, or already done (the chosen sweep cell's record).
@@ -107,6 +109,7 @@ struct Running {
     cell: Cell,
     child: Child,
     started: Instant,
+    gpu: Option<usize>,
 }
 
 /// What a schedule did.
@@ -167,8 +170,20 @@ impl Schedule {
         Ok(Chosen::Run(Box::new(cell)))
     }
 
-    /// Starts `cell` as a child process (resuming it when its run directory was started before).
-    fn start(&self, cell: Cell) -> Result<Running> {
+    /// The GPU the next cell starts on (`Some(None)`: no `--gpus`, any cell may start; `None`: every
+    /// listed GPU is busy).
+    fn next_gpu(&self, running: &[Running]) -> Result<Option<Option<usize>>> {
+        let Some(gpus) = &self.gpus else { return Ok(Some(None)) };
+        let busy: Vec<usize> = running.iter().filter_map(|r| r.gpu).collect();
+        if busy.len() >= gpus.len() {
+            return Ok(None);
+        }
+        Ok(super::gpus::pick(gpus, &busy, &super::gpus::free_mib()?).map(Some))
+    }
+
+    /// Starts `cell` as a child process (resuming it when its run directory was started before), alone
+    /// on `gpu` when given (its only visible device).
+    fn start(&self, cell: Cell, gpu: Option<usize>) -> Result<Running> {
         let dir = self.cells_dir().join(&cell.id);
         let mut args = cell.args.clone();
         args.extend(["--out".into(), dir.display().to_string()]);
@@ -176,13 +191,14 @@ impl Schedule {
         let log_path = self.log(&cell.id);
         let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
         let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
-        let child = Command::new(&self.exe)
-            .args(&args)
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .map_err(|e| Error::Msg(format!("cannot start cell {}: {e}", cell.id)))?;
-        Ok(Running { cell, child, started: Instant::now() })
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(&args).stdout(Stdio::from(log)).stderr(Stdio::from(err));
+        if let Some(g) = gpu {
+            cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+            eprintln!("{} on GPU {g}", cell.id);
+        }
+        let child = cmd.spawn().map_err(|e| Error::Msg(format!("cannot start cell {}: {e}", cell.id)))?;
+        Ok(Running { cell, child, started: Instant::now(), gpu })
     }
 
     /// Appends a finished cell's record to runs.jsonl; false when it failed.
@@ -203,7 +219,11 @@ impl Schedule {
         let rep: Value =
             serde_json::from_str(&text).map_err(|e| Error::parse(&report, e.line(), e.to_string()))?;
         let peak = peaks.lock().ok().and_then(|p| p.get(&r.child.id()).copied());
-        let line = record(&r.cell, &rep, wall, peak, machine).to_string();
+        let mut line = record(&r.cell, &rep, wall, peak, machine);
+        if let Some(g) = r.gpu {
+            line["gpu"] = json!(g);
+        }
+        let line = line.to_string();
         crate::artifact::append_line(&self.out.join("runs.jsonl"), &line)?;
         eprintln!("{} ({wall:.0} s)", r.cell.id);
         Ok(true)
@@ -227,12 +247,12 @@ impl Schedule {
                     c.needs.as_ref().is_none_or(|n| done.contains(n))
                         && c.lr.from.iter().all(|n| done.contains(n))
                 };
-                let Some(pos) = todo.iter().position(ready) else {
+                let (Some(pos), Some(gpu)) = (todo.iter().position(ready), self.next_gpu(&running)?) else {
                     break;
                 };
                 let cell = todo.remove(pos);
                 match self.choose_rate(cell)? {
-                    Chosen::Run(cell) => running.push(self.start(*cell)?),
+                    Chosen::Run(cell) => running.push(self.start(*cell, gpu)?),
                     Chosen::Copied(id) => {
                         done.insert(id);
                         ran.finished += 1;

@@ -7,7 +7,6 @@ pub use super::stepper::{StepOut, Stepper};
 use super::supernet::to_vec;
 pub use super::supernet::Supernet;
 use crate::artifact;
-use crate::batch::Batch;
 use crate::checkpoint::{self, LoopState};
 use crate::data::TaskSpec;
 use crate::delta::{Ctx, Gates};
@@ -234,7 +233,7 @@ pub fn search(
         }
         let range = i * bs..((i + 1) * bs).min(n);
         let pick = |d: &[Encoded], order: &[usize]| {
-            Batch::new(&order[range.clone()].iter().map(|&j| &d[j]).collect::<Vec<_>>(), device)
+            crate::dist::shard_batch(&order[range.clone()].iter().map(|&j| &d[j]).collect::<Vec<_>>(), device)
         };
         let (bw, ba) = (pick(data.d_w, &orders.1), pick(data.d_alpha, &orders.2));
         let lr_w = linear_lr(cfg.w_lr, pr.ls.step as i64, warmup, total as i64);

@@ -88,12 +88,14 @@ impl<'a> Stepper<'a> {
 
     /// Captures steps as CUDA graphs (per shape of the step's inputs) from now on, where this build and
     /// device allow it: a CUDA device, a classifier (not T5: its label words are uploaded inside the
-    /// step), and no `--skip-nonfinite` (which reads values on the host). Returns whether graphs are on.
+    /// step), no `--skip-nonfinite` (which reads values on the host) and one process (no launcher: the
+    /// all-reduce of a launched world is not captured). Returns whether graphs are on.
     pub fn use_cuda_graphs(&mut self, on: bool) -> Result<bool> {
         let can = crate::cuda_graph::supported()
             && self.net.model.device.is_cuda()
             && !self.cfg.skip_nonfinite
-            && self.net.model.t5().is_none();
+            && self.net.model.t5().is_none()
+            && !crate::dist::current().is_distributed(); // a launched world reduces inside the step
         self.graphs = if on && can { Some(Graphs::new(self.net.model.device)?) } else { None };
         Ok(self.graphs.is_some())
     }
@@ -108,7 +110,7 @@ impl<'a> Stepper<'a> {
     pub fn seed_step(&mut self, step: usize) {
         let s = crate::train::step_seed(self.cfg.seed ^ 0x005E_ED0F_A1FA, step);
         self.rng = rand_chacha::ChaCha8Rng::seed_from_u64(s as u64);
-        tch::manual_seed(crate::train::step_seed(self.cfg.seed, step));
+        crate::model::manual_seed(crate::train::step_seed(self.cfg.seed, step));
     }
 
     /// u ~ U(0, 1), one per candidate, from the search's seeded generator (copied without waiting).

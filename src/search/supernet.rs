@@ -96,7 +96,7 @@ impl Supernet {
             Wrt::Values => flat_grads(&loss, &[&leaf]),
             Wrt::Both => flat_grads(&loss, &[&self.alpha, &leaf]),
         };
-        Ok((loss, g))
+        crate::dist::reduce_pass(&loss, &g, || self.model.loss_terms(b))
     }
 
     /// The losses of each replica of `values` (R, N) and the gradient of L_0 - L_1 in alpha.
@@ -106,7 +106,9 @@ impl Supernet {
             .pass(Values::Given(values), Some(z))?
             .ok_or_else(|| Error::Msg("the search needs a pass".into()))?;
         let losses = self.model.replica_losses(b, true, &Gates::pass(pass));
-        Ok(flat_grads(&(losses.get(0) - losses.get(1)), &[&self.alpha]))
+        let diff = losses.get(0) - losses.get(1);
+        let g = flat_grads(&diff, &[&self.alpha]);
+        Ok(crate::dist::reduce_pass(&diff, &g, || self.model.loss_terms(b))?.1)
     }
 
     /// z = relax(p(b), u), with alpha's gradient unless `detached`.

@@ -158,6 +158,7 @@ pub fn golden_batch(g: &HashMap<String, Tensor>, labels: &Tensor) -> s3pet::batc
         groups: vec![None; n],
         choices: 1,
         tokens,
+        stand_in: false,
     }
 }
 
