@@ -291,6 +291,11 @@ impl Model {
         self.backbone_params
     }
 
+    /// Whether every backbone tensor is trained (full fine-tuning: no gates, the deltas are the backbone).
+    pub fn is_full(&self) -> bool {
+        self.gate_map.is_none()
+    }
+
     /// Everything trained: deltas (or the whole backbone) and the head.
     pub fn trainable_params(&self) -> i64 {
         self.delta_params + self.head_params

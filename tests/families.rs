@@ -178,4 +178,8 @@ fn real_mpnet_matches_transformers() {
     assert_eq!(md.cfg.param_count(), 109_486_464);
     let hidden = model.encoder().unwrap().encode(ids, mask, &ids.zeros_like(), &Ctx::eval(), false);
     close("all-mpnet-base-v2 last_hidden_state", &hidden[0], get(&g, "last_hidden_state"), FWD_TOL);
+    // full fine-tuning trains what MPNetForSequenceClassification has: not the checkpoint's pooler
+    let full = Model::build(&md.cfg, &weights, &[], true, HeadInit::Fresh { num_labels: 2 }, 0).unwrap();
+    let pooler = 768 * 768 + 768;
+    assert_eq!(full.trainable_params(), full.backbone_params() - pooler + full.head_params);
 }

@@ -174,6 +174,17 @@ impl<'s, 'a> Vb<'s, 'a> {
         Ok(if st.full { st.factory.store.add(&key, t.to_kind(Kind::Float).copy()) } else { t })
     }
 
+    /// A checkpoint tensor the task model never reads (MPNet's pooler: its head takes the first token):
+    /// read, shape-checked and counted in the backbone, but never trained, not even under full fine-tuning.
+    pub fn unused(&self, name: &str, shape: &[i64]) -> Result<()> {
+        let key = self.key(name);
+        let _checked = self.read(&key, shape, true)?;
+        let mut st = self.state.borrow_mut();
+        st.walk.params += shape.iter().product::<i64>();
+        st.walk.tensors.push((key, shape.to_vec()));
+        Ok(())
+    }
+
     /// A frozen fp32 tensor (norm scales, position-bias tables); trainable under full fine-tuning.
     pub fn tensor(&self, name: &str, shape: &[i64]) -> Result<Tensor> {
         self.take(name, shape, false)

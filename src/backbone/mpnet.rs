@@ -3,7 +3,8 @@
 //! RoBERTa), and one bucketed relative position bias (`encoder.relative_attention_bias`, T5's bucketing)
 //! shared by every layer and added to its attention scores. The task head of
 //! MPNetForSequenceClassification reads the first token (dense -> tanh -> out_proj: [`super::Head`]);
-//! a checkpoint's pooler is loaded and counted but not used.
+//! a checkpoint's pooler is read and counted in the backbone, never used nor trained (not even by full
+//! fine-tuning: the task model has none).
 use super::encoder::{activation, additive_mask, fold, merge_heads, padded_positions};
 use super::encoder::{run_layers, split_heads, EncoderBackbone};
 use super::loader::{Role, Vb};
@@ -96,7 +97,6 @@ pub struct Mpnet {
     relative_bias: Tensor, // (buckets, heads)
     emb_ln: NormSite,
     layers: Vec<Layer>,
-    _pooler: Option<LinearSite>,
 }
 
 impl Mpnet {
@@ -123,11 +123,12 @@ impl Mpnet {
         }
         let shape = [cfg.relative_attention_num_buckets, cfg.num_attention_heads];
         let relative_bias = vb.pp("encoder").tensor("relative_attention_bias.weight", &shape)?;
-        let pooler = match cfg.pooler {
-            true => Some(vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?),
-            false => None,
-        };
-        Ok(Mpnet { cfg: cfg.clone(), word, position, relative_bias, emb_ln, layers, _pooler: pooler })
+        if cfg.pooler {
+            let pooler = vb.pp("pooler").pp("dense");
+            pooler.unused("weight", &[d, d])?;
+            pooler.unused("bias", &[d])?;
+        }
+        Ok(Mpnet { cfg: cfg.clone(), word, position, relative_bias, emb_ln, layers })
     }
 
     /// The bias every layer adds to its scores: (1, heads, t, t).

@@ -48,9 +48,13 @@ fn structure_of_config(cfg: &RunConfig, l: &Loaded) -> Result<Structure> {
 
 /// PEFT's trainable-parameter line (`print_trainable_parameters`): PEFT counts, besides the backbone
 /// and the deltas, the task head twice (the frozen original and its trained copy in modules_to_save).
+/// Full fine-tuning (no PEFT) counts the model once: the backbone and the head.
 pub fn trainable_line(model: &Model) -> String {
     let trainable = model.trainable_params();
-    let all = model.backbone_params() + model.head_params + trainable;
+    let all = match model.is_full() {
+        true => model.backbone_params() + model.head_params,
+        false => model.backbone_params() + model.head_params + trainable,
+    };
     format!(
         "trainable params: {trainable} || all params: {all} || trainable%: {:.4} (deltas {}, head {})",
         100.0 * trainable as f64 / all as f64,
