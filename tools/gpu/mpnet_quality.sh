@@ -105,6 +105,19 @@ jobs() {
   done
 }
 
+# joins the pieces into gpu/mpnet/model.safetensors once and checks its sha256 (also for tools/gpu/paper_mpnet.sh)
+assemble() {
+  if [ ! -f gpu/mpnet/model.safetensors ]; then
+    cat gpu/mpnet-pieces/piece.* > gpu/mpnet/model.safetensors || return 1
+  fi
+  local sum
+  sum=$(sha256sum gpu/mpnet/model.safetensors | cut -d' ' -f1)
+  if [ "$sum" != "$(cat gpu/mpnet/model.fp16.sha256)" ]; then
+    echo "assembled model.safetensors: sha256 $sum, expected $(cat gpu/mpnet/model.fp16.sha256) (a piece missing?)"
+    rm -f gpu/mpnet/model.safetensors; ls -la gpu/mpnet-pieces; return 1
+  fi
+}
+
 run() {
   local start end
   start=$(date +%s); end=$((start + ${LIMIT:-480}))
@@ -113,15 +126,7 @@ run() {
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
   fi
   mkdir -p "$R" gpu/exports "$OUT"
-  if [ ! -f gpu/mpnet/model.safetensors ]; then
-    cat gpu/mpnet-pieces/piece.* > gpu/mpnet/model.safetensors || exit 1
-  fi
-  local sum
-  sum=$(sha256sum gpu/mpnet/model.safetensors | cut -d' ' -f1)
-  if [ "$sum" != "$(cat gpu/mpnet/model.fp16.sha256)" ]; then
-    echo "assembled model.safetensors: sha256 $sum, expected $(cat gpu/mpnet/model.fp16.sha256) (a piece missing?)"
-    rm -f gpu/mpnet/model.safetensors; ls -la gpu/mpnet-pieces; exit 1
-  fi
+  assemble || exit 1
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     $PY -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'
     $BIN --version; git log -1 --format='commit %H %cd' 2>/dev/null; } > "$OUT/env.txt" 2>&1
@@ -169,6 +174,7 @@ PY
 case "${1:-}" in
   prepare) prepare ;;
   receive) receive ;;
+  assemble) assemble ;;
   run) run ;;
-  *) echo "usage: $0 prepare | receive | run"; exit 2 ;;
+  *) echo "usage: $0 prepare | receive | assemble | run"; exit 2 ;;
 esac

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Issue 21 on the lent GPU: plans/paper-mpnet.toml on the real all-mpnet-base-v2, over as many leases as it
+# takes: the runner skips finished cells and resumes cut ones, and the results (without weights) travel
+# back here after each lease and out again with the next one.
+#   here:    tools/gpu/paper_mpnet.sh prepare     # gpu/mpnet-pieces, gpu/mpnet, gpu/data (the plan's 7 tasks);
+#                                                 # prints the calls that carry the model's pieces
+#   device:  one call per piece: tools/gpu/mpnet_quality.sh receive
+#   device:  the last call carries dist/s3pet-cuda, gpu/mpnet, gpu/data, gpu/results-mpnet (when there is
+#            one) and the last piece:  LIMIT=480 tools/gpu/paper_mpnet.sh run   -> $OUT/results-mpnet.tgz
+#   here:    tools/gpu/paper_mpnet.sh collect FILES_AT/results-mpnet.tgz
+#            # unpacks into gpu/results-mpnet (for the next lease) and reports into results/mpnet
+# A lease's cells run PARALLEL at once (default: the plan's 24); no new cell starts after LIMIT seconds.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-gpu/out}
+RES=gpu/results-mpnet
+
+prepare() {
+  tools/gpu/mpnet_quality.sh prepare || exit 1
+  local data=${S3PET_DATA:-../shared/data}
+  for f in superglue/CB/train.jsonl superglue/CB/val.jsonl superglue/COPA/train.jsonl superglue/COPA/val.jsonl \
+           glue/SST-2/train.tsv glue/SST-2/dev.tsv; do
+    mkdir -p "gpu/data/$(dirname "$f")" && cp "$data/$f" "gpu/data/$f" || exit 1
+  done
+  du -sh gpu/data "$RES" 2>/dev/null
+}
+
+run() {
+  source scripts/gpu-env.sh
+  tools/gpu/mpnet_quality.sh assemble || exit 1
+  mkdir -p "$RES" "$OUT"
+  local minutes=$(( ${LIMIT:-480} / 60 ))
+  dist/s3pet-cuda experiment --plan plans/paper-mpnet.toml --out "$RES" --max-minutes "$minutes" \
+    ${PARALLEL:+--parallel "$PARALLEL"} > "$OUT/experiment.log" 2>&1
+  echo "experiment exit $?; $(wc -l < "$RES/runs.jsonl" 2>/dev/null || echo 0) cells finished in all" | tee -a "$OUT/experiment.log"
+  trim
+  tar czf "$OUT/results-mpnet.tgz" "$RES"
+  ls -la "$OUT"
+}
+
+# what travels back: finished cells without weights; a cut cell with its checkpoint when that is small (it
+# resumes next lease), else not at all (it starts over: full fine-tuning's checkpoints are over 1 GB)
+trim() {
+  python3 - "$RES" <<'PY'
+import json, os, shutil, sys
+res = sys.argv[1]
+done = set()
+if os.path.exists(f"{res}/runs.jsonl"):
+    done = {json.loads(l)["id"] for l in open(f"{res}/runs.jsonl") if l.strip()}
+cells = f"{res}/cells"
+for cell in sorted(os.listdir(cells)) if os.path.isdir(cells) else []:
+    d = f"{cells}/{cell}"
+    big = [f for f in os.listdir(d) if f.endswith(".safetensors")]
+    if cell in done:
+        for f in big:
+            os.remove(f"{d}/{f}")
+    elif sum(os.path.getsize(f"{d}/{f}") for f in big) > 20 << 20:
+        shutil.rmtree(d)
+        print(f"{cell}: cut with a checkpoint over 20 MB, starts over next lease")
+PY
+}
+
+collect() {
+  local tgz=${1:?usage: $0 collect RESULTS_TGZ}
+  tar xzf "$tgz" || exit 1
+  mkdir -p results/mpnet
+  cp "$RES/runs.jsonl" "$RES/plan.toml" results/mpnet/ && cp -r "$RES/cells" results/mpnet/ 2>/dev/null
+  target/release/s3pet report results/mpnet
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  collect) shift; collect "$@" ;;
+  *) echo "usage: $0 prepare | run | collect RESULTS_TGZ"; exit 2 ;;
+esac
