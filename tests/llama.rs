@@ -2,7 +2,7 @@
 //! transformers / PEFT (tools/make_llm_fixtures.py), the real SmolLM2-135M-Instruct (logits on real
 //! prompts, 32 greedy tokens), and the parameter counts of real configs without weights.
 mod common;
-use common::{assert_close, fixtures, get, read, FWD_TOL, GRAD_TOL};
+use common::{assert_close, fixtures, get, optional, read, FWD_TOL, GRAD_TOL};
 use s3pet::backbone::loader::Loader;
 use s3pet::backbone::{Llama, LlamaConfig, ModelConfig, Placement, Weights};
 use s3pet::delta::{Ctx, DeltaKind, ModuleSpec};
@@ -163,8 +163,10 @@ fn smollm2() -> PathBuf {
 #[test]
 fn smollm2_logits_and_greedy_generation_match_transformers() {
     let path = smollm2();
-    if !path.join("model.safetensors").is_file() {
-        eprintln!("NOTICE: smollm2 golden test did NOT run: {} is missing (scripts/setup.sh --model smollm2-135m-instruct)", path.display());
+    if !optional(
+        &path.join("model.safetensors"),
+        "the real SmolLM2-135M-Instruct (scripts/setup.sh --model smollm2-135m-instruct)",
+    ) {
         return;
     }
     let g = read(&fixtures().join("smollm2_golden.safetensors"));

@@ -36,7 +36,10 @@ pub fn optional(path: &Path, what: &str) -> bool {
     if path.exists() {
         return true;
     }
-    eprintln!(
+    // straight to the process's stderr: the test harness captures eprintln!, this stays visible
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "NOTICE: this test did NOT run: {what} is missing at {} (optional: CI does not fetch it)",
         path.display()
     );
