@@ -244,6 +244,16 @@ pub fn exit_cleanly_on_out_of_memory() {
     }));
 }
 
+/// Test hook (tests/experiment.rs): with `S3PET_TEST_OOM_ONCE=FILE` set and FILE absent, creates FILE
+/// and fails as libtorch does when the GPU runs out of memory, so that the experiment runner's retry can
+/// be tested on a machine without a GPU. Unset (always, outside tests) it does nothing.
+pub fn test_out_of_memory_once() {
+    let Some(marker) = std::env::var_os("S3PET_TEST_OOM_ONCE") else { return };
+    if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+        panic!("CUDA out of memory. Tried to allocate 2.00 MiB. GPU 0 has a total capacity of 1.00 GiB of which 1.00 MiB is free. (S3PET_TEST_OOM_ONCE)");
+    }
+}
+
 /// The one-line form of a CUDA out-of-memory message, or `None` for any other text.
 pub fn out_of_memory_line(text: &str) -> Option<String> {
     let start = text.find("out of memory")?;

@@ -216,3 +216,22 @@ fn shared_search_options_reach_only_searched_cells() {
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
     assert!(md.contains("LoRA cells (rank; target modules): r8; query and value"), "{md}");
 }
+
+/// A cell that runs the GPU out of memory is started again (resuming) with fewer cells at once, and the
+/// plan still finishes every cell (the failure is made by the S3PET_TEST_OOM_ONCE hook: no GPU here).
+#[test]
+fn a_cell_out_of_gpu_memory_is_retried_with_fewer_at_once() {
+    let (d, plan, out) = plan_on_task_dir("seeds = [1, 2]", "max_steps = 2", "", "\"lora\"");
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    let marker = d.path().join("oom-once");
+    let r =
+        s3pet(&["experiment", "--plan", p, "--out", o]).env("S3PET_TEST_OOM_ONCE", &marker).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(marker.exists(), "the hook fired");
+    assert!(
+        err.contains("RETRY") && err.contains("the GPU ran out of memory; at most 1 cells at once"),
+        "{err}"
+    );
+    assert_eq!(lines(&out.join("runs.jsonl")).len(), 2, "both cells finished: {err}");
+}

@@ -112,6 +112,15 @@ struct Running {
     gpu: Option<usize>,
 }
 
+/// How often one cell is started again after running the GPU out of memory.
+const OOM_RETRIES: usize = 2;
+
+/// Whether a cell's log ends with s3pet's out-of-memory error (src/guard.rs).
+fn ran_out_of_memory(log: &Path) -> bool {
+    std::fs::read_to_string(log)
+        .is_ok_and(|t| t.lines().rev().take(5).any(|l| l.starts_with("error: the GPU ran out of memory")))
+}
+
 /// What a schedule did.
 #[derive(Debug, Default)]
 pub struct Ran {
@@ -229,6 +238,25 @@ impl Schedule {
         Ok(true)
     }
 
+    /// A cell that failed because the GPU ran out of memory goes back to the queue (at most
+    /// [`OOM_RETRIES`] times; it resumes from its checkpoint) and fewer cells run at once from then on:
+    /// the new limit, or `None` for any other failure.
+    fn requeue_out_of_memory(
+        &self,
+        id: &str,
+        still_running: usize,
+        retries: &mut HashMap<String, usize>,
+    ) -> Option<usize> {
+        let tries = retries.entry(id.to_string()).or_insert(0);
+        if *tries >= OOM_RETRIES || !ran_out_of_memory(&self.log(id)) {
+            return None;
+        }
+        *tries += 1;
+        let limit = still_running.max(1);
+        eprintln!("RETRY {id}: the GPU ran out of memory; at most {limit} cells at once from now on");
+        Some(limit)
+    }
+
     /// Runs `todo` (cells whose `needs` are in `done` start first), `parallel` at a time.
     pub fn run(&self, mut todo: Vec<Cell>, done: &mut HashSet<String>) -> Result<Ran> {
         for d in [self.cells_dir(), self.out.join("logs")] {
@@ -240,9 +268,10 @@ impl Schedule {
             gpu_sampler(stop.clone(), peaks.clone());
         }
         let (mut running, mut ran) = (Vec::<Running>::new(), Ran::default());
+        let (mut limit, mut retries) = (self.parallel.max(1), HashMap::new());
         loop {
             let out_of_time = self.deadline.is_some_and(|d| Instant::now() >= d);
-            while running.len() < self.parallel.max(1) && !out_of_time && !crate::checkpoint::interrupted() {
+            while running.len() < limit && !out_of_time && !crate::checkpoint::interrupted() {
                 let ready = |c: &Cell| {
                     c.needs.as_ref().is_none_or(|n| done.contains(n))
                         && c.lr.from.iter().all(|n| done.contains(n))
@@ -270,6 +299,13 @@ impl Schedule {
                     continue;
                 };
                 let r = running.swap_remove(i);
+                if !status.success() {
+                    if let Some(l) = self.requeue_out_of_memory(&r.cell.id, running.len(), &mut retries) {
+                        limit = l;
+                        todo.insert(0, r.cell);
+                        continue;
+                    }
+                }
                 let id = r.cell.id.clone();
                 if self.collect(r, status.success(), &peaks, &machine)? {
                     done.insert(id);

@@ -14,6 +14,7 @@ use std::path::Path;
 /// `train` and `retrain`: the structure of `cfg` (its manual method's modules, or `cfg.structure`;
 /// with `resume` the run's own structure.json) trained into `out`. Returns report.json.
 pub fn train_run(cfg: &RunConfig, out: &Path, o: RunOpts) -> Result<Value> {
+    crate::guard::test_out_of_memory_once();
     let l = load(cfg)?;
     let structure = if o.resume {
         Structure::load(&out.join("structure.json"), &l.md.cfg)?
