@@ -183,3 +183,28 @@ fn real_mpnet_matches_transformers() {
     let pooler = 768 * 768 + 768;
     assert_eq!(full.trainable_params(), full.backbone_params() - pooler + full.head_params);
 }
+
+/// A RoBERTa checkpoint with a pooler (hub checkpoints have one; the task model has none): the pooler is
+/// read and counted in the backbone, and full fine-tuning does not train it.
+#[test]
+fn a_roberta_checkpoints_pooler_is_counted_not_trained() {
+    let src = fixtures().join("tiny_roberta");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut named = Tensor::read_safetensors(src.join("model.safetensors")).unwrap();
+    let d = read_json(&src.join("config.json"))["hidden_size"].as_i64().unwrap();
+    let opts = (tch::Kind::Float, Device::Cpu);
+    named.push(("roberta.pooler.dense.weight".into(), Tensor::zeros([d, d], opts)));
+    named.push(("roberta.pooler.dense.bias".into(), Tensor::zeros([d], opts)));
+    Tensor::write_safetensors(&named, tmp.path().join("model.safetensors")).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+    }
+    let head = || HeadInit::Fresh { num_labels: 2 };
+    let full = |dir: &Path| {
+        let md = ModelDir::open(dir).unwrap();
+        Model::build(&md.cfg, &md.load_weights(Device::Cpu).unwrap(), &[], true, head(), 0).unwrap()
+    };
+    let (without, with) = (full(&src), full(tmp.path()));
+    assert_eq!(with.backbone_params(), without.backbone_params() + d * d + d, "the pooler is counted");
+    assert_eq!(with.trainable_params(), without.trainable_params(), "but not trained");
+}

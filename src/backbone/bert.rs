@@ -55,9 +55,16 @@ impl Bert {
                 out_ln: l.pp("output").layer_norm("LayerNorm", d, eps)?,
             });
         }
-        let pooler = match cfg.reads_pooler() {
-            true => Some(vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?),
-            false => None,
+        // BERT's head reads the pooler; RoBERTa's task model has none, so a checkpoint's is only counted
+        let pooler = match (cfg.is_roberta(), cfg.reads_pooler()) {
+            (false, _) => Some(vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?),
+            (true, true) => {
+                let unused = vb.pp("pooler").pp("dense");
+                unused.unused("weight", &[d, d])?;
+                unused.unused("bias", &[d])?;
+                None
+            }
+            (true, false) => None,
         };
         let act = vb.act_kind();
         Ok(Bert { cfg: cfg.clone(), act, word, position, token_type, emb_ln, layers, pooler })
