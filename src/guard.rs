@@ -254,15 +254,18 @@ pub fn test_out_of_memory_once() {
     }
 }
 
+/// How the one-line out-of-memory error begins (the experiment runner looks for it in a cell's log).
+pub const OUT_OF_MEMORY: &str = "the GPU ran out of memory";
+
 /// The one-line form of a CUDA out-of-memory message, or `None` for any other text.
 pub fn out_of_memory_line(text: &str) -> Option<String> {
     let start = text.find("out of memory")?;
-    let rest = &text[start..];
-    // "out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 139.80 GiB of which 5.25 MiB is free."
+    let rest = &text[start + "out of memory".len()..];
+    // ". Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 139.80 GiB of which 5.25 MiB is free."
     let asked = rest.split(". ").take(3).collect::<Vec<_>>().join(". ");
     let asked = asked.split(" Process ").next().unwrap_or(&asked).trim_end_matches('.');
     Some(format!(
-        "the GPU ran {asked}; lower --batch-size or --eval-batch-size, or run fewer jobs on this GPU at once \
+        "{OUT_OF_MEMORY}{asked}; lower --batch-size or --eval-batch-size, or run fewer jobs on this GPU at once \
          (experiment --parallel); `--resume` continues from the last checkpoint"
     ))
 }

@@ -3,22 +3,13 @@
 //! stops at the non-finite guard naming the step, or it finishes with every tensor and metric finite.
 //! Never a run that reports a metric computed from non-finite state.
 mod common;
-use common::{task_dir, tiny_dir};
+use common::{s3pet, task_dir};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const BOUNDARIES: [&str; 5] = ["0", "-1", "nan", "inf", "1000000000000"];
 const FLOAT_HUGE: &str = "1e30";
-
-fn s3pet(args: &[String], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_s3pet"))
-        .args(args)
-        .env("S3PET_MODEL", tiny_dir())
-        .env("S3PET_DATA", data)
-        .output()
-        .unwrap()
-}
 
 /// The value-taking numeric options of `s3pet CMD --help` (those whose value name is not a path,
 /// a name or a list).

@@ -3,7 +3,7 @@
 //! where the option is meant to change it) or refused with a message naming it. A new option without an
 //! entry here fails the test.
 mod common;
-use common::{task_dir, tiny_dir};
+use common::{s3pet, task_dir, tiny_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -205,15 +205,6 @@ impl Fixture {
         }
         a
     }
-}
-
-fn s3pet(args: &[&str], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_s3pet"))
-        .args(args)
-        .env("S3PET_MODEL", tiny_dir())
-        .env("S3PET_DATA", data)
-        .output()
-        .unwrap()
 }
 
 fn read(p: &Path) -> Value {

@@ -59,9 +59,7 @@ impl Bert {
         let pooler = match (cfg.is_roberta(), cfg.reads_pooler()) {
             (false, _) => Some(vb.pp("pooler").linear("dense", d, d, true, Role::Frozen)?),
             (true, true) => {
-                let unused = vb.pp("pooler").pp("dense");
-                unused.unused("weight", &[d, d])?;
-                unused.unused("bias", &[d])?;
+                vb.pp("pooler").unused_linear("dense", d)?;
                 None
             }
             (true, false) => None,

@@ -11,6 +11,7 @@
 use super::arch::ModelConfig;
 use super::encoder::activation;
 use crate::backbone::weights::Weights;
+use crate::delta::pass::pass_linear;
 use crate::delta::Ctx;
 use crate::error::Result;
 use crate::params::ParamStore;
@@ -199,11 +200,7 @@ impl Head {
 /// weight (r, d_out, d_in) and bias (r, d_out).
 fn linear_replicas(x: &Tensor, w: &Tensor, b: &Tensor, replicas: Option<i64>) -> Tensor {
     match replicas {
-        None => x.linear(w, Some(b)),
-        Some(r) => {
-            let xr = x.view([r, -1, x.size()[1]]); // (r, b, d_in)
-            let d_out = w.size()[1];
-            b.unsqueeze(-2).baddbmm(&xr, &w.transpose(-1, -2), 1.0, 1.0).view([-1, d_out])
-        }
+        None => pass_linear(x, w, b),
+        Some(r) => pass_linear(&x.view([r, -1, x.size()[1]]), w, b).view([-1, w.size()[1]]),
     }
 }

@@ -167,21 +167,29 @@ impl<'s, 'a> Vb<'s, 'a> {
     fn take(&self, name: &str, shape: &[i64], frozen_dtype: bool) -> Result<Tensor> {
         let key = self.key(name);
         let t = self.read(&key, shape, frozen_dtype)?;
+        self.count(&key, shape);
         let mut st = self.state.borrow_mut();
-        st.walk.params += shape.iter().product::<i64>();
-        st.walk.tensors.push((key.clone(), shape.to_vec()));
         // full fine-tuning trains a private copy: the loaded weights stay as read
         Ok(if st.full { st.factory.store.add(&key, t.to_kind(Kind::Float).copy()) } else { t })
     }
 
-    /// A checkpoint tensor the task model never reads (MPNet's pooler: its head takes the first token):
-    /// read, shape-checked and counted in the backbone, but never trained, not even under full fine-tuning.
-    pub fn unused(&self, name: &str, shape: &[i64]) -> Result<()> {
-        let key = self.key(name);
-        let _checked = self.read(&key, shape, true)?;
+    /// Records a tensor read at `key` in the walk: the backbone's parameter count and tensor list.
+    fn count(&self, key: &str, shape: &[i64]) {
         let mut st = self.state.borrow_mut();
         st.walk.params += shape.iter().product::<i64>();
-        st.walk.tensors.push((key, shape.to_vec()));
+        st.walk.tensors.push((key.to_string(), shape.to_vec()));
+    }
+
+    /// A checkpoint Linear (d, d) with bias that the task model never reads (the pooler of MPNet and
+    /// RoBERTa: their heads take the first token): read, shape-checked and counted in the backbone, but
+    /// never trained, not even under full fine-tuning.
+    pub fn unused_linear(&self, name: &str, d: i64) -> Result<()> {
+        let at = self.pp(name);
+        for (part, shape) in [("weight", vec![d, d]), ("bias", vec![d])] {
+            let key = at.key(part);
+            let _checked = at.read(&key, &shape, true)?;
+            at.count(&key, &shape);
+        }
         Ok(())
     }
 

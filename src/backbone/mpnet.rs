@@ -124,9 +124,7 @@ impl Mpnet {
         let shape = [cfg.relative_attention_num_buckets, cfg.num_attention_heads];
         let relative_bias = vb.pp("encoder").tensor("relative_attention_bias.weight", &shape)?;
         if cfg.pooler {
-            let pooler = vb.pp("pooler").pp("dense");
-            pooler.unused("weight", &[d, d])?;
-            pooler.unused("bias", &[d])?;
+            vb.pp("pooler").unused_linear("dense", d)?;
         }
         Ok(Mpnet { cfg: cfg.clone(), word, position, relative_bias, emb_ln, layers })
     }

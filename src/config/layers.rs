@@ -50,8 +50,8 @@ impl Command {
 /// command line). Keys are the long option names with `_` for `-`; search settings under `search.`.
 pub type Given = BTreeMap<String, (Value, Source)>;
 
-/// The search keys of `run` that a random structure does not use.
-const SEARCH_ONLY: [&str; 5] = ["order", "alpha_lr", "beta", "search_batch_size", "search_epochs"];
+/// The search keys of `run` that a random structure does not use (plans leave them out of such cells).
+pub const SEARCH_ONLY: [&str; 5] = ["order", "alpha_lr", "beta", "search_batch_size", "search_epochs"];
 
 /// The built-in defaults: the paper's w optimiser (AdamW lr 3e-4, clip 2.0) for every delta method,
 /// transformers' usual lr 2e-5 and clip 1.0 for full fine-tuning.

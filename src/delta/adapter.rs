@@ -30,12 +30,7 @@ impl Adapter {
 
     /// gelu(Down h), (.., n, m) for h (.., n, d); `p` holds the leaves' values in a pass.
     pub fn inner(p: &[Tensor], h: &Tensor) -> Tensor {
-        let pre = if p[0].dim() == 2 {
-            h.linear(&p[0], Some(&p[1]))
-        } else {
-            p[1].unsqueeze(-2).baddbmm(h, &p[0].transpose(-1, -2), 1.0, 1.0) // (r, n, m)
-        };
-        pre.gelu("none")
+        super::pass::pass_linear(h, &p[0], &p[1]).gelu("none")
     }
 
     /// The output factor (.., m, d) = up weight transposed and the up bias: out = inner m + bias.

@@ -147,6 +147,15 @@ impl Pass {
     }
 }
 
+/// `x w^T + b` for a pass's weight (d_out, d_in) and bias (d_out), or per replica for a replica pass's
+/// weight (r, d_out, d_in) and bias (r, d_out), `x` then (r, n, d_in).
+pub fn pass_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+    match w.dim() {
+        2 => x.linear(w, Some(b)),
+        _ => b.unsqueeze(-2).baddbmm(x, &w.transpose(-1, -2), 1.0, 1.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

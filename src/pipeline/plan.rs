@@ -1,6 +1,7 @@
 //! An experiment plan (plans/*.toml): seeds x [[grid]] of tasks x methods x budgets (x orders, x transfer
 //! sources), expanded into cells, each one `s3pet train | run | retrain` command line.
 use crate::backbone::ModelConfig;
+use crate::config::layers::SEARCH_ONLY;
 use crate::config::Method;
 use crate::delta::ModuleSpec;
 use crate::error::{Error, Result};
@@ -104,10 +105,10 @@ fn cell_id(
 }
 
 /// `--key value` pairs of a TOML table (booleans as flags), skipping `skip`.
-fn push_options(args: &mut Vec<String>, t: &toml::Table, skip: &[&str]) -> Result<()> {
+fn push_options(args: &mut Vec<String>, t: &toml::Table, skip: fn(&str) -> bool) -> Result<()> {
     for (k, v) in t {
         let long = k.replace('_', "-");
-        if skip.contains(&long.as_str()) {
+        if skip(&k.replace('-', "_")) {
             continue;
         }
         match v {
@@ -128,11 +129,14 @@ fn push_options(args: &mut Vec<String>, t: &toml::Table, skip: &[&str]) -> Resul
 }
 
 /// Options that only `run` knows, the search's among them (left out of train / retrain cells).
-const RUN_ONLY: [&str; 6] =
-    ["search-epochs", "retrain-epochs", "search-batch-size", "order", "alpha-lr", "beta"];
+fn run_only(key: &str) -> bool {
+    key == "retrain_epochs" || search_only(key)
+}
 
 /// Options of the search (left out of random cells: their structure is drawn, not searched).
-const SEARCH_ONLY: [&str; 5] = ["search-epochs", "search-batch-size", "order", "alpha-lr", "beta"];
+fn search_only(key: &str) -> bool {
+    SEARCH_ONLY.contains(&key)
+}
 
 /// What a cell of a searched or random method is: its kind, space, budget and order.
 struct Searched<'a> {
@@ -196,7 +200,7 @@ impl Plan {
         task: &str,
         method: &str,
         seed: u64,
-        skip: &[&str],
+        skip: fn(&str) -> bool,
     ) -> Result<Vec<String>> {
         let mut a = vec![
             "-q".to_string(),
@@ -226,7 +230,7 @@ impl Plan {
         cells_dir: &Path,
     ) -> Result<Vec<Cell>> {
         if let Ok(m) = Method::parse_manual(method) {
-            let mut args = self.base_args("train", task, method, seed, &RUN_ONLY)?;
+            let mut args = self.base_args("train", task, method, seed, run_only)?;
             args.extend(["--method".into(), m.name().into()]);
             let id = cell_id(task, method, None, None, seed, None);
             let cell = Cell {
@@ -283,7 +287,7 @@ impl Plan {
     fn search_cell(&self, task: &str, seed: u64, s: &Searched) -> Result<Cell> {
         let strategy = if s.kind == "random" { "random" } else { "s3pet" };
         let m = format!("{strategy}-{}", s.space);
-        let skip: &[&str] = if s.kind == "random" { &SEARCH_ONLY } else { &[] };
+        let skip: fn(&str) -> bool = if s.kind == "random" { search_only } else { |_| false };
         let mut args = self.base_args("run", task, &m, seed, skip)?;
         args.extend(["--strategy".into(), strategy.into(), "--space".into(), s.space.into()]);
         args.extend(["--budget".into(), fmt_budget(s.budget)]);
@@ -337,7 +341,7 @@ impl Plan {
             };
             let source = self.expand(&grid, src, &searched, seed, cfg, spaces, cells_dir)?.remove(0);
             let method = format!("transfer-{}", s.space);
-            let mut args = self.base_args("retrain", task, &method, seed, &RUN_ONLY)?;
+            let mut args = self.base_args("retrain", task, &method, seed, run_only)?;
             args.extend([
                 "--structure".into(),
                 cells_dir.join(&source.id).join("structure.json").display().to_string(),

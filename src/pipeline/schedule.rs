@@ -3,6 +3,7 @@
 //! (here or on another machine); a cell cut short resumes from its checkpoint.
 use super::plan::Cell;
 use crate::error::{Error, Result};
+use crate::guard::OUT_OF_MEMORY;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -117,8 +118,12 @@ const OOM_RETRIES: usize = 2;
 
 /// Whether a cell's log ends with s3pet's out-of-memory error (src/guard.rs).
 fn ran_out_of_memory(log: &Path) -> bool {
-    std::fs::read_to_string(log)
-        .is_ok_and(|t| t.lines().rev().take(5).any(|l| l.starts_with("error: the GPU ran out of memory")))
+    std::fs::read_to_string(log).is_ok_and(|t| {
+        t.lines()
+            .rev()
+            .take(5)
+            .any(|l| l.strip_prefix("error: ").is_some_and(|m| m.starts_with(OUT_OF_MEMORY)))
+    })
 }
 
 /// What a schedule did.
@@ -253,7 +258,7 @@ impl Schedule {
         }
         *tries += 1;
         let limit = still_running.max(1);
-        eprintln!("RETRY {id}: the GPU ran out of memory; at most {limit} cells at once from now on");
+        eprintln!("RETRY {id}: {OUT_OF_MEMORY}; at most {limit} cells at once from now on");
         Some(limit)
     }
 

@@ -211,7 +211,7 @@ pub fn task_dir() -> tempfile::TempDir {
 }
 
 /// `s3pet ARGS` on the tiny fixture model with the data directory `data`.
-pub fn s3pet(args: &[&str], data: &Path) -> std::process::Output {
+pub fn s3pet<A: AsRef<std::ffi::OsStr>>(args: &[A], data: &Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_s3pet"))
         .args(args)
         .env("S3PET_MODEL", tiny_dir())

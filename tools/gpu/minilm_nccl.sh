@@ -16,16 +16,7 @@ S3=dist/s3pet-cuda
     --warmup 3 --steps 10
 } 2>&1 | tee "$OUT/minilm_nccl.log"
 M=/tmp/nccl-model
-mkdir -p $M && cp gpu/model-cfg/config.json gpu/model-cfg/tokenizer.json $M/
-python3 - <<'PY' 2>&1 | tail -1
-import torch
-from transformers import BertConfig, BertModel
-torch.manual_seed(0)
-cfg = BertConfig.from_json_file("/tmp/nccl-model/config.json")
-cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0  # so the two runs can match value by value
-BertModel(cfg).save_pretrained("/tmp/nccl-model")
-print("random-weight MiniLM written (dropout off)")
-PY
+python3 tools/gpu/random_minilm.py $M --no-dropout 2>&1 | tail -1  # so the two runs can match value by value
 {
   timeout 60 $S3 launch --nproc 1 --gpus 0 --backend nccl -- dist-check --device cuda
   echo "dist-check exit $?"

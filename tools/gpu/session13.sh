@@ -51,14 +51,7 @@ RESERVE=80 compare --shape bert-large --workload lora --dtype bf16 --warmup 3 --
 #    each (search, retrain and LoRA alike, so the ratio is the paper schedule's), MiniLM shape
 if [ -d gpu/data ] && [ -f gpu/model-cfg/config.json ]; then
   M=/tmp/s13-model
-  mkdir -p $M && cp gpu/model-cfg/config.json gpu/model-cfg/tokenizer.json $M/
-  python3 - <<'PY' 2>&1 | tee -a "$LOG"
-import torch
-from transformers import BertConfig, BertModel
-torch.manual_seed(0)
-BertModel(BertConfig.from_json_file("/tmp/s13-model/config.json")).save_pretrained("/tmp/s13-model")
-print("random-weight MiniLM written")
-PY
+  python3 tools/gpu/random_minilm.py $M 2>&1 | tee -a "$LOG"
   compare --workload "" --whole-run rte --model $M --data-dir gpu/data --whole-run-arg=--epochs --whole-run-arg=4
 else
   echo "no gpu/ bundle (tools/gpu/prep13.sh): whole-run row skipped" | tee -a "$LOG"

@@ -117,9 +117,11 @@ fn preamble(ctx: &Ctx) -> Vec<Block> {
 /// The distinct LoRA settings of the manual LoRA cells, from each cell's recorded config.json (a value
 /// left at its default is the family's default: rank 8 on the attention's query and value).
 fn lora_settings(ctx: &Ctx) -> Vec<String> {
-    let recorded = |c: &Cell, key: &str| -> Option<String> {
-        let text = std::fs::read_to_string(ctx.dir.join("cells").join(&c.id).join("config.json")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let config = |c: &Cell| -> serde_json::Value {
+        let path = ctx.dir.join("cells").join(&c.id).join("config.json");
+        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    };
+    let recorded = |v: &serde_json::Value, key: &str| -> Option<String> {
         let value = &v[key]["value"];
         (!value.is_null()).then(|| value.as_str().map(String::from).unwrap_or_else(|| value.to_string()))
     };
@@ -128,8 +130,9 @@ fn lora_settings(ctx: &Ctx) -> Vec<String> {
         .iter()
         .filter(|c| c.method == "lora" && c.skipped.is_none())
         .map(|c| {
-            let r = recorded(c, "lora_r").unwrap_or_else(|| "8".into());
-            let t = recorded(c, "target_modules").unwrap_or_else(|| "query and value (the default)".into());
+            let v = config(c);
+            let r = recorded(&v, "lora_r").unwrap_or_else(|| "8".into());
+            let t = recorded(&v, "target_modules").unwrap_or_else(|| "query and value (the default)".into());
             format!("r{r}; {t}")
         })
         .collect();
