@@ -166,3 +166,39 @@ fn precision_bf16_t5_computes_in_bf16_with_fp32_deltas() {
     };
     check_precision(&md, &|| HeadInit::for_task(&spec, &md).unwrap(), &batch);
 }
+
+/// The golden inputs of a tiny family checkpoint (no token types) with three labels.
+fn family_batch(dir: &std::path::Path) -> s3pet::batch::Batch {
+    let g = read(&dir.join("golden.safetensors"));
+    let (ids, mask) = (get(&g, "input_ids").shallow_clone(), get(&g, "attention_mask").shallow_clone());
+    let n = ids.size()[0];
+    let labels = Tensor::arange(n, (Kind::Int64, tch::Device::Cpu)).remainder(3);
+    s3pet::batch::Batch {
+        types: ids.zeros_like(),
+        tokens: mask.sum(Kind::Int64).int64_value(&[]),
+        stand_in: false,
+        ids,
+        mask,
+        targets: (0..n).map(|i| s3pet::data::Target::Class((i % 3) as usize)).collect(),
+        labels,
+        groups: vec![None; n as usize],
+        choices: 1,
+    }
+}
+
+/// MPNet, DistilBERT, DeBERTa-v2 and RoBERTa honour `--precision bf16` as BERT does: bf16 between sites
+/// (their relative-position biases and masks too), fp32 deltas, logits and gradients close to fp32's.
+#[test]
+fn precision_bf16_encoder_families_compute_in_bf16_with_fp32_deltas() {
+    for name in ["tiny_mpnet", "tiny_distilbert", "tiny_deberta_v2", "tiny_roberta"] {
+        let dir = fixtures().join(name);
+        let md = s3pet::model::ModelDir::open(&dir).unwrap();
+        let batch = family_batch(&dir);
+        check_precision(&md, &|| HeadInit::Fresh { num_labels: 3 }, &batch);
+        let mut w = md.load_weights(tch::Device::Cpu).unwrap();
+        w.set_precision(s3pet::config::Precision::Bf16);
+        let m = Model::build(&md.cfg, &w, &[], false, HeadInit::Fresh { num_labels: 3 }, 0).unwrap();
+        let h = m.encoder().unwrap().encode(&batch.ids, &batch.mask, &batch.types, &Ctx::eval(), true);
+        assert!(h.iter().all(|t| t.kind() == Kind::BFloat16), "{name}: activations bf16");
+    }
+}

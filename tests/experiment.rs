@@ -235,3 +235,26 @@ fn a_cell_out_of_gpu_memory_is_retried_with_fewer_at_once() {
     );
     assert_eq!(lines(&out.join("runs.jsonl")).len(), 2, "both cells finished: {err}");
 }
+
+/// A per-method option overrides the plan's: `precision = "bf16"` for every cell but full fine-tuning
+/// (which refuses it); the cells record what they ran with and the report says which methods ran in bf16,
+/// also for the seed-1 cells copied from a learning-rate sweep.
+#[test]
+fn per_method_precision_reaches_the_cells_and_the_report() {
+    let (_d, plan, out) = plan_on_task_dir(
+        "seeds = [1]",
+        "max_steps = 2\nprecision = \"bf16\"",
+        "[method_options.full]\nprecision = \"fp32\"\n[lr_sweep]\nseed = 1\ngrid = [1e-3, 2e-3]\nfull = [1e-4]",
+        "\"lora\", \"full\", \"s3pet-mix\"",
+    );
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    ok(s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap());
+    assert_eq!(lines(&out.join("runs.jsonl")).len(), 8, "every cell ran (5 sweep cells, 3 copied)");
+    ok(s3pet(&["report", o]).output().unwrap());
+    let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    // the copied seed-1 cells have no run directory of their own: their sweep cell's config is read
+    let want =
+        "Precision: bf16 activations and frozen matmuls (deltas, heads, optimiser state fp32) for LoRA, \
+                S3PET-M; fp32 for Fine-tuning.";
+    assert!(md.contains(want), "{md}");
+}

@@ -250,3 +250,26 @@ fn decoder_spaces_resolve_by_module_path() {
     assert_eq!(lora.len(), 14);
     assert!(lora.iter().all(|(_, k)| *k == "lora"));
 }
+
+/// `--precision bf16` on a decoder: bf16 hidden states (RoPE computed in fp32, applied in bf16), fp32
+/// logits close to fp32's.
+#[test]
+fn precision_bf16_decoder_computes_in_bf16() {
+    let g = read(&dir("llama").join("golden.safetensors"));
+    let (ids, mask) = (get(&g, "input_ids"), get(&g, "attention_mask"));
+    let logits = |p: s3pet::config::Precision| {
+        let cfg = LlamaConfig::from_file(&dir("llama").join("config.json")).unwrap();
+        let mut w = Weights::load(&dir("llama").join("model.safetensors"), Device::Cpu).unwrap();
+        w.set_precision(p);
+        let mut store = ParamStore::new(Device::Cpu);
+        let loader = Loader::new(&w, &[], &mut store, false);
+        let llama = Llama::load(&loader.root(), &cfg).unwrap();
+        let h = llama.hidden(ids, mask, &Ctx::eval());
+        (h.kind(), real(&llama.lm_logits(&h), mask))
+    };
+    let ((k32, l32), (k16, l16)) =
+        (logits(s3pet::config::Precision::Fp32), logits(s3pet::config::Precision::Bf16));
+    assert_eq!((k32, k16, l16.kind()), (Kind::Float, Kind::BFloat16, Kind::Float));
+    let rel = (&l16 - &l32).norm().double_value(&[]) / l32.norm().double_value(&[]);
+    assert!(rel > 0.0 && rel < 0.05, "bf16 logits {rel} away from fp32's");
+}

@@ -40,6 +40,8 @@ struct Embeddings {
 
 pub struct Deberta {
     pub cfg: DebertaConfig,
+    /// The activations' dtype (fp32, or bf16 with `--precision bf16`).
+    act: Kind,
     emb: Embeddings,
     rel_embeddings: Option<Tensor>, // (2 span, d)
     rel_ln: Option<NormSite>,
@@ -122,7 +124,7 @@ impl Deberta {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| load_layer(&enc.pp("layer").pp(i), cfg))
             .collect::<Result<_>>()?;
-        Ok(Deberta { cfg: cfg.clone(), emb, rel_embeddings, rel_ln, layers })
+        Ok(Deberta { cfg: cfg.clone(), act: vb.act_kind(), emb, rel_embeddings, rel_ln, layers })
     }
 
     fn embed(&self, ids: &Tensor, mask: &Tensor, types: &Tensor, ctx: &Ctx) -> Tensor {
@@ -134,11 +136,11 @@ impl Deberta {
         if let Some(tt) = &self.emb.token_type {
             e += Tensor::embedding(tt, types, -1, false, false);
         }
-        let mut e = e.to_kind(Kind::Float); // a no-op unless the tables are bf16
+        let mut e = e.to_kind(self.act); // fp32 activations from bf16 tables, or bf16 ones
         if let Some(p) = &self.emb.proj {
             e = p.forward(&e, ctx);
         }
-        let x = self.emb.ln.forward(&e, ctx) * mask.to_kind(Kind::Float).unsqueeze(2);
+        let x = self.emb.ln.forward(&e, ctx) * mask.to_kind(self.act).unsqueeze(2);
         x.dropout(self.cfg.hidden_dropout_prob, ctx.train)
     }
 
@@ -148,14 +150,14 @@ impl Deberta {
         let keep = m.view([b, 1, 1, t]).logical_and(&m.view([b, 1, t, 1])); // (b, 1, t, t)
         let rel_pos = relative_position(t, self.cfg.position_buckets, self.cfg.max_relative(), mask.device());
         let rel = self.rel_embeddings.as_ref().map(|r| {
-            let r = r.to_kind(Kind::Float);
+            let r = r.to_kind(self.act);
             let r = match &self.rel_ln {
                 Some(ln) => ln.forward(&r, ctx),
                 None => r,
             };
             r.narrow(0, 0, 2 * self.cfg.att_span()).unsqueeze(0)
         });
-        Shared { mask: additive_mask(&keep, Kind::Float), rel_pos, rel }
+        Shared { mask: additive_mask(&keep, self.act), rel_pos, rel }
     }
 
     /// c2p + p2c scores (b, h, t, t), each over `scale`.
@@ -168,7 +170,7 @@ impl Deberta {
         scale: f64,
         ctx: &Ctx,
     ) -> Tensor {
-        let Some(rel) = &s.rel else { return Tensor::zeros([1], (Kind::Float, q.device())) };
+        let Some(rel) = &s.rel else { return Tensor::zeros([1], (q.kind(), q.device())) };
         let (h, span) = (self.cfg.num_attention_heads, self.cfg.att_span());
         let rel = rel.dropout(self.cfg.hidden_dropout_prob, ctx.train);
         let t = q.size()[2];
@@ -187,10 +189,7 @@ impl Deberta {
             let idx = (-&s.rel_pos + span).clamp(0, 2 * span - 1).expand([p2c.size()[0], h, t, t], false);
             terms.push(p2c.gather(-1, &idx, false).transpose(-1, -2) / scale);
         }
-        terms
-            .into_iter()
-            .reduce(|a, b| a + b)
-            .unwrap_or_else(|| Tensor::zeros([1], (Kind::Float, q.device())))
+        terms.into_iter().reduce(|a, b| a + b).unwrap_or_else(|| Tensor::zeros([1], (q.kind(), q.device())))
     }
 
     fn layer(&self, l: &Layer, x: &Tensor, s: &Shared, ctx: &Ctx) -> Tensor {

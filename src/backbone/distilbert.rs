@@ -66,6 +66,8 @@ struct Layer {
 
 pub struct DistilBert {
     pub cfg: DistilBertConfig,
+    /// The activations' dtype (fp32, or bf16 with `--precision bf16`).
+    act: Kind,
     word: Tensor,     // (vocab, d)
     position: Tensor, // (max_pos, d)
     emb_ln: NormSite,
@@ -94,7 +96,7 @@ impl DistilBert {
                 out_ln: l.layer_norm("output_layer_norm", d, EPS)?,
             });
         }
-        Ok(DistilBert { cfg: cfg.clone(), word, position, emb_ln, layers })
+        Ok(DistilBert { cfg: cfg.clone(), act: vb.act_kind(), word, position, emb_ln, layers })
     }
 
     fn layer(&self, l: &Layer, x: &Tensor, keep: &Tensor, ctx: &Ctx) -> Tensor {
@@ -123,7 +125,7 @@ impl EncoderBackbone for DistilBert {
     ) -> Vec<Tensor> {
         let (b, t) = ids.size2().unwrap_or((1, 1));
         let emb = Tensor::embedding(&self.word, ids, -1, false, false) + self.position.narrow(0, 0, t);
-        let emb = emb.to_kind(Kind::Float); // a no-op unless the tables are bf16
+        let emb = emb.to_kind(self.act); // fp32 activations from bf16 tables, or bf16 ones
         let x = self.emb_ln.forward(&emb, ctx).dropout(self.cfg.dropout, ctx.train);
         let keep = mask.to_kind(Kind::Bool).view([b, 1, 1, t]); // (b, 1, 1, t)
         run_layers(x, &self.layers, all_hidden, |l, x| self.layer(l, x, &keep, ctx))

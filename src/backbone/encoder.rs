@@ -137,7 +137,9 @@ pub fn padded_positions(mask: &Tensor, pad: i64) -> Tensor {
 /// 0 where `keep`, the smallest fp32 value elsewhere (transformers' additive mask), in `kind`.
 pub fn additive_mask(keep: &Tensor, kind: Kind) -> Tensor {
     let zeros = Tensor::zeros([1], (kind, keep.device()));
-    zeros.masked_fill(&keep.logical_not(), f32::MIN as f64)
+    // the kind's most negative finite value (fp32's rounds to -inf in bf16)
+    let lowest = if kind == Kind::BFloat16 { -3.3895313892515355e38 } else { f32::MIN as f64 };
+    zeros.masked_fill(&keep.logical_not(), lowest)
 }
 
 /// An activation by its transformers name (`gelu` is the exact erf form).

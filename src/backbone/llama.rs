@@ -32,6 +32,8 @@ struct Layer {
 
 pub struct Llama {
     pub cfg: LlamaConfig,
+    /// The activations' dtype (fp32, or bf16 with `--precision bf16`).
+    act: Kind,
     embed: Tensor,           // (vocab, d)
     lm_head: Option<Tensor>, // (vocab, d) when untied
     layers: Vec<Layer>,
@@ -102,7 +104,7 @@ impl Llama {
             if cfg.tie_word_embeddings { None } else { Some(vb.matrix("lm_head.weight", &[v, d])?) };
         let rope = cfg.rope().map_err(crate::Error::Msg)?;
         let inv_freq = Tensor::from_slice(&rope.inv_freq(hd)).to_device(vb.device());
-        Ok(Llama { cfg: cfg.clone(), embed, lm_head, layers, norm, inv_freq })
+        Ok(Llama { cfg: cfg.clone(), act: vb.act_kind(), embed, lm_head, layers, norm, inv_freq })
     }
 
     fn act(&self, x: &Tensor) -> Tensor {
@@ -114,11 +116,12 @@ impl Llama {
         }
     }
 
-    /// cos and sin (b, 1, s, head_dim) of RoPE at `positions` (b, s).
+    /// cos and sin (b, 1, s, head_dim) of RoPE at `positions` (b, s), computed in fp32, in the
+    /// activations' dtype.
     fn rope(&self, positions: &Tensor) -> (Tensor, Tensor) {
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]); // (b, s, hd/2)
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // (b, 1, s, hd)
-        (emb.cos(), emb.sin())
+        (emb.cos().to_kind(self.act), emb.sin().to_kind(self.act))
     }
 
     /// The boolean attention mask (b, 1, s, T) of `s` queries at key indices T - s .. T-1: causal, within
@@ -191,7 +194,7 @@ impl Llama {
     /// The final-normed hidden states (b, s, d) of `ids` (b, s) at `span`.
     fn run(&self, ids: &Tensor, span: Span, mut cache: Option<&mut KvCache>, ctx: &Ctx) -> Tensor {
         let s = ids.size()[1];
-        let mut x = Tensor::embedding(&self.embed, ids, -1, false, false).to_kind(Kind::Float); // (b, s, d)
+        let mut x = Tensor::embedding(&self.embed, ids, -1, false, false).to_kind(self.act); // (b, s, d)
         let rope = self.rope(span.positions);
         let full = Self::mask(span.keys, s, None);
         for (li, layer) in self.layers.iter().enumerate() {

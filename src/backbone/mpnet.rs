@@ -92,6 +92,8 @@ struct Layer {
 
 pub struct Mpnet {
     pub cfg: MpnetConfig,
+    /// The activations' dtype (fp32, or bf16 with `--precision bf16`).
+    act: Kind,
     word: Tensor,          // (vocab, d)
     position: Tensor,      // (max_pos, d)
     relative_bias: Tensor, // (buckets, heads)
@@ -126,7 +128,7 @@ impl Mpnet {
         if cfg.pooler {
             vb.pp("pooler").unused_linear("dense", d)?;
         }
-        Ok(Mpnet { cfg: cfg.clone(), word, position, relative_bias, emb_ln, layers })
+        Ok(Mpnet { cfg: cfg.clone(), act: vb.act_kind(), word, position, relative_bias, emb_ln, layers })
     }
 
     /// The bias every layer adds to its scores: (1, heads, t, t).
@@ -165,10 +167,10 @@ impl EncoderBackbone for Mpnet {
         let pos = padded_positions(mask, MPNET_PAD); // (b, t)
         let emb = Tensor::embedding(&self.word, ids, -1, false, false)
             + Tensor::embedding(&self.position, &pos, -1, false, false); // (b, t, d)
-        let emb = emb.to_kind(Kind::Float); // a no-op unless the tables are bf16
+        let emb = emb.to_kind(self.act); // fp32 activations from bf16 tables, or bf16 ones
         let x = self.emb_ln.forward(&emb, ctx).dropout(self.cfg.hidden_dropout_prob, ctx.train);
         let keep = mask.to_kind(Kind::Bool).view([b, 1, 1, t]); // (b, 1, 1, t)
-        let scores_bias = self.position_bias(t) + additive_mask(&keep, Kind::Float); // (b, h, t, t)
+        let scores_bias = self.position_bias(t).to_kind(self.act) + additive_mask(&keep, self.act); // (b, h, t, t)
         run_layers(x, &self.layers, all_hidden, |l, x| self.layer(l, x, &scores_bias, ctx))
     }
 

@@ -21,6 +21,8 @@
 # parameters, seconds), mpnet_quality_runs.tgz (each s3pet report.json and parity.py JSON, the tails of the
 # logs) and env.txt. Then, here: tools/.venv/bin/python tools/parity_table.py --rows mpnet_quality.jsonl
 # --compare results/runs.jsonl (the table of docs/PARITY.md).
+# ONLY (a bash regular expression over job names such as s3pet-cola-full-1 or peer-rte-lora-3) runs just
+# the jobs it matches (the rows of an earlier lease are docs/runs/mpnet_quality_h200_*.jsonl).
 # A smoke test on a CPU (the same steps on a few examples): SMOKE=1 BIN=target/release/s3pet DEVICE=cpu
 #   PY=tools/.venv/bin/python (with the environment of tools/venv.sh) tools/gpu/mpnet_quality.sh run
 set -uo pipefail
@@ -94,10 +96,10 @@ jobs() {
         [ "$m" = full ] && lr=5e-5 && clip=1.0
         local common="--epochs $EPOCHS --batch-size $bs --lr $lr --clip-norm $clip --seed $s"
         # the same seed and caps as the export parity.py reads: s3pet makes the same split
-        [ -f "$R/s3pet-$n/report.json" ] || echo "$BIN -q train --task $t --method $m $common ${EXPORT_CAP[*]} \
+        [[ s3pet-$n =~ ${ONLY:-.} ]] && [ ! -f "$R/s3pet-$n/report.json" ] && echo "$BIN -q train --task $t --method $m $common ${EXPORT_CAP[*]} \
 --eval-batch-size 128 --max-length 128 --device $DEVICE --threads 1 --model gpu/mpnet --data-dir gpu/data \
 --out $R/s3pet-$n --overwrite > $R/s3pet-$n.log 2>&1"
-        [ -f "$R/peer-$n.json" ] || echo "$PY tools/parity.py --data gpu/exports/$t-$s --model gpu/mpnet \
+        [[ peer-$n =~ ${ONLY:-.} ]] && [ ! -f "$R/peer-$n.json" ] && echo "$PY tools/parity.py --data gpu/exports/$t-$s --model gpu/mpnet \
 --method $m $common --eval-batch-size 128 --max-length 128 --device $DEVICE --threads 1 --out $R/peer-$n.json \
 > $R/peer-$n.log 2>&1"
       done

@@ -9,7 +9,8 @@
 #            one) and the last piece:  LIMIT=480 tools/gpu/paper_mpnet.sh run   -> $OUT/results-mpnet.tgz
 #   here:    tools/gpu/paper_mpnet.sh collect FILES_AT/results-mpnet.tgz
 #            # unpacks into gpu/results-mpnet (for the next lease) and reports into results/mpnet
-# A lease's cells run PARALLEL at once (default: the plan's 24); no new cell starts after LIMIT seconds.
+# A lease's cells run PARALLEL at once (default: the plan's 24); no new cell starts after LIMIT seconds, and
+# at HARD seconds (LIMIT + 60) the cells still running are interrupted (checkpoint written, resumed next lease).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu/out}
@@ -29,9 +30,12 @@ run() {
   source scripts/gpu-env.sh
   tools/gpu/mpnet_quality.sh assemble || exit 1
   mkdir -p "$RES" "$OUT"
-  local minutes=$(( ${LIMIT:-480} / 60 ))
-  dist/s3pet-cuda experiment --plan plans/paper-mpnet.toml --out "$RES" --max-minutes "$minutes" \
-    ${PARALLEL:+--parallel "$PARALLEL"} > "$OUT/experiment.log" 2>&1
+  local limit=${LIMIT:-480} minutes
+  minutes=$(python3 -c "print(${limit} / 60)")
+  # no new cell after LIMIT s; at HARD s (default LIMIT + 60) the runner and its cells get SIGINT: each
+  # cell writes its checkpoint and stops, so the call ends in time and the cut cells resume next lease
+  timeout -s INT "${HARD:-$((limit + 60))}" dist/s3pet-cuda experiment --plan plans/paper-mpnet.toml \
+    --out "$RES" --max-minutes "$minutes" ${PARALLEL:+--parallel "$PARALLEL"} > "$OUT/experiment.log" 2>&1
   echo "experiment exit $?; $(wc -l < "$RES/runs.jsonl" 2>/dev/null || echo 0) cells finished in all" | tee -a "$OUT/experiment.log"
   trim
   tar czf "$OUT/results-mpnet.tgz" "$RES"

@@ -104,6 +104,9 @@ fn preamble(ctx: &Ctx) -> Vec<Block> {
     if !lora.is_empty() {
         out.push(Block::Para(format!("LoRA cells (rank; target modules): {}.", lora.join("; "))));
     }
+    if let Some(line) = precision_line(ctx) {
+        out.push(Block::Para(line));
+    }
     if ctx.dir.join("plan.toml").is_file() {
         out.push(Block::Para(format!(
             "Regenerate: `s3pet experiment --plan {0}/plan.toml --out {0} && s3pet report {0}` (the plan as run \
@@ -114,29 +117,49 @@ fn preamble(ctx: &Ctx) -> Vec<Block> {
     out
 }
 
+/// A finished cell's recorded config.json (that of the sweep cell it copies, if so; null when none).
+fn cell_config(ctx: &Ctx, c: &Cell) -> serde_json::Value {
+    let id = c.raw["lr_copy_of"].as_str().unwrap_or(&c.id);
+    let path = ctx.dir.join("cells").join(id).join("config.json");
+    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// A recorded option's value as text (config.json records `{"value": .., "from": ..}`).
+fn recorded(v: &serde_json::Value, key: &str) -> Option<String> {
+    let value = &v[key]["value"];
+    (!value.is_null()).then(|| value.as_str().map(String::from).unwrap_or_else(|| value.to_string()))
+}
+
 /// The distinct LoRA settings of the manual LoRA cells, from each cell's recorded config.json (a value
 /// left at its default is the family's default: rank 8 on the attention's query and value).
 fn lora_settings(ctx: &Ctx) -> Vec<String> {
-    let config = |c: &Cell| -> serde_json::Value {
-        let path = ctx.dir.join("cells").join(&c.id).join("config.json");
-        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
-    };
-    let recorded = |v: &serde_json::Value, key: &str| -> Option<String> {
-        let value = &v[key]["value"];
-        (!value.is_null()).then(|| value.as_str().map(String::from).unwrap_or_else(|| value.to_string()))
-    };
     let set: BTreeSet<String> = ctx
         .cells
         .iter()
         .filter(|c| c.method == "lora" && c.skipped.is_none())
         .map(|c| {
-            let v = config(c);
+            let v = cell_config(ctx, c);
             let r = recorded(&v, "lora_r").unwrap_or_else(|| "8".into());
             let t = recorded(&v, "target_modules").unwrap_or_else(|| "query and value (the default)".into());
             format!("r{r}; {t}")
         })
         .collect();
     set.into_iter().collect()
+}
+
+/// Which methods ran with `--precision bf16`, from the recorded configs; none when every cell is fp32.
+fn precision_line(ctx: &Ctx) -> Option<String> {
+    let mut by_precision: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for c in ctx.cells.iter().filter(|c| c.skipped.is_none()) {
+        let p = recorded(&cell_config(ctx, c), "precision").unwrap_or_else(|| "fp32".into());
+        by_precision.entry(p).or_default().insert(label(&c.method));
+    }
+    let list = |p: &str| by_precision.get(p).map(|m| m.iter().cloned().collect::<Vec<_>>().join(", "));
+    let bf16 = list("bf16")?;
+    let fp32 = list("fp32").map(|m| format!("; fp32 for {m}")).unwrap_or_else(|| " (every cell)".into());
+    Some(format!(
+        "Precision: bf16 activations and frozen matmuls (deltas, heads, optimiser state fp32) for {bf16}{fp32}."
+    ))
 }
 
 /// Every block of the report of the experiment in `dir` (plots are written as they are made).

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One call on a warm H200 that has received the MPNet pieces (tools/gpu/mpnet_quality.sh receive, one call
+# per piece): issue 21's plan (tools/gpu/paper_mpnet.sh run) in the background, and beside it, when asked,
+# issue 15's missing quality jobs (ONLY, see mpnet_quality.sh) and the README-style searched run of MRPC
+# on the real model with the full training set (RUN_MRPC=1; resumed when a previous call cut it).
+# Carry the last piece, gpu/mpnet, gpu/data and the binary as dist/s3pet-cuda.xz (xz -9: a call carries at
+# most 64 MiB); a later call on the same machine needs none of them. Limits in seconds:
+#   PAPER_LIMIT (no new cell after it, default 420), PAPER_PARALLEL (default: the plan's), QUALITY_LIMIT
+#   (default 400), RUN_LIMIT (the MRPC run is interrupted then, its checkpoint kept; default 520).
+# $OUT gets results-mpnet.tgz, experiment.log, mpnet_quality.jsonl / mpnet_quality_runs.tgz, run-mrpc.tgz.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-gpu/out}
+mkdir -p "$OUT"
+if [ -f dist/s3pet-cuda.xz ]; then
+  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('dist/s3pet-cuda.xz'), open('dist/s3pet-cuda', 'wb'))" &&
+    chmod +x dist/s3pet-cuda && rm dist/s3pet-cuda.xz
+fi
+tools/gpu/mpnet_quality.sh assemble || exit 1
+source scripts/gpu-env.sh
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+LIMIT=${PAPER_LIMIT:-420} PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh run > "$OUT/paper.log" 2>&1 &
+paper=$!
+if [ "${RUN_MRPC:-}" = 1 ]; then
+  dir=gpu/run-mrpc
+  again=--overwrite
+  [ -f $dir/config.json ] && again=--resume
+  (timeout -s INT "${RUN_LIMIT:-520}" dist/s3pet-cuda run --task mrpc --space mix --budget 1.39e-4 --model gpu/mpnet \
+    --data-dir gpu/data --device cuda --precision bf16 --out $dir $again > "$OUT/run-mrpc.log" 2>&1
+   echo "run exit $?" >> "$OUT/run-mrpc.log"
+   tar czf "$OUT/run-mrpc.tgz" --exclude='*.safetensors' $dir) &
+fi
+if [ -n "${ONLY:-}" ]; then
+  LIMIT=${QUALITY_LIMIT:-400} tools/gpu/mpnet_quality.sh run > "$OUT/quality.log" 2>&1
+fi
+wait
+nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
+tail -n 3 "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
+echo "paper exit: see paper.log (pid $paper)"
