@@ -245,7 +245,8 @@ pub struct DataExportArgs {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// minilm, bert-base, bert-large (random weights) or a model directory; comma-separated.
+    /// minilm, bert-base, bert-large, mpnet-base, roberta-base, deberta-v3-base (random weights; the last three
+    /// from the real configs) or a model directory; comma-separated.
     #[arg(long, default_value = "minilm")]
     pub shape: String,
     /// full, lora, retrain, search1, search2, comma-separated, or all.

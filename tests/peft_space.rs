@@ -25,7 +25,9 @@ const MINILM_STRUCTURES: u64 = 200;
 const ROUND_TRIP_TOL: f64 = 1e-5;
 
 fn shapes() -> Vec<(&'static str, BertConfig, Weights, u64)> {
-    let minilm = s3pet::bench::shape_config("minilm").unwrap();
+    let s3pet::backbone::ModelConfig::Bert(minilm) = s3pet::bench::shape_config("minilm").unwrap() else {
+        panic!("the minilm shape is a BERT config")
+    };
     let minilm_weights = s3pet::bench::random_weights(&minilm, Device::Cpu);
     vec![
         ("tiny", common::tiny_cfg(false), common::tiny_weights(), TINY_STRUCTURES),

@@ -9,7 +9,9 @@
 
 Shapes: minilm (6 layers, hidden 384, 12 heads, FFN 1536), bert-base (12, 768, 12, 3072), bert-large
 (24, 1024, 16, 4096), vocab 30522, random weights (BertForSequenceClassification(config) after
-torch.manual_seed(0), 2 labels); or a model directory (its weights, a fresh 2-label classifier).
+torch.manual_seed(0), 2 labels); mpnet-base, roberta-base, deberta-v3-base: the real configs s3pet bench
+compiles in (src/bench/shapes/), random weights (AutoModelForSequenceClassification.from_config, 2 labels;
+LoRA targets and the head's modules by family); or a model directory (its weights, a fresh 2-label head).
 The batch is the one s3pet bench builds: B rows of T token ids 1000 + (7919 i + 104729 j) mod (vocab - 1000),
 token type 0, no padding, labels i mod 2. Train mode (the config's dropout 0.1) in every workload.
 
@@ -61,6 +63,12 @@ SHAPES = {
     "bert-base": (12, 768, 12, 3072),
     "bert-large": (24, 1024, 16, 4096),
 }
+# the other named shapes: real configs of other families, the files s3pet bench compiles in
+FAMILY_SHAPES = ("mpnet-base", "roberta-base", "deberta-v3-base")
+SHAPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "bench", "shapes")
+# LoRA on the attention's query and value, by family (s3pet's `lora` method, src/structure.rs)
+LORA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "xlm-roberta": ["query", "value"],
+                "mpnet": ["q", "v"], "deberta-v2": ["query_proj", "value_proj"], "distilbert": ["q_lin", "v_lin"]}
 WORKLOADS = ("full", "lora", "retrain", "search1", "search2")
 
 # s3pet's defaults (src/delta/spec.rs) and search settings (src/bench.rs)
@@ -258,7 +266,7 @@ def attach_deltas(model, specs, gated):
     cls = _delta_classes()
     for p in model.parameters():
         p.requires_grad = False
-    for p in model.classifier.parameters():
+    for p in head_parameters(model):
         p.requires_grad = True
     gates = Gates()
     sites, deltas = {}, []
@@ -266,7 +274,7 @@ def attach_deltas(model, specs, gated):
         name, kind = spec["site"], spec["type"]
         if name not in sites:
             parent_name, _, attr = name.rpartition(".")
-            parent = model.bert.get_submodule(parent_name)
+            parent = model.base_model.get_submodule(parent_name)
             base = getattr(parent, attr)
             if not isinstance(base, (torch.nn.Linear, torch.nn.LayerNorm)):
                 raise SystemExit(f"bench_peer.py: site {name} is a {type(base).__name__}, not a Linear or LayerNorm")
@@ -526,12 +534,31 @@ def load_modules(path, shape, kind):
     return mods, data.get("budget_params"), data.get("backbone_params")
 
 
+def head_modules(model):
+    """The task head's top-level modules: every child of the model outside its backbone that has
+    parameters (BERT's classifier; DeBERTa's pooler and classifier; DistilBERT's pre_classifier too)."""
+    return [n for n, m in model.named_children()
+            if n != model.base_model_prefix and any(True for _ in m.parameters())]
+
+
+def head_parameters(model):
+    return [p for n in head_modules(model) for p in getattr(model, n).parameters()]
+
+
 def make_model(shape, device, attn, seed=0):
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import (AutoConfig, AutoModelForSequenceClassification, BertConfig,
+                              BertForSequenceClassification)
 
     torch.manual_seed(seed)
-    if shape in SHAPES:
+    kw = {"attn_implementation": attn} if attn else {}
+    if shape in FAMILY_SHAPES:
+        with open(os.path.join(SHAPES_DIR, f"{shape}.json")) as f:
+            spec = json.load(f)
+        cfg = AutoConfig.for_model(spec.pop("model_type"), **spec, num_labels=2)
+        with torch.device(device):
+            model = AutoModelForSequenceClassification.from_config(cfg, **kw)
+    elif shape in SHAPES:
         layers, d, heads, f = SHAPES[shape]
         cfg = BertConfig(vocab_size=30522, hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
                          intermediate_size=f, num_labels=2)
@@ -540,9 +567,8 @@ def make_model(shape, device, attn, seed=0):
         with torch.device(device):
             model = BertForSequenceClassification(cfg)
     else:
-        kw = {"attn_implementation": attn} if attn else {}
-        model = BertForSequenceClassification.from_pretrained(shape, num_labels=2, dtype=torch.float32,
-                                                              ignore_mismatched_sizes=True, **kw)
+        model = AutoModelForSequenceClassification.from_pretrained(shape, num_labels=2, dtype=torch.float32,
+                                                                   ignore_mismatched_sizes=True, **kw)
     return model.to(device)
 
 
@@ -553,16 +579,19 @@ def build(shape, workload, device, attn, a=None):
     if workload == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                 target_modules=["query", "value"], modules_to_save=["classifier"]))
+        targets = LORA_TARGETS[model.config.model_type]
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets,
+                                                 modules_to_save=head_modules(model)))
     elif workload == "full":
         for p in model.parameters():
             p.requires_grad = True
     elif workload in ("retrain", "search1", "search2"):
         kind = "retrain" if workload == "retrain" else "search"
         mods, budget, backbone = load_modules(a.structure if kind == "retrain" else a.candidates, shape, kind)
-        here = sum(p.numel() for p in model.bert.parameters())
-        if backbone is not None and backbone != here:
+        here = sum(p.numel() for p in model.base_model.parameters())
+        # s3pet counts a checkpoint's pooler in the backbone where the task model has none (MPNet, RoBERTa)
+        d = model.config.hidden_size
+        if backbone is not None and backbone not in (here, here + d * d + d):
             raise SystemExit(f"bench_peer.py: the {kind} file is for a backbone of {backbone} parameters, "
                              f"{shape} has {here}")
         gates, _ = attach_deltas(model, mods, gated=kind == "search")
@@ -574,7 +603,7 @@ def build(shape, workload, device, attn, a=None):
     return model, net
 
 
-def fixed_batch(batch, seq_len, vocab, device):
+def fixed_batch(batch, seq_len, vocab, device, token_types=True):
     import torch
 
     i = torch.arange(batch).view(-1, 1)
@@ -584,7 +613,7 @@ def fixed_batch(batch, seq_len, vocab, device):
     return {
         "input_ids": ids.to(device),
         "attention_mask": torch.ones_like(ids).to(device),
-        "token_type_ids": torch.zeros_like(ids).to(device),
+        **({"token_type_ids": torch.zeros_like(ids).to(device)} if token_types else {}),
         "labels": (torch.arange(batch) % 2).to(device),
     }
 
@@ -603,7 +632,9 @@ def bench_row(shape, workload, a):
         reset_peak_rss()
     model, net = build(shape, workload, device, a.attn, a)
     vocab = model.config.vocab_size
-    inputs = fixed_batch(a.batch_size, a.seq_len, vocab, device)
+    # token type ids only where the family has them (not MPNet, DistilBERT, DeBERTa-v3)
+    types = model.config.model_type not in ("mpnet", "distilbert") and getattr(model.config, "type_vocab_size", 1) > 0
+    inputs = fixed_batch(a.batch_size, a.seq_len, vocab, device, types)
     params = [p for p in model.parameters() if p.requires_grad]
     bf16 = a.dtype == "bf16"
     extra = {}

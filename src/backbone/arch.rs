@@ -192,26 +192,39 @@ impl ModelConfig {
     /// so that the parameter count from the config is the checkpoint's.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let model_type = serde_json::from_str::<serde_json::Value>(&text)
+        let mut cfg = Self::parse(&text, path)?;
+        cfg.observe_pooler(&path.with_file_name("model.safetensors"));
+        cfg.check().map_err(|e| Error::file(path, e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// Reads config.json's text by its `model_type` (`path` names it in errors); the pooler of RoBERTa
+    /// and MPNet is assumed (see [`ModelConfig::from_file`]).
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        let cfg = Self::parse(text, path)?;
+        cfg.check().map_err(|e| Error::file(path, e.to_string()))?;
+        Ok(cfg)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        let model_type = serde_json::from_str::<serde_json::Value>(text)
             .ok()
             .and_then(|v| v.get("model_type").and_then(|t| t.as_str()).map(str::to_string));
-        let mut cfg = match model_type.as_deref() {
-            Some("t5") => ModelConfig::T5(T5Config::from_json(&text, path)?),
-            Some("mpnet") => ModelConfig::Mpnet(MpnetConfig::from_json(&text, path)?),
-            Some("deberta-v2") => ModelConfig::Deberta(DebertaConfig::from_json(&text, path)?),
-            Some("distilbert") => ModelConfig::DistilBert(DistilBertConfig::from_json(&text, path)?),
+        let cfg = match model_type.as_deref() {
+            Some("t5") => ModelConfig::T5(T5Config::from_json(text, path)?),
+            Some("mpnet") => ModelConfig::Mpnet(MpnetConfig::from_json(text, path)?),
+            Some("deberta-v2") => ModelConfig::Deberta(DebertaConfig::from_json(text, path)?),
+            Some("distilbert") => ModelConfig::DistilBert(DistilBertConfig::from_json(text, path)?),
             None | Some("bert" | "roberta" | "xlm-roberta") => {
-                ModelConfig::Bert(BertConfig::from_file(path)?)
+                ModelConfig::Bert(BertConfig::from_json(text, path)?)
             }
             Some("llama" | "qwen2" | "mistral") => {
-                ModelConfig::Llama(Box::new(LlamaConfig::from_json(&text, path)?))
+                ModelConfig::Llama(Box::new(LlamaConfig::from_json(text, path)?))
             }
             Some(t) => {
                 return Err(Error::file(path, format!("model_type `{t}` is not supported ({MODEL_TYPES})")))
             }
         };
-        cfg.observe_pooler(&path.with_file_name("model.safetensors"));
-        cfg.check().map_err(|e| Error::file(path, e.to_string()))?;
         Ok(cfg)
     }
 
@@ -281,6 +294,41 @@ impl ModelConfig {
             ModelConfig::T5(c) => (c.d_model, c.num_layers),
             ModelConfig::Llama(c) => (c.hidden_size, c.num_hidden_layers),
         }
+    }
+
+    /// The vocabulary's size (rows of the token embedding).
+    pub fn vocab_size(&self) -> i64 {
+        match self {
+            ModelConfig::Bert(c) => c.vocab_size,
+            ModelConfig::Mpnet(c) => c.vocab_size,
+            ModelConfig::Deberta(c) => c.vocab_size,
+            ModelConfig::DistilBert(c) => c.vocab_size,
+            ModelConfig::T5(c) => c.vocab_size,
+            ModelConfig::Llama(c) => c.vocab_size,
+        }
+    }
+
+    /// The same config with every dropout probability at 0 (e.g. to compare two computations of one
+    /// function).
+    pub fn without_dropout(&self) -> ModelConfig {
+        let mut cfg = self.clone();
+        match &mut cfg {
+            ModelConfig::Bert(c) => {
+                (c.hidden_dropout_prob, c.attention_probs_dropout_prob) = (0.0, 0.0);
+                c.classifier_dropout = Some(0.0);
+            }
+            ModelConfig::Mpnet(c) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob) = (0.0, 0.0),
+            ModelConfig::Deberta(c) => {
+                (c.hidden_dropout_prob, c.attention_probs_dropout_prob) = (0.0, 0.0);
+                (c.pooler_dropout, c.cls_dropout) = (0.0, Some(0.0));
+            }
+            ModelConfig::DistilBert(c) => {
+                (c.dropout, c.attention_dropout, c.seq_classif_dropout) = (0.0, 0.0, 0.0)
+            }
+            ModelConfig::T5(c) => c.dropout_rate = 0.0,
+            ModelConfig::Llama(c) => c.attention_dropout = 0.0,
+        }
+        cfg
     }
 
     /// A decoder-only causal LM (Llama family).

@@ -90,8 +90,13 @@ pub(super) fn check_encoder(path: &Path, hidden: i64, heads: i64, act: &str) -> 
 impl BertConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses config.json's text (`path` names it in errors).
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
         let cfg: BertConfig =
-            serde_json::from_str(&text).map_err(|e| Error::parse(path, e.line(), e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| Error::parse(path, e.line(), e.to_string()))?;
         cfg.validate(path)?;
         Ok(cfg)
     }

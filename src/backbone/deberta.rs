@@ -279,7 +279,8 @@ fn relative_position(t: i64, buckets: i64, max_position: i64, device: tch::Devic
     let sign = rel.sign();
     let near = rel.lt(mid).logical_and(&rel.gt(-mid));
     let abs_pos = Tensor::full([1], mid - 1, (Kind::Int64, device)).where_self(&near, &rel.abs());
-    let denom = Tensor::from(((max_position - 1) as f64 / mid as f64) as f32).to_device(device).log();
+    // made on the device (no host copy: the search step may be captured as a CUDA graph)
+    let denom = Tensor::scalar_tensor((max_position - 1) as f64 / mid as f64, (Kind::Float, device)).log();
     let log_pos = ((abs_pos.to_kind(Kind::Float) / mid).log() / denom * (mid - 1)).ceil() + mid;
     let bucket = rel.to_kind(Kind::Float).where_self(&abs_pos.le(mid), &(log_pos * sign));
     bucket.to_kind(Kind::Int64)

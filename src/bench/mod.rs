@@ -3,7 +3,7 @@
 //! The device is synchronised before the clock is read.
 mod search;
 
-use crate::backbone::{Arch, BertConfig, Placement, Weights};
+use crate::backbone::{Arch, ModelConfig, Placement, Weights};
 use crate::batch::Batch;
 use crate::data::Target;
 use crate::error::{Error, Result};
@@ -18,19 +18,31 @@ use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// A named BERT shape with random weights, or the config of a model directory.
-pub fn shape_config(shape: &str) -> Result<BertConfig> {
-    let (layers, d, heads, f) = match shape {
-        "minilm" => (6, 384, 12, 1536),
-        "bert-base" => (12, 768, 12, 3072),
-        "bert-large" => (24, 1024, 16, 4096),
-        dir => return BertConfig::from_file(&crate::hub::resolve(Path::new(dir))?.join("config.json")),
-    };
+/// The named shapes (random weights): BERT's three sizes, and the real configs of all-mpnet-base-v2,
+/// roberta-base and deberta-v3-base (copied from their hub repositories).
+pub const SHAPES: &[&str] =
+    &["minilm", "bert-base", "bert-large", "mpnet-base", "roberta-base", "deberta-v3-base"];
+
+/// A named shape's config, or the config of a model directory.
+pub fn shape_config(shape: &str) -> Result<ModelConfig> {
+    let family = |name: &str, text: &str| ModelConfig::from_json(text, Path::new(name));
+    match shape {
+        "minilm" => bert_shape(6, 384, 12, 1536),
+        "bert-base" => bert_shape(12, 768, 12, 3072),
+        "bert-large" => bert_shape(24, 1024, 16, 4096),
+        "mpnet-base" => family("mpnet-base.json", include_str!("shapes/mpnet-base.json")),
+        "roberta-base" => family("roberta-base.json", include_str!("shapes/roberta-base.json")),
+        "deberta-v3-base" => family("deberta-v3-base.json", include_str!("shapes/deberta-v3-base.json")),
+        dir => ModelConfig::from_file(&crate::hub::resolve(Path::new(dir))?.join("config.json")),
+    }
+}
+
+fn bert_shape(layers: i64, d: i64, heads: i64, f: i64) -> Result<ModelConfig> {
     let json = format!(
         r#"{{"vocab_size": 30522, "hidden_size": {d}, "num_hidden_layers": {layers}, "num_attention_heads": {heads},
             "intermediate_size": {f}, "model_type": "bert"}}"#
     );
-    serde_json::from_str(&json).map_err(|e| Error::Msg(e.to_string()))
+    ModelConfig::from_json(&json, Path::new("<bert shape>"))
 }
 
 /// Random weights for a config (for shapes without a checkpoint): every tensor its loader reads, 1-d
@@ -149,7 +161,7 @@ pub struct BenchOpts {
 /// The mix-space candidates of a shape (with their parameter counts), its budget in parameters at
 /// `budget`, and the random structure the `retrain` workload trains (seed 0).
 pub fn bench_structures(
-    cfg: &BertConfig,
+    cfg: &ModelConfig,
     budget: f64,
 ) -> Result<(Vec<crate::delta::ModuleSpec>, i64, Vec<usize>)> {
     let space = Space::builtin("mix").ok_or_else(|| Error::Msg("no mix space".into()))?;
@@ -161,7 +173,7 @@ pub fn bench_structures(
 
 /// Writes `SHAPE.retrain.json` (a structure.json) and `SHAPE.candidates.json` ({space, budget_params,
 /// backbone_params, candidates}) under `dir`: what tools/bench_peer.py rebuilds in PyTorch.
-pub fn emit_structures(dir: &Path, shape: &str, cfg: &BertConfig, budget: f64) -> Result<()> {
+pub fn emit_structures(dir: &Path, shape: &str, cfg: &ModelConfig, budget: f64) -> Result<()> {
     let (cands, budget, chosen) = bench_structures(cfg, budget)?;
     let backbone = cfg.param_count();
     let mods: Vec<_> = chosen.iter().map(|&i| cands[i].clone()).collect();
@@ -190,12 +202,12 @@ pub fn emit_structures(dir: &Path, shape: &str, cfg: &BertConfig, budget: f64) -
 /// standing for a searched one of the same size), `search1`, `search2`.
 pub fn bench(
     shape: &str,
-    cfg: &BertConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
     workload: &str,
     o: &BenchOpts,
 ) -> Result<BenchRow> {
-    let b = fixed_batch(o.batch, o.seq_len, cfg.vocab_size, o.device);
+    let b = fixed_batch(o.batch, o.seq_len, cfg.vocab_size(), o.device);
     let head = HeadInit::Fresh { num_labels: 2 };
     let fixed = |mods: Vec<crate::delta::ModuleSpec>| -> Vec<Placement> {
         mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()

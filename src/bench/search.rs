@@ -1,7 +1,7 @@
 //! The search rows of `s3pet bench`: one bi-level step on a fixed batch (the same batch as D_w and
 //! D_alpha batch), and the check that a step captured as a CUDA graph computes what the eager step does.
 use super::{fixed_batch, time_steps, BenchOpts};
-use crate::backbone::{BertConfig, Placement, Weights};
+use crate::backbone::{ModelConfig, Placement, Weights};
 use crate::batch::Batch;
 use crate::delta::ModuleSpec;
 use crate::error::{Error, Result};
@@ -11,7 +11,7 @@ use serde::Serialize;
 use tch::Tensor;
 
 /// The supernet of a shape: every candidate behind its gate (seed 0).
-fn supernet(cfg: &BertConfig, weights: &Weights, (cands, budget): (&[ModuleSpec], i64)) -> Result<Supernet> {
+fn supernet(cfg: &ModelConfig, weights: &Weights, (cands, budget): (&[ModuleSpec], i64)) -> Result<Supernet> {
     let placements: Vec<Placement> =
         cands.iter().enumerate().map(|(i, c)| Placement { spec: c.clone(), gate: Some(i) }).collect();
     let model = Model::build(cfg, weights, &placements, false, HeadInit::Fresh { num_labels: 2 }, 0)?;
@@ -21,7 +21,7 @@ fn supernet(cfg: &BertConfig, weights: &Weights, (cands, budget): (&[ModuleSpec]
 /// (wall, CPU) ms per search step of `order`, trainable parameters (deltas, head, one alpha per candidate), and
 /// whether the step ran as a CUDA graph.
 pub(super) fn time_search(
-    cfg: &BertConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
     space: (&[ModuleSpec], i64),
     order: u8,
@@ -66,16 +66,15 @@ pub struct GraphCheck {
 /// device of a cuda build also needs the graph path to have been captured.
 pub fn graph_check(
     shape: &str,
-    cfg: &BertConfig,
+    cfg: &ModelConfig,
     weights: &Weights,
     order: u8,
     o: &BenchOpts,
     tol: f64,
 ) -> Result<GraphCheck> {
-    let mut cfg = cfg.clone();
-    (cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob) = (0.0, 0.0);
+    let cfg = cfg.without_dropout();
     let (cands, budget, _) = super::bench_structures(&cfg, o.budget)?;
-    let b = fixed_batch(o.batch, o.seq_len, cfg.vocab_size, o.device);
+    let b = fixed_batch(o.batch, o.seq_len, cfg.vocab_size(), o.device);
     let run = |graphs: bool| -> Result<(Vec<f64>, Tensor, Tensor, Tensor, bool)> {
         let mut net = supernet(&cfg, weights, (&cands, budget))?;
         let mut st = Stepper::new(&mut net, &SearchConfig::paper(order, o.batch));

@@ -1,7 +1,7 @@
 //! `s3pet bench`: training-step throughput per shape and workload, one JSON line per row.
 use crate::cli::BenchArgs;
 use anyhow::Result;
-use s3pet::bench::{bench, random_weights, shape_config, BenchOpts};
+use s3pet::bench::{bench, random_weights, shape_config, BenchOpts, SHAPES};
 use s3pet::config::{DeviceSpec, Dtype, Precision};
 use s3pet::model::ModelDir;
 
@@ -31,10 +31,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             s3pet::bench::emit_structures(dir, shape, &cfg, a.budget)?;
         }
         let mut weights = match shape {
-            "minilm" | "bert-base" | "bert-large" if !a.real_minilm || shape != "minilm" => {
-                random_weights(&cfg, device)
-            }
-            "minilm" => ModelDir::open(&a.model)?.load_weights(device)?,
+            "minilm" if a.real_minilm => ModelDir::open(&a.model)?.load_weights(device)?,
+            named if SHAPES.contains(&named) => random_weights(&cfg, device),
             dir => ModelDir::open(std::path::Path::new(dir))?.load_weights(device)?,
         };
         weights.set_frozen_kind(Dtype::parse(&a.backbone_dtype)?.kind());
@@ -57,7 +55,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// one differs by more than `tol`.
 fn graph_checks(
     shape: &str,
-    cfg: &s3pet::backbone::BertConfig,
+    cfg: &s3pet::backbone::ModelConfig,
     weights: &s3pet::backbone::Weights,
     workloads: &[&str],
     o: &BenchOpts,

@@ -7,7 +7,7 @@
 use super::stepper::{StepOut, Stepper};
 use crate::batch::Batch;
 use crate::cuda_graph::{CudaGraph, SideStream};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use tch::Tensor;
 
@@ -110,7 +110,9 @@ impl Graphs {
         let inputs = x.copies();
         let mut graph = CudaGraph::new()?;
         graph.begin()?;
-        let out = st.body(&inputs);
+        // an op that cannot be captured (e.g. a host copy) makes tch panic: end the capture, run eagerly
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.body(&inputs)))
+            .unwrap_or_else(|p| Err(Error::Msg(panic_text(p.as_ref()))));
         match (out, graph.end()) {
             (Ok(out), Ok(())) => {
                 graph.replay()?;
@@ -130,4 +132,12 @@ impl Graphs {
             }
         }
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    let text =
+        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+    // tch's messages carry libtorch's whole C++ backtrace: its first line says what failed
+    text.unwrap_or_default().lines().next().unwrap_or("a panic").to_string()
 }
