@@ -31,6 +31,18 @@ pub fn pick(gpus: &[usize], busy: &[usize], free: &HashMap<usize, u64>) -> Optio
         .map(|(_, g)| g)
 }
 
+/// The least memory (MiB) a cell is assumed to need on a shared GPU before any cell has been measured.
+pub const CELL_FLOOR_MIB: u64 = 4096;
+
+/// Whether one more cell fits on a GPU that `running` cells share: its free memory must hold a cell as
+/// large as the largest seen so far (at least [`CELL_FLOOR_MIB`]) for the new one and for each of the
+/// `ramping` cells that started too recently to have reached their peak. With nothing running a cell
+/// always starts.
+pub fn room_for_one_more(free_mib: u64, running: usize, ramping: usize, largest_mib: u64) -> bool {
+    let need = largest_mib.max(CELL_FLOOR_MIB);
+    running == 0 || free_mib >= need * (1 + ramping as u64)
+}
+
 /// Refuses a `--gpus` list this machine cannot honour: no CUDA, an index past its GPUs, a repeat.
 pub fn check(gpus: &[usize]) -> Result<()> {
     if !tch::Cuda::is_available() {
@@ -52,6 +64,16 @@ pub fn check(gpus: &[usize]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cell_starts_only_where_the_largest_cell_fits() {
+        assert!(room_for_one_more(0, 0, 0, 90_000), "nothing running: always");
+        assert!(room_for_one_more(CELL_FLOOR_MIB, 3, 0, 100), "unmeasured cells count the floor");
+        assert!(!room_for_one_more(CELL_FLOOR_MIB - 1, 3, 0, 100));
+        assert!(room_for_one_more(12_000, 2, 0, 12_000));
+        assert!(!room_for_one_more(12_000, 2, 1, 12_000), "a ramping cell still takes its share");
+        assert!(room_for_one_more(24_000, 2, 1, 12_000));
+    }
 
     #[test]
     fn the_idle_gpu_with_the_most_free_memory_wins() {
