@@ -268,5 +268,6 @@ pub fn explain(ctx: &Ctx) -> Result<Vec<Block>> {
             Block::Para(format!("Highest p: {}.", top.join("; "))),
         ]);
     }
-    Ok(out)
+    // no searched cell yet: no section
+    Ok(if out.len() > 1 { out } else { Vec::new() })
 }
