@@ -34,6 +34,17 @@ fn main() {
     }
 }
 
+/// A C++17 shim of `file` against libtorch's headers (`LIBTORCH/include`, the C++11 ABI libtorch is built
+/// with), for one of the functions below to add what else it needs and compile.
+#[cfg(feature = "cuda")]
+fn shim(lib: &std::path::Path, file: &str) -> cc::Build {
+    let torch = lib.parent().expect("LIBTORCH/lib has a parent");
+    let mut build = cc::Build::new();
+    build.cpp(true).std("c++17").file(file).include(torch.join("include"));
+    build.define("_GLIBCXX_USE_CXX11_ABI", "1").warnings(false);
+    build
+}
+
 /// The directory with cuda_runtime_api.h: the CUDA wheel's (beside torch in site-packages), $CUDA_HOME's
 /// or /usr/local/cuda's.
 #[cfg(feature = "cuda")]
@@ -53,15 +64,9 @@ fn cuda_include(lib: &std::path::Path) -> PathBuf {
 #[cfg(feature = "cuda")]
 fn cuda_graph(lib: &std::path::Path) {
     let torch = lib.parent().expect("LIBTORCH/lib has a parent");
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .file("csrc/cuda_graph.cpp")
-        .include(torch.join("include"))
+    shim(lib, "csrc/cuda_graph.cpp")
         .include(torch.join("include/torch/csrc/api/include"))
         .include(cuda_include(lib))
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .warnings(false)
         .compile("s3pet_cuda_graph");
     println!("cargo:rustc-link-lib=dylib=c10_cuda");
     println!("cargo:rustc-link-lib=dylib=torch_cuda");
@@ -71,15 +76,7 @@ fn cuda_graph(lib: &std::path::Path) {
 /// reached through c10's device-generic interface).
 #[cfg(feature = "cuda")]
 fn cuda_mem(lib: &std::path::Path) {
-    let torch = lib.parent().expect("LIBTORCH/lib has a parent");
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .file("csrc/cuda_mem.cpp")
-        .include(torch.join("include"))
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .warnings(false)
-        .compile("s3pet_cuda_mem");
+    shim(lib, "csrc/cuda_mem.cpp").compile("s3pet_cuda_mem");
     println!("cargo:rustc-link-lib=dylib=c10");
 }
 
@@ -97,15 +94,7 @@ fn nccl(lib: &std::path::Path) {
         "libnccl.so.2 not found (the nvidia-nccl wheel beside torch: site-packages/nvidia/nccl, or $NCCL_HOME)",
     );
     let home = home.canonicalize().unwrap_or(home);
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .file("csrc/nccl.cpp")
-        .include(torch.join("include"))
-        .include(cuda_include(lib))
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .warnings(false)
-        .compile("s3pet_nccl");
+    shim(lib, "csrc/nccl.cpp").include(cuda_include(lib)).compile("s3pet_nccl");
     let nccl_lib = home.join("lib");
     println!("cargo:rustc-link-search=native={}", nccl_lib.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", nccl_lib.display());

@@ -222,25 +222,26 @@ mod tests {
     }
 }
 
+/// The text a panic was raised with (`panic!`'s formatted `String` or literal `&str`; empty otherwise).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("")
+}
+
 /// Turns libtorch's out-of-memory failure, which tch raises as a panic deep in a kernel call, into one
 /// line and exit status 1: what was asked and what was free, and what to lower. The run's checkpoint (the
 /// last evaluation's) stays, so `--resume` continues from there. Other panics keep the previous hook.
 pub fn exit_cleanly_on_out_of_memory() {
     let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let text = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        match out_of_memory_line(text) {
-            Some(line) => {
-                eprintln!("error: {line}");
-                std::process::exit(1);
-            }
-            None => previous(info),
+    std::panic::set_hook(Box::new(move |info| match out_of_memory_line(panic_message(info.payload())) {
+        Some(line) => {
+            eprintln!("error: {line}");
+            std::process::exit(1);
         }
+        None => previous(info),
     }));
 }
 

@@ -19,11 +19,7 @@ pub(crate) fn read_rows(path: &Path) -> Result<Vec<Value>> {
     match std::panic::catch_unwind(|| read_all(path)) {
         Ok(rows) => rows,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let what = crate::guard::panic_message(panic.as_ref());
             Err(Error::file(path, format!("cannot read parquet: the reader failed ({what}) ({HINT})")))
         }
     }

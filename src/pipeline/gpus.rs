@@ -13,6 +13,15 @@ pub fn free_mib() -> Result<HashMap<usize, u64>> {
     Ok(parse_free(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Free memory (MiB) of the GPU that cells started without `--gpus` use: the first one
+/// CUDA_VISIBLE_DEVICES lists, else GPU 0 (nvidia-smi numbers every GPU of the machine); `None` when
+/// nvidia-smi cannot tell.
+pub fn free_mib_of_visible() -> Option<u64> {
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let index = visible.and_then(|v| v.split(',').next()?.trim().parse().ok()).unwrap_or(0);
+    free_mib().ok()?.get(&index).copied()
+}
+
 /// `index, free` lines (nvidia-smi's csv without header or units).
 pub fn parse_free(text: &str) -> HashMap<usize, u64> {
     text.lines()

@@ -105,13 +105,6 @@ const RAMP: Duration = Duration::from_secs(90);
 /// How often the free memory is read again while cells are held back.
 const HOLD_RECHECK: Duration = Duration::from_secs(3);
 
-/// Cells held back for want of GPU memory: since when (the last refusal), and whether it was said.
-#[derive(Default)]
-struct Held {
-    since: Option<Instant>,
-    said: bool,
-}
-
 /// A cell after its learning rate is chosen: to run, or already done (the chosen sweep cell's record).
 enum Chosen {
     Run(Box<Cell>),
@@ -197,43 +190,36 @@ impl Schedule {
     }
 
     /// On one GPU that the cells share (a CUDA device, no `--gpus`): whether its free memory holds one
-    /// more cell as large as the largest so far (super::gpus::room_for_one_more). Read at most every
-    /// [`HOLD_RECHECK`] while cells are held back, said once per hold.
+    /// more cell as large as the largest so far (super::gpus::room_for_one_more). `held`: the last
+    /// refusal of the hold now in force (said when the hold begins; the memory is read again at most
+    /// every [`HOLD_RECHECK`]).
     fn shared_gpu_has_room(
         &self,
         running: &[Running],
         peaks: &Mutex<HashMap<u32, u64>>,
-        held: &mut Held,
+        held: &mut Option<Instant>,
     ) -> bool {
         if self.device == "cpu" || self.gpus.is_some() || running.is_empty() {
             return true;
         }
-        if held.since.is_some_and(|t| t.elapsed() < HOLD_RECHECK) {
+        if held.is_some_and(|t| t.elapsed() < HOLD_RECHECK) {
             return false;
         }
-        // the cells' device: the first visible GPU (nvidia-smi counts every GPU of the machine)
-        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-        let index = visible.and_then(|v| v.split(',').next()?.trim().parse().ok()).unwrap_or(0);
-        let Some(free) = super::gpus::free_mib().ok().and_then(|f| f.get(&index).copied()) else {
-            return true;
-        };
+        let Some(free) = super::gpus::free_mib_of_visible() else { return true };
         let largest = peaks.lock().map(|p| p.values().copied().max().unwrap_or(0)).unwrap_or(0);
         let ramping = running.iter().filter(|r| r.started.elapsed() < RAMP).count();
         if super::gpus::room_for_one_more(free, running.len(), ramping, largest) {
-            if held.since.take().is_some() {
-                held.said = false;
-            }
+            *held = None;
             return true;
         }
-        if !held.said {
+        if held.is_none() {
             eprintln!(
                 "holding further cells: {free} MiB of GPU memory free, the largest cell so far took {largest} MiB \
                  ({} running, {ramping} still starting)",
                 running.len()
             );
-            held.said = true;
         }
-        held.since = Some(Instant::now());
+        *held = Some(Instant::now());
         false
     }
 
@@ -327,7 +313,7 @@ impl Schedule {
         }
         let (mut running, mut ran) = (Vec::<Running>::new(), Ran::default());
         let (mut limit, mut retries) = (self.parallel.max(1), HashMap::new());
-        let mut held = Held::default();
+        let mut held = None;
         loop {
             let out_of_time = self.deadline.is_some_and(|d| Instant::now() >= d);
             while running.len() < limit

@@ -112,7 +112,7 @@ impl Graphs {
         graph.begin()?;
         // an op that cannot be captured (e.g. a host copy) makes tch panic: end the capture, run eagerly
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.body(&inputs)))
-            .unwrap_or_else(|p| Err(Error::Msg(panic_text(p.as_ref()))));
+            .unwrap_or_else(|p| Err(Error::Msg(first_line(crate::guard::panic_message(p.as_ref())))));
         match (out, graph.end()) {
             (Ok(out), Ok(())) => {
                 graph.replay()?;
@@ -134,10 +134,7 @@ impl Graphs {
     }
 }
 
-/// The message of a caught panic.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    let text =
-        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-    // tch's messages carry libtorch's whole C++ backtrace: its first line says what failed
-    text.unwrap_or_default().lines().next().unwrap_or("a panic").to_string()
+/// The first line of a panic's text: tch's messages carry libtorch's whole C++ backtrace after it.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("a panic").to_string()
 }

@@ -20,7 +20,6 @@ tools/gpu/mpnet_quality.sh assemble || exit 1
 source scripts/gpu-env.sh
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 LIMIT=${PAPER_LIMIT:-420} PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh run > "$OUT/paper.log" 2>&1 &
-paper=$!
 if [ "${RUN_MRPC:-}" = 1 ]; then
   dir=gpu/run-mrpc
   again=--overwrite
@@ -36,4 +35,3 @@ fi
 wait
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
 tail -n 3 "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
-echo "paper exit: see paper.log (pid $paper)"

@@ -228,10 +228,7 @@ pub fn transfer(ctx: &Ctx) -> Result<Vec<Block>> {
 
 /// Mean best-dev p of the S3PET-M cells of each task at its largest budget, as a heatmap.
 pub fn explain(ctx: &Ctx) -> Result<Vec<Block>> {
-    let mut out = vec![Block::Heading(
-        2,
-        "Where the search puts its budget (mean best-dev p over seeds, S3PET-M, second order)".into(),
-    )];
+    let mut out = Vec::new();
     let cells_dir = ctx.dir.join("cells");
     for t in &ctx.tasks {
         let mut budgets: Vec<f64> = ctx
@@ -269,5 +266,9 @@ pub fn explain(ctx: &Ctx) -> Result<Vec<Block>> {
         ]);
     }
     // no searched cell yet: no section
-    Ok(if out.len() > 1 { out } else { Vec::new() })
+    if !out.is_empty() {
+        let title = "Where the search puts its budget (mean best-dev p over seeds, S3PET-M, second order)";
+        out.insert(0, Block::Heading(2, title.into()));
+    }
+    Ok(out)
 }
