@@ -37,9 +37,18 @@ extern "C" int s3pet_side_stream_exit(int device, char* err, size_t len) {
   })
 }
 
-// Starts capturing the current stream's work into `g` (its own memory pool).
-extern "C" int s3pet_graph_begin(void* g, char* err, size_t len) {
-  S3PET_TRY(static_cast<at::cuda::CUDAGraph*>(g)->capture_begin())
+// Starts capturing the current stream's work into `g`: in the memory pool of the graph `share` when that
+// is not null (the two must never run at once, and what one graph leaves in its freed blocks is not read
+// after the other has run), else in a pool of its own.
+extern "C" int s3pet_graph_begin(void* g, void* share, char* err, size_t len) {
+  S3PET_TRY({
+    auto* graph = static_cast<at::cuda::CUDAGraph*>(g);
+    if (share != nullptr) {
+      graph->capture_begin(static_cast<at::cuda::CUDAGraph*>(share)->pool());
+    } else {
+      graph->capture_begin();
+    }
+  })
 }
 
 // Ends the capture and instantiates the graph (fails when something in the capture was not allowed).

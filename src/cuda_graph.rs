@@ -9,7 +9,7 @@ mod ffi {
     extern "C" {
         pub fn s3pet_graph_new(out: *mut *mut c_void, err: *mut c_char, len: usize) -> c_int;
         pub fn s3pet_graph_free(g: *mut c_void);
-        pub fn s3pet_graph_begin(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+        pub fn s3pet_graph_begin(g: *mut c_void, share: *mut c_void, err: *mut c_char, len: usize) -> c_int;
         pub fn s3pet_graph_end(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
         pub fn s3pet_graph_replay(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
         pub fn s3pet_side_stream_enter(device: c_int, err: *mut c_char, len: usize) -> c_int;
@@ -43,7 +43,7 @@ pub fn supported() -> bool {
     cfg!(feature = "cuda")
 }
 
-/// One captured graph (its own memory pool).
+/// One captured graph (in its own memory pool, or in another graph's: see [`CudaGraph::begin`]).
 pub struct CudaGraph {
     #[cfg(feature = "cuda")]
     ptr: *mut std::os::raw::c_void,
@@ -62,13 +62,21 @@ impl CudaGraph {
         unavailable()
     }
 
-    /// Starts capturing the current stream (a side stream: see [`SideStream`]).
-    pub fn begin(&mut self) -> Result<()> {
+    /// Starts capturing the current stream (a side stream: see [`SideStream`]), into the memory pool of
+    /// `share_pool_of` when given: graphs that share a pool must never run at once, and a graph's
+    /// outputs are read before another graph of the pool runs (its freed blocks are the other's too).
+    pub fn begin(&mut self, share_pool_of: Option<&CudaGraph>) -> Result<()> {
         #[cfg(feature = "cuda")]
-        // SAFETY: `ptr` is a live graph of this wrapper.
-        return call("capture begin", |e, l| unsafe { ffi::s3pet_graph_begin(self.ptr, e, l) });
+        {
+            let share = share_pool_of.map_or(std::ptr::null_mut(), |g| g.ptr);
+            // SAFETY: `ptr` is a live graph of this wrapper, `share` null or another live graph.
+            call("capture begin", |e, l| unsafe { ffi::s3pet_graph_begin(self.ptr, share, e, l) })
+        }
         #[cfg(not(feature = "cuda"))]
-        unavailable()
+        {
+            let _ = share_pool_of;
+            unavailable()
+        }
     }
 
     /// Ends the capture; an error when the captured work was not capturable (a host read, a blocking copy).

@@ -67,3 +67,23 @@ fn the_workloads_run_on_the_family_shapes() {
         }
     }
 }
+
+/// `--graph-check` over two batch shapes in the order long, short, short, long (on a GPU two graphs in
+/// one shared memory pool, replayed in both orders; on this CPU both runs are eager): 12 steps of each
+/// order, the graph run equal to the eager one.
+#[test]
+fn the_graph_check_runs_two_shapes_and_agrees() {
+    let args = ["bench", "-q", "--shape", "minilm", "--workload", "search1,search2", "--graph-check"];
+    let tiny = ["--batch-size", "2", "--seq-len", "16", "--steps", "1", "--threads", "2", "--device", "cpu"];
+    let out = run(&[&args[..], &tiny[..]].concat());
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for r in &rows {
+        assert_eq!(r["steps"].as_u64(), Some(12), "{r}");
+        assert_eq!(r["passed"].as_bool(), Some(true), "{r}");
+        assert_eq!(r["shapes_captured"].as_u64(), Some(0), "{r}");
+        for key in ["max_loss_diff", "max_alpha_diff", "max_w_diff", "max_p_diff"] {
+            assert_eq!(r[key].as_f64(), Some(0.0), "{key}: {r}");
+        }
+    }
+}

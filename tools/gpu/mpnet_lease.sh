@@ -7,7 +7,9 @@
 # most 64 MiB); a later call on the same machine needs none of them. Limits in seconds:
 #   PAPER_LIMIT (no new cell after it, default 420), PAPER_PARALLEL (default: the plan's), QUALITY_LIMIT
 #   (default 400), RUN_LIMIT (the MRPC run is interrupted then, its checkpoint kept; default 520).
-# $OUT gets results-mpnet.tgz, experiment.log, mpnet_quality.jsonl / mpnet_quality_runs.tgz, run-mrpc.tgz.
+# GRAPH_CHECK=1 first runs `s3pet bench --graph-check` on mpnet-base alone ($OUT/graph-check.jsonl).
+# $OUT gets results-mpnet.tgz, mpnet_quality.jsonl / mpnet_quality_runs.tgz, run-mrpc.tgz and logs.tgz (the
+# logs: a call brings back at most 8 files of at most 16 MiB each).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu/out}
@@ -19,6 +21,12 @@ fi
 tools/gpu/mpnet_quality.sh assemble || exit 1
 source scripts/gpu-env.sh
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+if [ "${GRAPH_CHECK:-}" = 1 ]; then
+  # first, alone: CUDA-graph search steps of two shapes sharing one memory pool against eager steps
+  dist/s3pet-cuda bench -q --shape mpnet-base --device cuda --batch-size 32 --seq-len 128 \
+    --workload search1,search2 --graph-check > "$OUT/graph-check.jsonl" 2> "$OUT/graph-check.log"
+  echo "graph check: exit $?" >> "$OUT/graph-check.log"
+fi
 LIMIT=${PAPER_LIMIT:-420} PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh run > "$OUT/paper.log" 2>&1 &
 if [ "${RUN_MRPC:-}" = 1 ]; then
   dir=gpu/run-mrpc
@@ -34,4 +42,6 @@ if [ -n "${ONLY:-}" ]; then
 fi
 wait
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
-tail -n 3 "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
+tail -n 3 "$OUT/graph-check.jsonl" "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
+(cd "$OUT" && logs=$(ls -- *.log *.txt graph-check.jsonl 2>/dev/null) && tar czf logs.tgz $logs && rm -f $logs)
+ls -la "$OUT"

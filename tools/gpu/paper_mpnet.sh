@@ -52,12 +52,13 @@ run() {
 }
 
 # what travels back: finished cells without weights; cut cells with their checkpoints (they resume next
-# lease) while all of those together stay under KEEP_MB (default 40: what a call returns is bounded), the
+# lease) while all of those together stay under KEEP_MB (default 12: a call brings back no file over
+# 16 MiB; the 31 MB archive of KEEP_MB=40 stayed behind on the device), the
 # smallest first; the others stay on this machine (a later call of the same lease resumes them) but do
 # not travel back, so they start over next lease (full fine-tuning's checkpoints are over 1 GB). Writes
 # the directories left out to $OUT/left-out.txt (tar's exclude list).
 trim() {
-  python3 - "$RES" "${KEEP_MB:-40}" "$OUT/left-out.txt" <<'PY'
+  python3 - "$RES" "${KEEP_MB:-12}" "$OUT/left-out.txt" <<'PY'
 import json, os, sys
 res, keep, left_out = sys.argv[1], float(sys.argv[2]) * (1 << 20), sys.argv[3]
 done = set()
