@@ -258,3 +258,33 @@ fn per_method_precision_reaches_the_cells_and_the_report() {
                 S3PET-M; fp32 for Fine-tuning.";
     assert!(md.contains(want), "{md}");
 }
+
+/// `--cells-end-by`: a cell whose kind (task, method, order) has finished before in more time than is
+/// left does not start, a shorter kind does; the cell left out starts on the next run without the option.
+#[test]
+fn cells_end_by_starts_only_cells_expected_to_end_in_time() {
+    let (_d, plan, out) = plan_on_task_dir("seeds = [1]", "max_steps = 2", "", "\"lora\", \"bitfit\"");
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    ok(s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap());
+    // LoRA's first cell is recorded as having taken a day
+    let runs = out.join("runs.jsonl");
+    let mut records = lines(&runs);
+    let lora = records.iter_mut().find(|r| r["method"] == "lora").unwrap();
+    lora["wall_seconds"] = serde_json::json!(86_400.0);
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&runs, text).unwrap();
+    std::fs::write(&plan, std::fs::read_to_string(&plan).unwrap().replace("seeds = [1]", "seeds = [1, 2]"))
+        .unwrap();
+    let r = s3pet(&["experiment", "--plan", p, "--out", o, "--cells-end-by", "30"]).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("1 cells finished now, 0 failed, 1 not started"), "{err}");
+    let methods = |records: &[Value]| -> Vec<String> {
+        records.iter().filter(|r| r["seed"] == 2).map(|r| r["method"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(methods(&lines(&runs)), ["bitfit"], "{err}");
+    ok(s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap());
+    let mut seed2 = methods(&lines(&runs));
+    seed2.sort();
+    assert_eq!(seed2, ["bitfit", "lora"]);
+}

@@ -76,6 +76,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         parallel: a.parallel.or(a.gpus.as_ref().map(|g| g.len())).unwrap_or(plan.parallel).max(1),
         device: plan.device(),
         deadline: a.max_minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0)),
+        end_by: a.cells_end_by.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0)),
         gpus: a.gpus.clone(),
     };
     eprintln!(

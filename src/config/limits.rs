@@ -53,7 +53,9 @@ impl Range {
 pub fn range_of(option: &str) -> Option<Range> {
     let name = option.trim_start_matches("--").replace('_', "-");
     Some(match name.as_str() {
-        "lr" | "alpha-lr" | "clip-norm" | "beta" | "lora-alpha" | "max-minutes" => Range::Positive,
+        "lr" | "alpha-lr" | "clip-norm" | "beta" | "lora-alpha" | "max-minutes" | "cells-end-by" => {
+            Range::Positive
+        }
         "weight-decay" => Range::NonNegative,
         "warmup-ratio" => Range::Unit,
         "lora-dropout" => Range::Dropout,

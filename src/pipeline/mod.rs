@@ -1,6 +1,7 @@
 //! The pipeline as a library: config -> backbone + site factory -> search -> structure.json -> retrain ->
 //! eval -> report. `src/cmd/` only parses arguments, calls one function here and prints.
 pub mod data_export;
+pub mod durations;
 pub mod finished;
 pub mod gpus;
 pub mod import;

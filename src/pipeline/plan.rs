@@ -60,7 +60,7 @@ pub struct Grid {
 }
 
 /// One cell of the plan: what it is, and the command that makes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Cell {
     pub id: String,
     pub task: String,

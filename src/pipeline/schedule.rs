@@ -1,6 +1,7 @@
 //! Runs an experiment's cells: each one a child `s3pet` process writing its own run directory under
 //! `cells/`; finished cells are one line each of `runs.jsonl` and are skipped when the plan runs again
 //! (here or on another machine); a cell cut short resumes from its checkpoint.
+use super::durations::{ends_in_time, Durations};
 use super::plan::Cell;
 use crate::error::{Error, Result};
 use crate::guard::OUT_OF_MEMORY;
@@ -96,6 +97,9 @@ pub struct Schedule {
     pub device: String,
     /// Start no new cell after this instant (running ones finish).
     pub deadline: Option<Instant>,
+    /// `--cells-end-by`: start a cell only when one of its kind is expected to end before this instant
+    /// (super::durations).
+    pub end_by: Option<Instant>,
     /// `--gpus`: each cell alone on one of these, by free memory (super::gpus).
     pub gpus: Option<Vec<usize>>,
 }
@@ -223,6 +227,22 @@ impl Schedule {
         false
     }
 
+    /// The durations of the cells finished so far (runs.jsonl), when `--cells-end-by` asks for them.
+    fn durations(&self) -> Result<Durations> {
+        if self.end_by.is_none() || !self.out.join("runs.jsonl").is_file() {
+            return Ok(Durations::default());
+        }
+        Ok(Durations::from_records(self.records()?.values()))
+    }
+
+    /// Whether `cell` is expected to end before `--cells-end-by` (always without it; a cell whose
+    /// record a sweep copies costs nothing).
+    fn ends_in_time(&self, cell: &Cell, durations: &Durations) -> bool {
+        let Some(end) = self.end_by else { return true };
+        let left = end.saturating_duration_since(Instant::now()).as_secs_f64();
+        (cell.lr.copy && !cell.lr.from.is_empty()) || ends_in_time(durations.expected(cell), Some(left))
+    }
+
     /// The GPU the next cell starts on (`Some(None)`: no `--gpus`, any cell may start; `None`: every
     /// listed GPU is busy).
     fn next_gpu(&self, running: &[Running]) -> Result<Option<Option<usize>>> {
@@ -314,6 +334,7 @@ impl Schedule {
         let (mut running, mut ran) = (Vec::<Running>::new(), Ran::default());
         let (mut limit, mut retries) = (self.parallel.max(1), HashMap::new());
         let mut held = None;
+        let mut durations = self.durations()?;
         loop {
             let out_of_time = self.deadline.is_some_and(|d| Instant::now() >= d);
             while running.len() < limit
@@ -324,6 +345,7 @@ impl Schedule {
                 let ready = |c: &Cell| {
                     c.needs.as_ref().is_none_or(|n| done.contains(n))
                         && c.lr.from.iter().all(|n| done.contains(n))
+                        && self.ends_in_time(c, &durations)
                 };
                 let (Some(pos), Some(gpu)) = (todo.iter().position(ready), self.next_gpu(&running)?) else {
                     break;
@@ -356,6 +378,7 @@ impl Schedule {
                     }
                 }
                 let id = r.cell.id.clone();
+                durations.note(&r.cell, r.started.elapsed().as_secs_f64());
                 if self.collect(r, status.success(), &peaks, &machine)? {
                     done.insert(id);
                     ran.finished += 1;

@@ -39,12 +39,16 @@ run() {
   source scripts/gpu-env.sh
   tools/gpu/mpnet_quality.sh assemble || exit 1
   mkdir -p "$RES" "$OUT"
-  local limit=${LIMIT:-480} minutes
+  local limit=${LIMIT:-480} minutes hard end_by
+  hard=${HARD:-$((limit + 60))}
   minutes=$(python3 -c "print(${limit} / 60)")
-  # no new cell after LIMIT s; at HARD s (default LIMIT + 60) the runner and its cells get SIGINT: each
-  # cell writes its checkpoint and stops, so the call ends in time and the cut cells resume next lease
-  timeout -s INT "${HARD:-$((limit + 60))}" dist/s3pet-cuda experiment --plan plans/paper-mpnet.toml \
-    --out "$RES" --max-minutes "$minutes" ${PARALLEL:+--parallel "$PARALLEL"} > "$OUT/experiment.log" 2>&1
+  end_by=$(python3 -c "print(max(${hard} - 10, 1) / 60)")
+  # no new cell after LIMIT s, and none whose kind has taken longer than what is left before HARD s
+  # (--cells-end-by: shorter kinds fill the end); at HARD s (default LIMIT + 60) the runner and its
+  # cells get SIGINT: each cell writes its checkpoint and stops, so the call ends in time and the cut
+  # cells resume on the next call
+  timeout -s INT "$hard" dist/s3pet-cuda experiment --plan plans/paper-mpnet.toml --out "$RES" \
+    --max-minutes "$minutes" --cells-end-by "$end_by" ${PARALLEL:+--parallel "$PARALLEL"} > "$OUT/experiment.log" 2>&1
   echo "experiment exit $?; $(wc -l < "$RES/runs.jsonl" 2>/dev/null || echo 0) cells finished in all" | tee -a "$OUT/experiment.log"
   trim
   tar czf "$OUT/results-mpnet.tgz" -X "$OUT/left-out.txt" "$RES"

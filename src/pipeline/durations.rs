@@ -1,0 +1,98 @@
+//! How long a cell is expected to take, for `experiment --cells-end-by`: the longest wall time of the
+//! finished cells of its kind (task, method, search order), from runs.jsonl and from the cells finishing
+//! now. A lease that ends at a known time then starts only cells that can end before it, and fills its
+//! tail with shorter kinds instead of cells that would be cut.
+use super::plan::Cell;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Expected wall times are the longest seen times this: cells that share a GPU slow down as more start.
+const MARGIN: f64 = 1.2;
+
+#[derive(Debug, Default)]
+pub struct Durations(HashMap<String, f64>);
+
+fn kind(task: &str, method: &str, order: Option<u64>) -> String {
+    format!("{task}/{method}/{}", order.map_or_else(|| "-".to_string(), |o| o.to_string()))
+}
+
+impl Durations {
+    /// From runs.jsonl's records (`task`, `method`, `order`, `wall_seconds`); records without a wall time
+    /// (skipped cells) are left out.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Value>) -> Self {
+        let mut d = Durations::default();
+        for r in records {
+            if let (Some(task), Some(method), Some(wall)) =
+                (r["task"].as_str(), r["method"].as_str(), r["wall_seconds"].as_f64())
+            {
+                d.add(kind(task, method, r["order"].as_u64()), wall);
+            }
+        }
+        d
+    }
+
+    fn add(&mut self, kind: String, wall: f64) {
+        let longest = self.0.entry(kind).or_insert(0.0);
+        *longest = longest.max(wall);
+    }
+
+    /// A cell of `cell`'s kind finished after `wall` seconds.
+    pub fn note(&mut self, cell: &Cell, wall: f64) {
+        self.add(kind(&cell.task, &cell.method, cell.order.map(u64::from)), wall);
+    }
+
+    /// Seconds a cell of this kind is expected to take (the longest so far, with [`MARGIN`]); `None`
+    /// while none of its kind has finished.
+    pub fn expected(&self, cell: &Cell) -> Option<f64> {
+        self.0.get(&kind(&cell.task, &cell.method, cell.order.map(u64::from))).map(|s| s * MARGIN)
+    }
+}
+
+/// Whether a cell expected to take `expected` seconds (`None`: unknown) may start with `left` seconds
+/// to the end (`None`: no end given). A cell of unknown length starts (the caller's `--max-minutes`
+/// bounds those); a known one only when it is expected to end in time.
+pub fn ends_in_time(expected: Option<f64>, left: Option<f64>) -> bool {
+    match (expected, left) {
+        (Some(e), Some(l)) => e <= l,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_longest_cell_of_a_kind_with_its_margin_is_expected() {
+        let runs = [
+            json!({"task": "cola", "method": "s3pet-mix", "order": 2, "wall_seconds": 300.0}),
+            json!({"task": "cola", "method": "s3pet-mix", "order": 2, "wall_seconds": 500.0}),
+            json!({"task": "cola", "method": "s3pet-mix", "order": 1, "wall_seconds": 100.0}),
+            json!({"task": "cola", "method": "lora", "order": null, "wall_seconds": 50.0}),
+            json!({"task": "cola", "method": "bitfit", "skip": "no budget"}),
+        ];
+        let mut d = Durations::from_records(&runs);
+        let cell = |method: &str, order: Option<u8>| Cell {
+            task: "cola".into(),
+            method: method.into(),
+            order,
+            ..Cell::default()
+        };
+        assert_eq!(d.expected(&cell("s3pet-mix", Some(2))), Some(500.0 * MARGIN));
+        assert_eq!(d.expected(&cell("s3pet-mix", Some(1))), Some(100.0 * MARGIN));
+        assert_eq!(d.expected(&cell("lora", None)), Some(50.0 * MARGIN));
+        assert_eq!(d.expected(&cell("bitfit", None)), None);
+        d.note(&cell("lora", None), 80.0);
+        d.note(&cell("lora", None), 60.0);
+        assert_eq!(d.expected(&cell("lora", None)), Some(80.0 * MARGIN));
+    }
+
+    #[test]
+    fn a_known_cell_starts_only_when_it_ends_in_time() {
+        assert!(ends_in_time(Some(100.0), Some(100.0)));
+        assert!(!ends_in_time(Some(100.0), Some(99.0)));
+        assert!(ends_in_time(None, Some(1.0)));
+        assert!(ends_in_time(Some(1e9), None));
+    }
+}
