@@ -8,6 +8,9 @@
 #   PAPER_LIMIT (no new cell after it, default 420), PAPER_PARALLEL (default: the plan's), QUALITY_LIMIT
 #   (default 400), RUN_LIMIT (the MRPC run is interrupted then, its checkpoint kept; default 520).
 # GRAPH_CHECK=1 first runs `s3pet bench --graph-check` on mpnet-base alone ($OUT/graph-check.jsonl).
+# END (seconds from now): the plan runs on between calls until then (paper_mpnet.sh start / poll), and
+# this call returns after POLL s (default 540) with what has finished; without END, the plan of this
+# call only (paper_mpnet.sh run, PAPER_LIMIT).
 # $OUT gets results-mpnet.tgz, mpnet_quality.jsonl / mpnet_quality_runs.tgz, run-mrpc.tgz and logs.tgz (the
 # logs: a call brings back at most 8 files of at most 16 MiB each).
 set -uo pipefail
@@ -27,7 +30,18 @@ if [ "${GRAPH_CHECK:-}" = 1 ]; then
     --workload search1,search2 --graph-check > "$OUT/graph-check.jsonl" 2> "$OUT/graph-check.log"
   echo "graph check: exit $?" >> "$OUT/graph-check.log"
 fi
-LIMIT=${PAPER_LIMIT:-420} PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh run > "$OUT/paper.log" 2>&1 &
+# the GPU's use while the jobs share it, every 5 s (is it busy, or held back by memory?)
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 5 > "$OUT/gpu-use.txt" 2>&1 &
+sampler=$!
+if [ -n "${END:-}" ]; then
+  # one plan for the rest of the lease, in its own session (paper_mpnet.sh start); this call waits POLL s
+  # of it, and later calls run `POLL=... tools/gpu/paper_mpnet.sh poll`
+  PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh start > "$OUT/paper.log" 2>&1
+  tools/gpu/paper_mpnet.sh poll >> "$OUT/paper.log" 2>&1 &
+else
+  LIMIT=${PAPER_LIMIT:-420} PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh run > "$OUT/paper.log" 2>&1 &
+fi
+jobs_started=($!)
 if [ "${RUN_MRPC:-}" = 1 ]; then
   dir=gpu/run-mrpc
   again=--overwrite
@@ -36,11 +50,13 @@ if [ "${RUN_MRPC:-}" = 1 ]; then
     --data-dir gpu/data --device cuda --precision bf16 --out $dir $again > "$OUT/run-mrpc.log" 2>&1
    echo "run exit $?" >> "$OUT/run-mrpc.log"
    tar czf "$OUT/run-mrpc.tgz" --exclude='*.safetensors' $dir) &
+  jobs_started+=($!)
 fi
 if [ -n "${ONLY:-}" ]; then
   LIMIT=${QUALITY_LIMIT:-400} tools/gpu/mpnet_quality.sh run > "$OUT/quality.log" 2>&1
 fi
-wait
+wait "${jobs_started[@]}"
+kill "$sampler" 2>/dev/null
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
 tail -n 3 "$OUT/graph-check.jsonl" "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
 (cd "$OUT" && logs=$(ls -- *.log *.txt graph-check.jsonl 2>/dev/null) && tar czf logs.tgz $logs && rm -f $logs)

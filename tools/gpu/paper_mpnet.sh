@@ -8,17 +8,25 @@
 #   device:  one call per piece: tools/gpu/mpnet_quality.sh receive
 #   device:  the last call carries the last piece, gpu/mpnet, gpu/data, gpu/results-mpnet (when there is
 #            one) and dist/s3pet-cuda.xz (`xz -9 -k dist/s3pet-cuda`: the plain binary does not fit beside the
-#            piece in 64 MiB) and runs `PAPER_LIMIT=480 tools/gpu/mpnet_lease.sh` (unpacks the binary, joins
-#            the pieces, then `run` below)   -> $OUT/results-mpnet.tgz; later calls of the same lease:
-#            `LIMIT=480 tools/gpu/paper_mpnet.sh run`, carrying nothing
-#   here:    tools/gpu/paper_mpnet.sh collect FILES_AT/results-mpnet.tgz
+#            piece in 64 MiB) and runs `GRAPH_CHECK=1 END=<seconds of device time left, less 90> POLL=500
+#            tools/gpu/mpnet_lease.sh` (unpacks the binary, joins the pieces, checks the CUDA graphs, then
+#            `start` and `poll` below)   -> $OUT/results-mpnet.tgz and logs.tgz; each later call of the
+#            lease, carrying nothing: `POLL=540 tools/gpu/paper_mpnet.sh poll` (the last one with a POLL
+#            past END: it returns when the plan has stopped)
+#   here:    tools/gpu/paper_mpnet.sh collect FILES_AT/results-mpnet.tgz   (after each call)
 #            # unpacks into gpu/results-mpnet (for the next lease) and reports into results/mpnet
-# A lease's cells run PARALLEL at once (default: the plan's 24); no new cell starts after LIMIT seconds, and
-# at HARD seconds (LIMIT + 60) the cells still running are interrupted (checkpoint written, resumed next lease).
+# The plan runs in a process session of its own, which the device leaves running between the calls of a
+# lease, so its cells are cut only at the lease's end (`run` instead runs the plan inside one call).
+# PARALLEL cells at once (default: the plan's); no new cell in the last 150 s, none whose kind has taken
+# longer than the time left, and 30 s before the end the cells still running are interrupted
+# (checkpoint written; resumed next lease when the checkpoint fits in what returns, see trim).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu/out}
-RES=gpu/results-mpnet
+# (RES, PLAN, BIN and MODEL_CHECK=0 let the lease steps be tried on a CPU with another plan)
+RES=${RES:-gpu/results-mpnet}
+PLAN=${PLAN:-plans/paper-mpnet.toml}
+BIN=${BIN:-dist/s3pet-cuda}
 
 prepare() {
   tools/gpu/mpnet_quality.sh prepare || exit 1
@@ -35,24 +43,77 @@ prepare() {
   du -sh gpu/data "$RES" 2>/dev/null
 }
 
-run() {
-  source scripts/gpu-env.sh
-  tools/gpu/mpnet_quality.sh assemble || exit 1
-  mkdir -p "$RES" "$OUT"
+# the plan itself: no new cell after LIMIT s, and none whose kind has taken longer than what is left
+# before HARD s (--cells-end-by: shorter kinds fill the end); at HARD s (default LIMIT + 60) the runner
+# and its cells get SIGINT: each cell writes its checkpoint and stops, and the cut cells resume on the
+# next call (or the next lease, when their checkpoints travel back). Its log goes to $1.
+plan() {
+  if [ "${MODEL_CHECK:-1}" = 1 ]; then
+    source scripts/gpu-env.sh
+    tools/gpu/mpnet_quality.sh assemble || return 1
+  fi
+  mkdir -p "$RES"
   local limit=${LIMIT:-480} minutes hard end_by
   hard=${HARD:-$((limit + 60))}
   minutes=$(python3 -c "print(${limit} / 60)")
   end_by=$(python3 -c "print(max(${hard} - 10, 1) / 60)")
-  # no new cell after LIMIT s, and none whose kind has taken longer than what is left before HARD s
-  # (--cells-end-by: shorter kinds fill the end); at HARD s (default LIMIT + 60) the runner and its
-  # cells get SIGINT: each cell writes its checkpoint and stops, so the call ends in time and the cut
-  # cells resume on the next call
-  timeout -s INT "$hard" dist/s3pet-cuda experiment --plan plans/paper-mpnet.toml --out "$RES" \
-    --max-minutes "$minutes" --cells-end-by "$end_by" ${PARALLEL:+--parallel "$PARALLEL"} > "$OUT/experiment.log" 2>&1
-  echo "experiment exit $?; $(wc -l < "$RES/runs.jsonl" 2>/dev/null || echo 0) cells finished in all" | tee -a "$OUT/experiment.log"
+  timeout -s INT "$hard" "$BIN" experiment --plan "$PLAN" --out "$RES" \
+    --max-minutes "$minutes" --cells-end-by "$end_by" ${PARALLEL:+--parallel "$PARALLEL"} > "$1" 2>&1
+  echo "experiment exit $?; $(wc -l < "$RES/runs.jsonl" 2>/dev/null || echo 0) cells finished in all" | tee -a "$1"
+}
+
+# $OUT/results-mpnet.tgz from what has finished so far (see trim)
+pack() {
+  mkdir -p "$OUT"
   trim
   tar czf "$OUT/results-mpnet.tgz" -X "$OUT/left-out.txt" "$RES"
   ls -la "$OUT"
+}
+
+run() {
+  mkdir -p "$OUT"
+  plan "$OUT/experiment.log"
+  pack
+}
+
+# One plan for the whole lease instead of one per call: `start` runs it in a process session of its own,
+# which the device leaves running when the call returns (it kills a call's other processes), until END
+# seconds from now (LIMIT and HARD follow from END); each later call runs `poll`: it waits POLL seconds
+# (default 540) or until the plan has ended, then packs what has finished, so every call brings back the
+# results so far and the cells run on between calls without being cut. `stop` interrupts it now.
+L=gpu/lease
+start() {
+  local end=${END:?END: seconds from now by which the plan must have stopped}
+  [ -f $L/pid ] && kill -0 "$(cat $L/pid)" 2>/dev/null && { echo "a plan is already running"; return 1; }
+  mkdir -p $L && rm -f $L/done
+  # the last new cell 150 s before the end, the interrupt 30 s before it (halves of that on short ends)
+  LIMIT=$(( end > 300 ? end - 150 : end / 2 )) HARD=$(( end > 60 ? end - 30 : end )) setsid bash -c \
+    "echo \$\$ > $L/pid; '$0' plan-into $L/experiment.log; touch $L/done" > $L/session.log 2>&1 < /dev/null &
+  sleep 5
+  echo "plan started in its own session until $(date -u -d "@$(( $(date +%s) + end - 5 ))" +%T) UTC"
+  cat $L/session.log $L/experiment.log 2>/dev/null | tail -n 5
+}
+
+poll() {
+  local until=$(( $(date +%s) + ${POLL:-540} )) sampler=
+  mkdir -p "$OUT"
+  if command -v nvidia-smi > /dev/null; then  # the GPU's use meanwhile, every 5 s
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 5 \
+      >> "$OUT/gpu-use-poll.txt" 2>&1 &
+    sampler=$!
+  fi
+  while [ ! -f $L/done ] && [ "$(date +%s)" -lt "$until" ]; do sleep 5; done
+  [ -n "$sampler" ] && kill "$sampler"
+  [ -f $L/done ] && echo "the plan has ended"
+  mkdir -p "$OUT" && cp $L/experiment.log "$OUT/"
+  pack
+  tail -n 12 "$OUT/experiment.log"
+}
+
+stop() {
+  # every process of the plan's session (timeout puts the runner and its cells in a group of their own)
+  [ -f $L/pid ] && pkill -INT -s "$(cat $L/pid)"
+  POLL=${POLL:-120} poll
 }
 
 # what travels back: finished cells without weights; cut cells with their checkpoints (they resume next
@@ -110,6 +171,10 @@ PY
 case "${1:-}" in
   prepare) prepare ;;
   run) run ;;
+  start) start ;;
+  poll) poll ;;
+  stop) stop ;;
+  plan-into) plan "$2" ;;
   collect) shift; collect "$@" ;;
-  *) echo "usage: $0 prepare | run | collect RESULTS_TGZ"; exit 2 ;;
+  *) echo "usage: $0 prepare | run | start | poll | stop | collect RESULTS_TGZ"; exit 2 ;;
 esac
