@@ -18,10 +18,11 @@ fn kind(task: &str, method: &str, order: Option<u64>) -> String {
 
 impl Durations {
     /// From runs.jsonl's records (`task`, `method`, `order`, `wall_seconds`); records without a wall time
-    /// (skipped cells) are left out.
+    /// (skipped cells) and cells resumed from a checkpoint (whose wall time is their last attempt's) are
+    /// left out.
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Value>) -> Self {
         let mut d = Durations::default();
-        for r in records {
+        for r in records.into_iter().filter(|r| ran_in_one_attempt(r)) {
             if let (Some(task), Some(method), Some(wall)) =
                 (r["task"].as_str(), r["method"].as_str(), r["wall_seconds"].as_f64())
             {
@@ -36,7 +37,7 @@ impl Durations {
         *longest = longest.max(wall);
     }
 
-    /// A cell of `cell`'s kind finished after `wall` seconds.
+    /// A cell of `cell`'s kind finished after `wall` seconds (from its start, not resumed).
     pub fn note(&mut self, cell: &Cell, wall: f64) {
         self.add(kind(&cell.task, &cell.method, cell.order.map(u64::from)), wall);
     }
@@ -46,6 +47,15 @@ impl Durations {
     pub fn expected(&self, cell: &Cell) -> Option<f64> {
         self.0.get(&kind(&cell.task, &cell.method, cell.order.map(u64::from))).map(|s| s * MARGIN)
     }
+}
+
+/// Whether a record's search and retraining each ran in one attempt (attempt seconds equal to the total).
+fn ran_in_one_attempt(r: &Value) -> bool {
+    let one = |total: &str, attempt: &str| match (r[total].as_f64(), r[attempt].as_f64()) {
+        (Some(t), Some(a)) => (t - a).abs() <= 1e-6 * t.max(1.0),
+        _ => true,
+    };
+    one("search_seconds", "search_attempt_seconds") && one("retrain_seconds", "retrain_attempt_seconds")
 }
 
 /// Whether a cell expected to take `expected` seconds (`None`: unknown) may start with `left` seconds
@@ -71,6 +81,9 @@ mod tests {
             json!({"task": "cola", "method": "s3pet-mix", "order": 1, "wall_seconds": 100.0}),
             json!({"task": "cola", "method": "lora", "order": null, "wall_seconds": 50.0}),
             json!({"task": "cola", "method": "bitfit", "skip": "no budget"}),
+            // resumed: its wall time is its last attempt's
+            json!({"task": "cola", "method": "lora", "wall_seconds": 10.0, "retrain_seconds": 50.0,
+                   "retrain_attempt_seconds": 9.0}),
         ];
         let mut d = Durations::from_records(&runs);
         let cell = |method: &str, order: Option<u8>| Cell {
@@ -82,6 +95,8 @@ mod tests {
         assert_eq!(d.expected(&cell("s3pet-mix", Some(2))), Some(500.0 * MARGIN));
         assert_eq!(d.expected(&cell("s3pet-mix", Some(1))), Some(100.0 * MARGIN));
         assert_eq!(d.expected(&cell("lora", None)), Some(50.0 * MARGIN));
+        let d_resumed_only = Durations::from_records(&runs[5..]);
+        assert_eq!(d_resumed_only.expected(&cell("lora", None)), None);
         assert_eq!(d.expected(&cell("bitfit", None)), None);
         d.note(&cell("lora", None), 80.0);
         d.note(&cell("lora", None), 60.0);

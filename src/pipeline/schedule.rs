@@ -120,6 +120,8 @@ struct Running {
     child: Child,
     started: Instant,
     gpu: Option<usize>,
+    /// Started from a checkpoint of an earlier attempt.
+    resumed: bool,
 }
 
 /// How often one cell is started again after running the GPU out of memory.
@@ -260,7 +262,8 @@ impl Schedule {
         let dir = self.cells_dir().join(&cell.id);
         let mut args = cell.args.clone();
         args.extend(["--out".into(), dir.display().to_string()]);
-        args.push(if dir.join("config.json").is_file() { "--resume" } else { "--overwrite" }.into());
+        let resumed = dir.join("config.json").is_file();
+        args.push(if resumed { "--resume" } else { "--overwrite" }.into());
         let log_path = self.log(&cell.id);
         let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
         let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
@@ -271,7 +274,7 @@ impl Schedule {
             eprintln!("{} on GPU {g}", cell.id);
         }
         let child = cmd.spawn().map_err(|e| Error::Msg(format!("cannot start cell {}: {e}", cell.id)))?;
-        Ok(Running { cell, child, started: Instant::now(), gpu })
+        Ok(Running { cell, child, started: Instant::now(), gpu, resumed })
     }
 
     /// Appends a finished cell's record to runs.jsonl; false when it failed.
@@ -377,9 +380,12 @@ impl Schedule {
                         continue;
                     }
                 }
-                let id = r.cell.id.clone();
-                durations.note(&r.cell, r.started.elapsed().as_secs_f64());
+                let (id, cell, wall, resumed) =
+                    (r.cell.id.clone(), r.cell.clone(), r.started.elapsed().as_secs_f64(), r.resumed);
                 if self.collect(r, status.success(), &peaks, &machine)? {
+                    if !resumed {
+                        durations.note(&cell, wall);
+                    }
                     done.insert(id);
                     ran.finished += 1;
                 } else {
