@@ -278,7 +278,7 @@ fn cells_end_by_starts_only_cells_expected_to_end_in_time() {
     let r = s3pet(&["experiment", "--plan", p, "--out", o, "--cells-end-by", "30"]).output().unwrap();
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");
-    assert!(err.contains("1 cells finished now, 0 failed, 1 not started"), "{err}");
+    assert!(err.contains("1 cells finished now, 0 failed, 0 cut, 1 not started"), "{err}");
     let methods = |records: &[Value]| -> Vec<String> {
         records.iter().filter(|r| r["seed"] == 2).map(|r| r["method"].as_str().unwrap().to_string()).collect()
     };
@@ -287,4 +287,38 @@ fn cells_end_by_starts_only_cells_expected_to_end_in_time() {
     let mut seed2 = methods(&lines(&runs));
     seed2.sort();
     assert_eq!(seed2, ["bitfit", "lora"]);
+}
+
+/// An interrupt (Ctrl-C reaches the runner's whole process group) cuts the running cell: it writes its
+/// checkpoint and is reported as cut, not failed, and the runner's error says how to continue.
+#[test]
+fn an_interrupt_cuts_the_running_cells_and_says_so() {
+    use std::os::unix::process::CommandExt;
+    let (_d, plan, out) = plan_on_task_dir("seeds = [1]", "max_steps = 1000000", "", "\"lora\"");
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    let mut cmd = s3pet(&["experiment", "--plan", p, "--out", o]);
+    let child = cmd.process_group(0).stderr(Stdio::piped()).spawn().unwrap();
+    // the one cell's run directory once it has its config (it is training then)
+    let started_cell = || {
+        let dir = out.join("cells").read_dir().ok()?.next()?.ok()?.path();
+        dir.join("config.json").is_file().then_some(dir)
+    };
+    let t0 = std::time::Instant::now();
+    let cell = loop {
+        if let Some(dir) = started_cell() {
+            break dir;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the cell did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let group = format!("-{}", child.id());
+    assert!(Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+    let r = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "{err}");
+    assert!(err.contains("CUT ") && !err.contains("FAILED"), "{err}");
+    assert!(err.contains("0 failed, 1 cut, 0 not started"), "{err}");
+    assert!(err.contains("interrupted with 1 cells cut"), "{err}");
+    assert!(cell.join("checkpoint.safetensors").is_file(), "the cut cell wrote its checkpoint");
 }

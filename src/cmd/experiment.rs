@@ -88,9 +88,10 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     );
     let ran = schedule.run(todo, &mut done)?;
     eprintln!(
-        "experiment: {} cells finished now, {} failed, {} not started",
+        "experiment: {} cells finished now, {} failed, {} cut, {} not started",
         ran.finished,
         ran.failed.len(),
+        ran.cut.len(),
         ran.not_started
     );
     if !ran.failed.is_empty() {
@@ -101,9 +102,11 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             a.out.join("logs").display()
         );
     }
-    if ran.not_started > 0 && s3pet::checkpoint::interrupted() {
+    if (ran.not_started > 0 || !ran.cut.is_empty()) && s3pet::checkpoint::interrupted() {
         bail!(
-            "interrupted with {} cells not started; run the same command again to continue",
+            "interrupted with {} cells cut (each wrote its checkpoint) and {} not started; run the same \
+             command again to continue",
+            ran.cut.len(),
             ran.not_started
         );
     }

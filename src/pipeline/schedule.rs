@@ -127,14 +127,16 @@ struct Running {
 /// How often one cell is started again after running the GPU out of memory.
 const OOM_RETRIES: usize = 2;
 
+/// Whether one of the last lines of a cell's log is the error that begins with `what`.
+fn log_ends_with_error(log: &Path, what: &str) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|t| {
+        t.lines().rev().take(5).any(|l| l.strip_prefix("error: ").is_some_and(|m| m.starts_with(what)))
+    })
+}
+
 /// Whether a cell's log ends with s3pet's out-of-memory error (src/guard.rs).
 fn ran_out_of_memory(log: &Path) -> bool {
-    std::fs::read_to_string(log).is_ok_and(|t| {
-        t.lines()
-            .rev()
-            .take(5)
-            .any(|l| l.strip_prefix("error: ").is_some_and(|m| m.starts_with(OUT_OF_MEMORY)))
-    })
+    log_ends_with_error(log, OUT_OF_MEMORY)
 }
 
 /// What a schedule did.
@@ -142,6 +144,8 @@ fn ran_out_of_memory(log: &Path) -> bool {
 pub struct Ran {
     pub finished: usize,
     pub failed: Vec<String>,
+    /// Stopped by an interrupt after writing their checkpoints: they resume when the plan runs again.
+    pub cut: Vec<String>,
     pub not_started: usize,
 }
 
@@ -377,6 +381,16 @@ impl Schedule {
                     if let Some(l) = self.requeue_out_of_memory(&r.cell.id, running.len(), &mut retries) {
                         limit = l;
                         todo.insert(0, r.cell);
+                        continue;
+                    }
+                    if crate::checkpoint::interrupted()
+                        && log_ends_with_error(&self.log(&r.cell.id), "interrupted")
+                    {
+                        eprintln!(
+                            "CUT {} (interrupted; it resumes from its checkpoint when the plan runs again)",
+                            r.cell.id
+                        );
+                        ran.cut.push(r.cell.id);
                         continue;
                     }
                 }
