@@ -191,6 +191,13 @@ fn learning_rate_sweep_chooses_on_one_seed() {
         md.contains("## Learning rates (chosen on one seed's dev split)") && md.contains("1e-3: "),
         "{md}"
     );
+    // part-way, with only the sweep cells finished: the report says so instead of empty tables
+    let sweeps: String = runs.iter().filter(|r| r["lr_sweep"] == true).map(|r| format!("{r}\n")).collect();
+    std::fs::write(out.join("runs.jsonl"), sweeps).unwrap();
+    ok(s3pet(&["report", o]).output().unwrap());
+    let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    assert!(md.contains("No method has finished cells on every one of these tasks yet"), "{md}");
+    assert!(md.contains("Only learning-rate sweep cells have finished here"), "{md}");
 }
 
 /// A plan's shared options reach the cells whose command uses them: search options in `[options]` go to

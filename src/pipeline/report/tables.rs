@@ -87,8 +87,18 @@ pub fn main_table(ctx: &Ctx) -> Vec<Block> {
     {
         t.rows.push(main_row(ctx, &tasks, &m, b, full_avg));
     }
+    let heading = Block::Heading(2, "Main table (test, first metric of each task)".into());
+    if t.rows.is_empty() {
+        let names: Vec<String> = tasks.iter().map(|t| slug(t)).collect();
+        let why = format!(
+            "No method has finished cells on every one of these tasks yet ({}): the per-task tables below \
+             hold what has finished.",
+            names.join(", ")
+        );
+        return vec![heading, Block::Para(why)];
+    }
     vec![
-        Block::Heading(2, "Main table (test, first metric of each task)".into()),
+        heading,
         Block::Table(t),
         Block::Para(
             "Rows: the methods run on every task that has fine-tuning. Average: the mean over these tasks of the \
@@ -121,7 +131,14 @@ pub fn per_task(ctx: &Ctx) -> Vec<Block> {
             row.push(mean_of(v, "retrain_seconds", 1.0));
             t.rows.push(row);
         }
-        out.extend([Block::Heading(3, slug(task)), Block::Table(t)]);
+        let body = if t.rows.is_empty() {
+            Block::Para(
+                "Only learning-rate sweep cells have finished here (the learning-rate table above).".into(),
+            )
+        } else {
+            Block::Table(t)
+        };
+        out.extend([Block::Heading(3, slug(task)), body]);
     }
     out
 }
