@@ -35,10 +35,35 @@ impl Clone for Batch {
     }
 }
 
+/// How far a batch's length is padded: up to a multiple of `multiple` tokens, but not past `cap` (the
+/// run's max length) unless its longest row is longer already.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PadTo {
+    pub multiple: usize,
+    pub cap: usize,
+}
+
+impl PadTo {
+    /// No padding beyond the longest row.
+    pub const NONE: PadTo = PadTo { multiple: 1, cap: 0 };
+
+    /// The padded length of a batch whose longest row has `longest` tokens.
+    pub fn len(&self, longest: usize) -> usize {
+        let up = longest.div_ceil(self.multiple.max(1)) * self.multiple.max(1);
+        up.min(self.cap.max(longest))
+    }
+}
+
 impl Batch {
     pub fn new(items: &[&Encoded], device: Device) -> Batch {
+        Batch::padded(items, device, PadTo::NONE)
+    }
+
+    /// A batch of `items` padded to `pad.len` of its longest row (mask 0 on the padding).
+    pub fn padded(items: &[&Encoded], device: Device, pad: PadTo) -> Batch {
         let choices = items.first().map(|e| e.rows.len()).unwrap_or(1) as i64;
-        let t = items.iter().flat_map(|e| e.rows.iter().map(|r| r.0.len())).max().unwrap_or(1) as i64;
+        let longest = items.iter().flat_map(|e| e.rows.iter().map(|r| r.0.len())).max().unwrap_or(1);
+        let t = pad.len(longest) as i64;
         let n = items.len() as i64 * choices;
         let mut ids = vec![0i64; (n * t) as usize];
         let mut mask = vec![0i64; (n * t) as usize];
@@ -117,4 +142,19 @@ impl Batch {
 /// Splits `order` (indices into `data`) into batches of `batch_size` examples.
 pub fn batches<'a>(data: &'a [Encoded], order: &[usize], batch_size: usize) -> Vec<Vec<&'a Encoded>> {
     order.chunks(batch_size.max(1)).map(|c| c.iter().map(|&i| &data[i]).collect()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PadTo;
+
+    #[test]
+    fn padding_rounds_up_to_the_multiple_within_the_cap() {
+        let p = PadTo { multiple: 16, cap: 128 };
+        assert_eq!([p.len(1), p.len(16), p.len(17), p.len(120), p.len(128)], [16, 16, 32, 128, 128]);
+        // never past the cap, unless the longest row is longer (then no padding)
+        let p = PadTo { multiple: 16, cap: 100 };
+        assert_eq!([p.len(90), p.len(100), p.len(130)], [96, 100, 130]);
+        assert_eq!([PadTo::NONE.len(7), PadTo::NONE.len(128)], [7, 128]);
+    }
 }

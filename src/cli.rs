@@ -506,6 +506,11 @@ pub struct CommonArgs {
     /// order is sorted by length, cut into batches, and those batches are shuffled again [default: 0, off].
     #[arg(long, value_parser = checked::<usize>("length-buckets"))]
     pub length_buckets: Option<usize>,
+    /// Pad each training and search batch up to a multiple of N tokens (at most --max-length): fewer
+    /// batch shapes, so the search's steps replay as CUDA graphs [default: 16 for a search that runs
+    /// CUDA graphs, else 1: no padding beyond the batch's longest example].
+    #[arg(long, value_parser = checked::<usize>("pad-to-multiple"))]
+    pub pad_to_multiple: Option<usize>,
     /// auto (CUDA when present), cpu, cuda or cuda:N [default: auto].
     #[arg(long, value_parser = known(s3pet::config::DeviceSpec::parse))]
     pub device: Option<String>,

@@ -1,7 +1,7 @@
 //! The training loop shared by `train` and `retrain`: AdamW, linear decay with optional warm-up,
 //! gradient clipping, evaluation every K steps, best-dev selection, test evaluation.
 use crate::artifact;
-use crate::batch::{batches, Batch};
+use crate::batch::{batches, Batch, PadTo};
 use crate::checkpoint::{self, LoopState};
 use crate::config::{RunConfig, Source};
 use crate::data::{load_run_data, Provenance, TaskData, TaskSpec};
@@ -358,7 +358,8 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
             .iter()
             .map(|&i| &data.train[i])
             .collect();
-        let b = crate::dist::shard_batch(&items, model.device);
+        let pad = PadTo { multiple: cfg.pad_to_multiple.unwrap_or(1), cap: cfg.max_length };
+        let b = crate::dist::shard_batch(&items, model.device, pad);
         crate::model::manual_seed(step_seed(cfg.seed, st.step));
         let at = || f.kept(st.step, epoch);
         let lr = linear_lr(cfg.lr, st.step as i64, warmup, total as i64);

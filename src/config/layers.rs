@@ -60,7 +60,7 @@ fn defaults(method: Method) -> Map<String, Value> {
     let v = json!({
         "model": "models/all-MiniLM-L6-v2", "data_dir": null, "data": null, "seed": 42, "epochs": 3, "max_steps": null,
         "batch_size": 32, "eval_batch_size": 64, "lr": lr, "weight_decay": 0.0, "warmup_ratio": 0.0,
-        "clip_norm": clip, "eval_every": null, "max_length": 128, "length_buckets": 0,
+        "clip_norm": clip, "eval_every": null, "max_length": 128, "length_buckets": 0, "pad_to_multiple": null,
         "max_train_examples": null, "max_eval_examples": null, "structure": null, "device": "auto",
         "threads": null, "checkpoint_every": null, "skip_nonfinite": false, "backbone_dtype": "fp32",
         "lora_r": null, "lora_alpha": null, "lora_dropout": null, "target_modules": null, "rank_pattern": null,

@@ -64,6 +64,7 @@ pub fn range_of(option: &str) -> Option<Range> {
         "max-steps" | "steps" => Range::Between(1, 1_000_000_000),
         "batch-size" | "eval-batch-size" | "search-batch-size" | "seq-len" => Range::Between(1, 1 << 24),
         "lora-r" => Range::Between(1, 1 << 16),
+        "pad-to-multiple" => Range::Between(1, 1 << 16),
         "eval-every" | "checkpoint-every" | "max-train-examples" | "max-eval-examples" | "budget-params"
         | "parallel" => Range::AtLeast(1),
         "threads" => Range::Between(1, 4096),

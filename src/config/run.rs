@@ -40,6 +40,11 @@ pub struct RunConfig {
     /// Batches per length bucket (0: plain shuffled batches); see `train::epoch_order_bucketed`.
     #[serde(default)]
     pub length_buckets: usize,
+    /// Pad each batch's length up to a multiple of N (at most max_length): fewer batch shapes, so a
+    /// search on CUDA replays its steps as CUDA graphs instead of capturing new ones (None: 16 for a
+    /// search that runs CUDA graphs, no padding elsewhere).
+    #[serde(default)]
+    pub pad_to_multiple: Option<usize>,
     /// Keep only the first N training examples (file order, after the dev/test split).
     pub max_train_examples: Option<usize>,
     /// Keep only the first N dev and test examples.

@@ -1,6 +1,6 @@
 //! Which examples a rank takes: a contiguous, balanced part of every global batch (and of every split
 //! it evaluates), so the ranks' parts are disjoint and together the whole batch.
-use crate::batch::Batch;
+use crate::batch::{Batch, PadTo};
 use crate::tokenize::Encoded;
 use std::ops::Range;
 use tch::Device;
@@ -26,10 +26,10 @@ pub fn shard<T>(items: &[T]) -> (&[T], bool) {
     (&items[r], false)
 }
 
-/// The batch of this rank's part of `items` (see [`shard`]).
-pub fn shard_batch(items: &[&Encoded], device: Device) -> Batch {
+/// The batch of this rank's part of `items` (see [`shard`]), padded as `pad` says.
+pub fn shard_batch(items: &[&Encoded], device: Device, pad: PadTo) -> Batch {
     let (mine, stand_in) = shard(items);
-    let mut b = Batch::new(mine, device);
+    let mut b = Batch::padded(mine, device, pad);
     b.stand_in = stand_in;
     b
 }

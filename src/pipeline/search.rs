@@ -86,6 +86,8 @@ fn write_candidates(path: &Path, cands: &[ModuleSpec], o: &SearchOutcome, chosen
 pub fn search_config(cfg: &RunConfig, s: &SearchSettings, epochs: usize) -> SearchConfig {
     SearchConfig {
         length_buckets: cfg.length_buckets,
+        pad_to_multiple: cfg.pad_to_multiple,
+        max_length: cfg.max_length,
         order: s.order,
         w_lr: cfg.lr,
         weight_decay: cfg.weight_decay,
