@@ -8,7 +8,7 @@
 #   device:  one call per piece: tools/gpu/mpnet_quality.sh receive
 #   device:  the last call carries the last piece, gpu/mpnet, gpu/data, gpu/results-mpnet (when there is
 #            one) and dist/s3pet-cuda.xz (`xz -9 -k dist/s3pet-cuda`: the plain binary does not fit beside the
-#            piece in 64 MiB) and runs `GRAPH_CHECK=1 END=<seconds of device time left, less 90> POLL=500
+#            piece in 64 MiB) and runs `GRAPH_CHECK=1 END=<seconds of device time left, less 150> POLL=450
 #            tools/gpu/mpnet_lease.sh` (unpacks the binary, joins the pieces, checks the CUDA graphs, then
 #            `start` and `poll` below)   -> $OUT/results-mpnet.tgz and logs.tgz; each later call of the
 #            lease, carrying nothing: `POLL=540 tools/gpu/paper_mpnet.sh poll` (the last one with a POLL
@@ -155,7 +155,10 @@ collect() {
   tar xzf "$tgz" || exit 1
   mkdir -p results/mpnet/cells
   cp "$RES/runs.jsonl" "$RES/plan.toml" results/mpnet/ || exit 1
-  # the finished cells' directories (cut ones stay in gpu/results-mpnet, for the next lease)
+  # the finished cells' directories (cut ones stay in gpu/results-mpnet, for the next lease), without
+  # weights and without alphas.jsonl (the alpha and p of every candidate at every evaluation: 170 KB a
+  # searched cell, while every call carries the whole tree within 64 MiB; candidates.tsv keeps each
+  # candidate's best and final alpha and p); gpu/results-mpnet keeps them likewise trimmed
   python3 - "$RES" <<'PY'
 import json, os, shutil, sys
 res = sys.argv[1]
@@ -163,7 +166,10 @@ for cell in {json.loads(l)["id"] for l in open(f"{res}/runs.jsonl") if l.strip()
     src = f"{res}/cells/{cell}"
     if os.path.isdir(src):  # a seed-1 cell copied from its sweep cell has none
         shutil.copytree(src, f"results/mpnet/cells/{cell}", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.safetensors"))
+                        ignore=shutil.ignore_patterns("*.safetensors", "alphas.jsonl"))
+        for f in os.listdir(src):
+            if f.endswith(".safetensors") or f == "alphas.jsonl":
+                os.remove(f"{src}/{f}")
 PY
   target/release/s3pet report results/mpnet
 }
