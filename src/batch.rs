@@ -49,8 +49,8 @@ impl PadTo {
 
     /// The padded length of a batch whose longest row has `longest` tokens.
     pub fn len(&self, longest: usize) -> usize {
-        let up = longest.div_ceil(self.multiple.max(1)) * self.multiple.max(1);
-        up.min(self.cap.max(longest))
+        let m = self.multiple.max(1);
+        (longest.div_ceil(m) * m).min(self.cap.max(longest))
     }
 }
 

@@ -343,6 +343,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
     bar.set_position(st.step as u64);
     let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
     let (mut guard, kept) = (device_guard(cfg, model.device), f.kept_files());
+    let pad = PadTo { multiple: cfg.pad_to_multiple.unwrap_or(1), cap: cfg.max_length };
     while st.step < total {
         checkpoint::stop_if_interrupted("training", st.step, &f.checkpoint, || {
             check_guard(&mut guard, &kept)?;
@@ -358,7 +359,6 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
             .iter()
             .map(|&i| &data.train[i])
             .collect();
-        let pad = PadTo { multiple: cfg.pad_to_multiple.unwrap_or(1), cap: cfg.max_length };
         let b = crate::dist::shard_batch(&items, model.device, pad);
         crate::model::manual_seed(step_seed(cfg.seed, st.step));
         let at = || f.kept(st.step, epoch);

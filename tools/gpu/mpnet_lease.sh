@@ -30,15 +30,17 @@ if [ "${GRAPH_CHECK:-}" = 1 ]; then
     --workload search1,search2 --graph-check > "$OUT/graph-check.jsonl" 2> "$OUT/graph-check.log"
   echo "graph check: exit $?" >> "$OUT/graph-check.log"
 fi
-# the GPU's use while the jobs share it, every 5 s (is it busy, or held back by memory?)
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 5 > "$OUT/gpu-use.txt" 2>&1 &
-sampler=$!
+sampler=
 if [ -n "${END:-}" ]; then
   # one plan for the rest of the lease, in its own session (paper_mpnet.sh start); this call waits POLL s
   # of it, and later calls run `POLL=... tools/gpu/paper_mpnet.sh poll`
   PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh start > "$OUT/paper.log" 2>&1
   tools/gpu/paper_mpnet.sh poll >> "$OUT/paper.log" 2>&1 &
 else
+  # the GPU's use while the jobs share it, every 5 s (is it busy, or held back by memory?); poll does
+  # its own in the branch above
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 5 > "$OUT/gpu-use.txt" 2>&1 &
+  sampler=$!
   LIMIT=${PAPER_LIMIT:-420} PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh run > "$OUT/paper.log" 2>&1 &
 fi
 jobs_started=($!)
@@ -56,7 +58,7 @@ if [ -n "${ONLY:-}" ]; then
   LIMIT=${QUALITY_LIMIT:-400} tools/gpu/mpnet_quality.sh run > "$OUT/quality.log" 2>&1
 fi
 wait "${jobs_started[@]}"
-kill "$sampler" 2>/dev/null
+[ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
 tail -n 3 "$OUT/graph-check.jsonl" "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
 (cd "$OUT" && logs=$(ls -- *.log *.txt graph-check.jsonl 2>/dev/null) && tar czf logs.tgz $logs && rm -f $logs)
