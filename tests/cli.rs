@@ -230,6 +230,14 @@ fn run_s3pet_reports_both_phases() {
     .concat();
     let r = ok(s3pet(&args, d.path()));
     assert!(r["search"]["seconds"].as_f64().unwrap() > 0.0);
+    // how the search's steps ran: null where no CUDA graphs run (the CPU), else every step counted once
+    let graphs = r["search"].get("cuda_graphs").expect("the search reports cuda_graphs");
+    let steps = r["search"]["steps"].as_u64().unwrap();
+    assert!(
+        graphs.is_null()
+            || graphs["replayed_steps"].as_u64().unwrap() + graphs["eager_steps"].as_u64().unwrap() == steps,
+        "{graphs}"
+    );
     assert!(r["retrain"]["train_seconds"].as_f64().unwrap() > 0.0);
     assert!(r["structure"]["total_params"].as_i64().unwrap() <= 300);
     assert!(out.join("alphas.jsonl").is_file() && out.join("candidates.tsv").is_file());

@@ -95,6 +95,8 @@ pub struct SearchOutcome {
     pub attempt_seconds: f64,
     pub final_alpha: Vec<f64>,
     pub final_p: Vec<f64>,
+    /// How this attempt's steps ran as CUDA graphs (`None`: graphs off).
+    pub graphs: Option<super::graphs::GraphTally>,
 }
 
 /// Where a search starts and what it saves: `search_checkpoint.safetensors` in `out` at every evaluation,
@@ -311,5 +313,6 @@ fn finish_search(st: &mut Stepper, pr: Progress, (before, attempt): (f64, f64)) 
         attempt_seconds: attempt,
         final_alpha,
         final_p,
+        graphs: st.graph_tally(),
     })
 }

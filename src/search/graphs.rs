@@ -81,6 +81,16 @@ pub(crate) struct Graphs {
     captured: HashMap<Vec<(Vec<i64>, tch::Kind)>, Captured>,
     seen: HashMap<Vec<(Vec<i64>, tch::Kind)>, usize>,
     broken: bool,
+    tally: GraphTally,
+}
+
+/// How a search attempt's steps ran: shapes captured, steps replayed from a graph (a capture's own step
+/// counts as replayed), steps run eagerly (warm-up, shapes beyond the limit, or graphs broken).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphTally {
+    pub shapes: usize,
+    pub replayed: usize,
+    pub eager: usize,
 }
 
 impl Graphs {
@@ -90,6 +100,7 @@ impl Graphs {
             captured: HashMap::new(),
             seen: HashMap::new(),
             broken: false,
+            tally: GraphTally::default(),
         })
     }
 
@@ -98,17 +109,24 @@ impl Graphs {
         self.captured.len()
     }
 
+    /// How this attempt's steps ran so far.
+    pub fn tally(&self) -> GraphTally {
+        GraphTally { shapes: self.captured.len(), ..self.tally }
+    }
+
     /// The step on `x`: replayed, captured then replayed, or eager.
     pub fn run(&mut self, st: &mut Stepper, x: &Inputs) -> Result<StepOut> {
         let key = x.key();
         if let Some(c) = self.captured.get(&key) {
             c.inputs.write(x);
             c.graph.replay()?;
+            self.tally.replayed += 1;
             return Ok(StepOut { val_loss: c.out.val_loss.copy(), train_loss: c.out.train_loss.copy() });
         }
         let seen = self.seen.entry(key.clone()).or_insert(0);
         *seen += 1;
         if self.broken || *seen <= WARMUP || self.captured.len() >= MAX_GRAPHS {
+            self.tally.eager += 1;
             return st.body(x);
         }
         let inputs = x.copies();
@@ -120,6 +138,7 @@ impl Graphs {
         match (out, graph.end()) {
             (Ok(out), Ok(())) => {
                 graph.replay()?;
+                self.tally.replayed += 1;
                 let ret = StepOut { val_loss: out.val_loss.copy(), train_loss: out.train_loss.copy() };
                 self.captured.insert(key, Captured { graph, inputs, out });
                 tracing::info!(shapes = self.captured.len(), "search step captured as a CUDA graph");
@@ -132,6 +151,7 @@ impl Graphs {
                     why.unwrap_or_default()
                 );
                 self.broken = true;
+                self.tally.eager += 1;
                 st.body(x)
             }
         }

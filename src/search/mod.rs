@@ -8,4 +8,4 @@ pub mod supernet;
 
 pub use bilevel::{search, SearchConfig, SearchOutcome, Supernet};
 pub use discretize::{discretize, random_structure};
-pub use graphs::graphs_wanted;
+pub use graphs::{graphs_wanted, GraphTally};

@@ -105,6 +105,11 @@ impl<'a> Stepper<'a> {
         self.graphs.as_ref().map(|g| g.count())
     }
 
+    /// How this attempt's steps ran as CUDA graphs so far (`None`: graphs are off).
+    pub fn graph_tally(&self) -> Option<super::graphs::GraphTally> {
+        self.graphs.as_ref().map(|g| g.tally())
+    }
+
     /// Re-seeds the noise generator and libtorch's (dropout) from (seed, step): a step draws the same
     /// numbers whatever happened before it, so a resumed search repeats an uninterrupted one.
     pub fn seed_step(&mut self, step: usize) {

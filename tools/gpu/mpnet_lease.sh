@@ -7,7 +7,8 @@
 # most 64 MiB); a later call on the same machine needs none of them. Limits in seconds:
 #   PAPER_LIMIT (no new cell after it, default 420), PAPER_PARALLEL (default: the plan's), QUALITY_LIMIT
 #   (default 400), RUN_LIMIT (the MRPC run is interrupted then, its checkpoint kept; default 520).
-# GRAPH_CHECK=1 first runs `s3pet bench --graph-check` on mpnet-base alone ($OUT/graph-check.jsonl).
+# GRAPH_CHECK=1 first runs `s3pet bench --graph-check` on mpnet-base alone ($OUT/graph-check.jsonl);
+# PAD_TIMING=1 then times a real search padded and not (tools/gpu/pad_timing.sh, $OUT/pad-timing.jsonl).
 # END (seconds from now): the plan runs on between calls until then (paper_mpnet.sh start / poll), and
 # this call returns after POLL s (default 540) with what has finished; without END, the plan of this
 # call only (paper_mpnet.sh run, PAPER_LIMIT).
@@ -17,6 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu/out}
 mkdir -p "$OUT"
+called=$(date +%s)
 if [ -f dist/s3pet-cuda.xz ]; then
   python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('dist/s3pet-cuda.xz'), open('dist/s3pet-cuda', 'wb'))" &&
     chmod +x dist/s3pet-cuda && rm dist/s3pet-cuda.xz
@@ -30,11 +32,19 @@ if [ "${GRAPH_CHECK:-}" = 1 ]; then
     --workload search1,search2 --graph-check > "$OUT/graph-check.jsonl" 2> "$OUT/graph-check.log"
   echo "graph check: exit $?" >> "$OUT/graph-check.log"
 fi
+if [ "${PAD_TIMING:-}" = 1 ]; then
+  OUT=$OUT tools/gpu/pad_timing.sh > /dev/null 2>&1
+fi
+# END counts from this call's start, and the call returns within CALL_LIMIT s (default 570) of it
+spent=$(( $(date +%s) - called ))
+[ -n "${END:-}" ] && END=$(( END - spent ))
+POLL=$(( ${POLL:-540} < ${CALL_LIMIT:-570} - spent - 30 ? ${POLL:-540} : ${CALL_LIMIT:-570} - spent - 30 ))
+export POLL
 sampler=
 if [ -n "${END:-}" ]; then
   # one plan for the rest of the lease, in its own session (paper_mpnet.sh start); this call waits POLL s
   # of it, and later calls run `POLL=... tools/gpu/paper_mpnet.sh poll`
-  PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh start > "$OUT/paper.log" 2>&1
+  END=$END PARALLEL=${PAPER_PARALLEL:-} tools/gpu/paper_mpnet.sh start > "$OUT/paper.log" 2>&1
   tools/gpu/paper_mpnet.sh poll >> "$OUT/paper.log" 2>&1 &
 else
   # the GPU's use while the jobs share it, every 5 s (is it busy, or held back by memory?); poll does
@@ -61,5 +71,5 @@ wait "${jobs_started[@]}"
 [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
 tail -n 3 "$OUT/graph-check.jsonl" "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
-(cd "$OUT" && logs=$(ls -- *.log *.txt graph-check.jsonl 2>/dev/null) && tar czf logs.tgz $logs && rm -f $logs)
+(cd "$OUT" && logs=$(ls -- *.log *.txt graph-check.jsonl pad-timing.jsonl 2>/dev/null) && tar czf logs.tgz $logs && rm -f $logs)
 ls -la "$OUT"

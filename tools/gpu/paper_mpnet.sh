@@ -97,6 +97,12 @@ start() {
 poll() {
   local until=$(( $(date +%s) + ${POLL:-540} )) sampler=
   mkdir -p "$OUT"
+  # a machine without the plan (the device gave a fresh one: its plan and results are gone) returns at
+  # once instead of waiting POLL s of device time for nothing
+  if [ ! -f $L/pid ]; then
+    echo "no plan on this machine ($L/pid missing): a fresh machine, not the lease's; nothing to wait for" >&2
+    return 3
+  fi
   if command -v nvidia-smi > /dev/null; then  # the GPU's use meanwhile, every 5 s
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 5 \
       >> "$OUT/gpu-use-poll.txt" 2>&1 &
