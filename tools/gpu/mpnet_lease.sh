@@ -3,7 +3,7 @@
 # per piece): issue 21's plan (tools/gpu/paper_mpnet.sh run) in the background, and beside it, when asked,
 # issue 15's missing quality jobs (ONLY, see mpnet_quality.sh) and the README-style searched run of MRPC
 # on the real model with the full training set (RUN_MRPC=1; resumed when a previous call cut it).
-# Carry the last piece, gpu/mpnet, gpu/data and the binary as dist/s3pet-cuda.xz (xz -9: a call carries at
+# Carry the last piece, gpu/mpnet, gpu/data, gpu/results-carry (paper_mpnet.sh prepare) and the binary as dist/s3pet-cuda.xz (xz -9: a call carries at
 # most 64 MiB); a later call on the same machine needs none of them. Limits in seconds:
 #   PAPER_LIMIT (no new cell after it, default 420), PAPER_PARALLEL (default: the plan's), QUALITY_LIMIT
 #   (default 400), RUN_LIMIT (the MRPC run is interrupted then, its checkpoint kept; default 520).

@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
 # Issue 21 on the lent GPU: plans/paper-mpnet.toml on the real all-mpnet-base-v2, over as many leases as it
-# takes: the runner skips finished cells and resumes cut ones, and the results (without weights) travel
-# back here after each lease and out again with the next one.
+# takes: the runner skips finished cells and resumes cut ones, and the results travel back here after
+# each call and out again with the next lease: finished cells without weights, cut cells with their
+# checkpoints in archives of their own (tools/gpu/results_io.py: a call carries 64 MiB out and brings
+# back 8 files of 16 MiB; an MPNet S3PET-M cell's checkpoint is about 10 MB, and a cell that runs longer
+# than a lease finishes only by resuming).
 #   here:    tools/gpu/paper_mpnet.sh prepare     # gpu/mpnet-pieces, gpu/mpnet, gpu/data (the plan's 7 tasks),
-#                                                 # gpu/results-mpnet (from results/mpnet if absent);
+#                                                 # gpu/results-mpnet (from results/mpnet if absent), and
+#                                                 # from it gpu/results-carry (no weights) and
+#                                                 # gpu/ckpt-out/out-NN.tgz (the cut cells' checkpoints);
 #                                                 # prints the calls that carry the model's pieces
 #   device:  one call per piece: tools/gpu/mpnet_quality.sh receive
-#   device:  the last call carries the last piece, gpu/mpnet, gpu/data, gpu/results-mpnet (when there is
-#            one) and dist/s3pet-cuda.xz (`xz -9 -k dist/s3pet-cuda`: the plain binary does not fit beside the
+#   device:  one call per checkpoint archive: carry gpu/ckpt-out/out-NN.tgz, run
+#            `tools/gpu/paper_mpnet.sh receive-ckpt`
+#   device:  the last call carries the last piece, gpu/mpnet, gpu/data, gpu/results-carry and
+#            dist/s3pet-cuda.xz (`xz -9 -k dist/s3pet-cuda`: the plain binary does not fit beside the
 #            piece in 64 MiB) and runs `GRAPH_CHECK=1 END=<seconds of device time left, less 150> POLL=450
 #            tools/gpu/mpnet_lease.sh` (unpacks the binary, joins the pieces, checks the CUDA graphs, then
 #            `start` and `poll` below)   -> $OUT/results-mpnet.tgz and logs.tgz; each later call of the
-#            lease, carrying nothing: `POLL=540 tools/gpu/paper_mpnet.sh poll` (the last one with a POLL
-#            past END: it returns when the plan has stopped)
-#   here:    tools/gpu/paper_mpnet.sh collect FILES_AT/results-mpnet.tgz   (after each call)
+#            lease, carrying nothing: `POLL=300 tools/gpu/paper_mpnet.sh poll` (short polls: the device
+#            may hand a fresh machine to any call, and what had not come back is gone; the last one with a
+#            POLL past END: it returns when the plan has stopped, with the cut cells' checkpoints in
+#            ckpt-K.tgz; when it says more remain, `tools/gpu/paper_mpnet.sh ship` brings the next ones)
+#   here:    tools/gpu/paper_mpnet.sh collect FILES_AT   (after each call)
 #            # unpacks into gpu/results-mpnet (for the next lease) and reports into results/mpnet
 # The plan runs in a process session of its own, which the device leaves running between the calls of a
 # lease, so its cells are cut only at the lease's end (`run` instead runs the plan inside one call).
 # PARALLEL cells at once (default: the plan's); no new cell in the last 150 s, none whose kind has taken
 # longer than the time left, and 30 s before the end the cells still running are interrupted
-# (checkpoint written; resumed next lease when the checkpoint fits in what returns, see trim).
+# (checkpoint written; resumed next lease from the checkpoint that travels back; one over 15 MiB, full
+# fine-tuning's, does not, and that cell starts over).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu/out}
@@ -40,7 +50,16 @@ prepare() {
   if [ ! -d "$RES" ] && [ -f results/mpnet/runs.jsonl ]; then
     mkdir -p "$RES" && cp -r results/mpnet/runs.jsonl results/mpnet/plan.toml results/mpnet/cells "$RES"/
   fi
-  du -sh gpu/data "$RES" 2>/dev/null
+  python3 tools/gpu/results_io.py outbound "$RES" gpu/results-carry gpu/ckpt-out || exit 1
+  for f in gpu/ckpt-out/*.tgz; do
+    [ -f "$f" ] && echo "carry [\"$f\"]: tools/gpu/paper_mpnet.sh receive-ckpt"
+  done
+  du -sh gpu/data gpu/results-carry 2>/dev/null
+}
+
+# device: the checkpoint archive this call carried, kept for the plan's start (`merge` in plan)
+receive_ckpt() {
+  mkdir -p gpu/ckpt-in && mv gpu/ckpt-out/*.tgz gpu/ckpt-in/ && ls -la gpu/ckpt-in
 }
 
 # the plan itself: no new cell after LIMIT s, and none whose kind has taken longer than what is left
@@ -52,6 +71,10 @@ plan() {
     source scripts/gpu-env.sh
     tools/gpu/mpnet_quality.sh assemble || return 1
   fi
+  # the results as carried (gpu/results-carry) with the cut cells' checkpoints of receive-ckpt
+  if [ -d gpu/results-carry ] || [ -d gpu/ckpt-in ]; then
+    python3 tools/gpu/results_io.py merge gpu/results-carry "$RES" gpu/ckpt-in || return 1
+  fi
   mkdir -p "$RES"
   local limit=${LIMIT:-480} minutes hard end_by
   hard=${HARD:-$((limit + 60))}
@@ -62,18 +85,18 @@ plan() {
   echo "experiment exit $?; $(wc -l < "$RES/runs.jsonl" 2>/dev/null || echo 0) cells finished in all" | tee -a "$1"
 }
 
-# $OUT/results-mpnet.tgz from what has finished so far (see trim)
+# $OUT/results-mpnet.tgz: what has finished so far; FINAL=1 (the plan has stopped): with the cut cells and
+# their checkpoints (ckpt-K.tgz, see results_io.py pack)
 pack() {
-  mkdir -p "$OUT"
-  trim
-  tar czf "$OUT/results-mpnet.tgz" -X "$OUT/left-out.txt" "$RES"
+  mkdir -p "$OUT" $L
+  python3 tools/gpu/results_io.py pack "$RES" "$OUT" ${FINAL:+--final} --shipped $L/shipped.txt
   ls -la "$OUT"
 }
 
 run() {
   mkdir -p "$OUT"
   plan "$OUT/experiment.log"
-  pack
+  FINAL=1 pack
 }
 
 # One plan for the whole lease instead of one per call: `start` runs it in a process session of its own,
@@ -110,10 +133,19 @@ poll() {
   fi
   while [ ! -f $L/done ] && [ "$(date +%s)" -lt "$until" ]; do sleep 5; done
   [ -n "$sampler" ] && kill "$sampler"
-  [ -f $L/done ] && echo "the plan has ended"
+  local final=
+  [ -f $L/done ] && final=1 && echo "the plan has ended"
   mkdir -p "$OUT" && cp $L/experiment.log "$OUT/"
-  pack
+  FINAL=$final pack
   tail -n 12 "$OUT/experiment.log"
+  # a call brings back 8 files: results, logs and up to 6 checkpoint archives
+  (cd "$OUT" && logs=$(ls experiment.log gpu-use-poll.txt 2>/dev/null); [ -n "$logs" ] && tar czf logs.tgz $logs && rm -f $logs)
+}
+
+# after a final poll that said more checkpoints remain: the next archives of them
+ship() {
+  mkdir -p "$OUT"
+  python3 tools/gpu/results_io.py ship "$RES" "$OUT" --shipped $L/shipped.txt
 }
 
 stop() {
@@ -122,43 +154,11 @@ stop() {
   POLL=${POLL:-120} poll
 }
 
-# what travels back: finished cells without weights; cut cells with their checkpoints (they resume next
-# lease) while all of those together stay under KEEP_MB (default 12: a call brings back no file over
-# 16 MiB; the 31 MB archive of KEEP_MB=40 stayed behind on the device), the
-# smallest first; the others stay on this machine (a later call of the same lease resumes them) but do
-# not travel back, so they start over next lease (full fine-tuning's checkpoints are over 1 GB). Writes
-# the directories left out to $OUT/left-out.txt (tar's exclude list).
-trim() {
-  python3 - "$RES" "${KEEP_MB:-12}" "$OUT/left-out.txt" <<'PY'
-import json, os, sys
-res, keep, left_out = sys.argv[1], float(sys.argv[2]) * (1 << 20), sys.argv[3]
-done = set()
-if os.path.exists(f"{res}/runs.jsonl"):
-    done = {json.loads(l)["id"] for l in open(f"{res}/runs.jsonl") if l.strip()}
-cells = f"{res}/cells"
-cut = []
-for cell in sorted(os.listdir(cells)) if os.path.isdir(cells) else []:
-    d = f"{cells}/{cell}"
-    big = [f for f in os.listdir(d) if f.endswith(".safetensors")]
-    if cell in done:
-        for f in big:
-            os.remove(f"{d}/{f}")
-    else:
-        cut.append((sum(os.path.getsize(f"{d}/{f}") for f in big), cell))
-total, out = 0, []
-for size, cell in sorted(cut):
-    if total + size <= keep:
-        total += size
-    else:
-        out.append(f"{cells}/{cell}")
-        print(f"{cell}: cut, its checkpoint ({size >> 20} MB) does not fit what returns; starts over next lease")
-open(left_out, "w").writelines(p + "\n" for p in out)
-PY
-}
-
 collect() {
-  local tgz=${1:?usage: $0 collect RESULTS_TGZ}
-  tar xzf "$tgz" || exit 1
+  local from=${1:?usage: collect FILES_AT, the directory of the results-mpnet.tgz and ckpt-K.tgz of a call}
+  [ -f "$from" ] && from=$(dirname "$from")
+  python3 tools/gpu/results_io.py collect "$RES" "$from" || exit 1
+  [ -f "$RES/runs.jsonl" ] || return 0
   mkdir -p results/mpnet/cells
   cp "$RES/runs.jsonl" "$RES/plan.toml" results/mpnet/ || exit 1
   # the finished cells' directories (cut ones stay in gpu/results-mpnet, for the next lease), without
@@ -185,8 +185,10 @@ case "${1:-}" in
   run) run ;;
   start) start ;;
   poll) poll ;;
+  ship) ship ;;
+  receive-ckpt) receive_ckpt ;;
   stop) stop ;;
   plan-into) plan "$2" ;;
   collect) shift; collect "$@" ;;
-  *) echo "usage: $0 prepare | run | start | poll | stop | collect RESULTS_TGZ"; exit 2 ;;
+  *) echo "usage: $0 prepare | receive-ckpt | run | start | poll | ship | stop | collect FILES_AT"; exit 2 ;;
 esac
