@@ -130,6 +130,17 @@ impl Batch {
         self.targets.len()
     }
 
+    /// A copy whose tensors are new device copies (a CUDA graph's own inputs); host fields cloned.
+    pub fn device_copy(&self) -> Batch {
+        Batch {
+            ids: self.ids.copy(),
+            mask: self.mask.copy(),
+            types: self.types.copy(),
+            labels: self.labels.copy(),
+            ..self.clone()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }

@@ -296,9 +296,10 @@ pub struct BenchArgs {
     /// dimension (on), or as two passes (off); auto: on for CUDA, off on the CPU (the search's default).
     #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub hvp_replicas: String,
-    /// Instead of timing: for search1 / search2, run --steps steps (at least 12, over two sequence
-    /// lengths: --seq-len and half of it) with CUDA graphs and without, from the same start, print the
-    /// largest differences (JSON) and fail when one exceeds --graph-tol or a shape was not captured.
+    /// Instead of timing: for each workload (search1 / search2: the search step; full, lora, retrain: the
+    /// training step), run --steps steps (at least 12, over two sequence lengths: --seq-len and half of
+    /// it) with CUDA graphs and without, from the same start, print the largest differences (JSON) and
+    /// fail when one exceeds --graph-tol or a shape was not captured.
     #[arg(long)]
     pub graph_check: bool,
     #[arg(long, default_value_t = 1e-4)]

@@ -31,9 +31,11 @@ pub mod results;
 pub mod rundir;
 pub mod search;
 pub mod space;
+pub mod step_graphs;
 pub mod structure;
 pub mod text2text;
 pub mod tokenize;
 pub mod train;
+pub(crate) mod train_graphs;
 
 pub use error::{Error, Result};

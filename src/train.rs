@@ -11,6 +11,7 @@ use crate::guard::{DeviceGuard, Slot};
 use crate::model::Model;
 use crate::optim::{clip_grad_norm, linear_lr, AdamW, AdamWConfig};
 use crate::tokenize::{Encoded, TextEncoder};
+use crate::train_graphs::TrainSteps;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::json;
@@ -183,6 +184,8 @@ pub struct Outcome {
     /// ran: how much dynamic padding (and `--length-buckets`) wastes.
     pub tokens: i64,
     pub padded_tokens: i64,
+    /// How this attempt's steps ran as CUDA graphs (`None`: graphs off).
+    pub graphs: Option<crate::step_graphs::GraphTally>,
 }
 
 /// Total optimiser steps for a config on `n` training examples.
@@ -274,35 +277,34 @@ fn evaluate_and_keep(
 /// The training loop's non-finite guard: on the device, read at evaluations, checkpoints and every
 /// [`crate::guard::GUARD_ROWS`] steps; `None` with `--skip-nonfinite` (each step decides on the host).
 fn device_guard(cfg: &RunConfig, device: tch::Device) -> Option<DeviceGuard> {
-    let s = |what| Slot { what, update: "update", at_most: None };
-    let slots = vec![s("loss"), s("gradient norm"), s("parameters after the update")];
-    (!cfg.skip_nonfinite).then(|| DeviceGuard::new(slots, device))
+    (!cfg.skip_nonfinite).then(|| step_guard(device))
 }
 
-/// One optimiser step on `b` behind the non-finite guard; returns the loss (0-d, on the device).
+/// The device guard of a training step: loss, gradient norm, parameters after the update.
+pub(crate) fn step_guard(device: tch::Device) -> DeviceGuard {
+    let s = |what| Slot { what, update: "update", at_most: None };
+    DeviceGuard::new(vec![s("loss"), s("gradient norm"), s("parameters after the update")], device)
+}
+
+/// One optimiser step on `b` behind the non-finite guard (device work only, eager or a CUDA graph: see
+/// [`TrainSteps`]; with `--skip-nonfinite` the host guard); returns the loss (0-d, on the device).
 fn train_step(
     model: &Model,
-    (opt, guard): (&mut AdamW, &mut Option<DeviceGuard>),
+    (opt, guard, steps): (&mut AdamW, &mut Option<DeviceGuard>, &mut TrainSteps),
     b: &Batch,
     (cfg, lr, step): (&RunConfig, f64, usize),
     (at, kept): (&dyn Fn() -> String, &str),
 ) -> Result<Tensor> {
-    let (loss, g) = model.loss_and_grads(b, true)?;
-    let (loss, g) = crate::dist::reduce_pass(&loss, &g, || model.loss_terms(b))?;
-    let loss = loss.detach();
     if let Some(guard) = guard {
-        let norm = clip_grad_norm(&g, cfg.clip_norm);
-        opt.step(&model.store, &g, lr);
-        guard.record(&[
-            loss.shallow_clone(),
-            norm,
-            tch::no_grad(|| model.store.flat().sum(tch::Kind::Float)),
-        ]);
+        let loss = steps.step(model, (opt, guard), b, (cfg.clip_norm, lr))?;
         if guard.stepped(step) {
             guard.check("training", kept)?;
         }
         return Ok(loss);
     }
+    let (loss, g) = model.loss_and_grads(b, true)?;
+    let (loss, g) = crate::dist::reduce_pass(&loss, &g, || model.loss_terms(b))?;
+    let loss = loss.detach();
     let lv = loss.double_value(&[]);
     let (g, norm) = if lv.is_finite() {
         let norm = clip_grad_norm(&g, cfg.clip_norm).double_value(&[]);
@@ -343,7 +345,13 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
     bar.set_position(st.step as u64);
     let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
     let (mut guard, kept) = (device_guard(cfg, model.device), f.kept_files());
-    let pad = PadTo { multiple: cfg.pad_to_multiple.unwrap_or(1), cap: cfg.max_length };
+    let mut steps = TrainSteps::new(model, crate::step_graphs::train_graphs_wanted(), guard.is_some())?;
+    if steps.graphs_on() {
+        tracing::info!("training steps run as CUDA graphs (S3PET_CUDA_GRAPHS=all)");
+    }
+    // batches padded to few shapes where the steps run as graphs (each shape is a graph)
+    let multiple = if steps.graphs_on() { crate::search::bilevel::GRAPH_PAD_MULTIPLE } else { 1 };
+    let pad = PadTo { multiple: cfg.pad_to_multiple.unwrap_or(multiple), cap: cfg.max_length };
     while st.step < total {
         checkpoint::stop_if_interrupted("training", st.step, &f.checkpoint, || {
             check_guard(&mut guard, &kept)?;
@@ -363,7 +371,8 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
         crate::model::manual_seed(step_seed(cfg.seed, st.step));
         let at = || f.kept(st.step, epoch);
         let lr = linear_lr(cfg.lr, st.step as i64, warmup, total as i64);
-        let loss = train_step(model, (&mut opt, &mut guard), &b, (cfg, lr, st.step), (&at, &kept))?;
+        let loss =
+            train_step(model, (&mut opt, &mut guard, &mut steps), &b, (cfg, lr, st.step), (&at, &kept))?;
         st.step += 1;
         (seen, tokens, padded_tokens) =
             (seen + items.len(), tokens + b.tokens, padded_tokens + b.ids.numel() as i64);
@@ -400,6 +409,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
         examples_per_s: seen as f64 / attempt.max(1e-9),
         tokens,
         padded_tokens,
+        graphs: steps.tally(),
     })
 }
 

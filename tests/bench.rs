@@ -87,3 +87,29 @@ fn the_graph_check_runs_two_shapes_and_agrees() {
         }
     }
 }
+
+/// The training step's check (the step of S3PET_CUDA_GRAPHS=all) for each training workload: on the CPU
+/// both runs are eager and agree exactly; a search-only or unknown workload name is refused.
+#[test]
+fn the_training_graph_check_runs_each_training_workload() {
+    let args = ["bench", "-q", "--shape", "minilm", "--workload", "full,lora,retrain", "--graph-check"];
+    let tiny = ["--batch-size", "2", "--seq-len", "16", "--steps", "1", "--threads", "2", "--device", "cpu"];
+    let out = run(&[&args[..], &tiny[..]].concat());
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<_> = rows.iter().map(|r| r["workload"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["full", "lora", "retrain"], "{out}");
+    for r in &rows {
+        assert_eq!((r["steps"].as_u64(), r["passed"].as_bool()), (Some(12), Some(true)), "{r}");
+        assert_eq!((r["max_loss_diff"].as_f64(), r["max_w_diff"].as_f64()), (Some(0.0), Some(0.0)), "{r}");
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_s3pet"))
+        .args([&args[..5], &["nope", "--graph-check"], &tiny[..]].concat())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nope"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -2,13 +2,14 @@
 //! value, a retrain step of a structure, and S3PET-M search steps of first and second order.
 //! The device is synchronised before the clock is read.
 mod search;
+mod train_check;
 
 use crate::backbone::{Arch, ModelConfig, Placement, Weights};
 use crate::batch::Batch;
 use crate::data::Target;
 use crate::error::{Error, Result};
 use crate::model::{HeadInit, Model};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::space::{budget_params, Space};
 use crate::structure::method_modules;
 use crate::tokenize::Encoded;
@@ -17,6 +18,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+pub use train_check::{train_graph_check, TrainGraphCheck};
 
 /// The named shapes (random weights): BERT's three sizes, and the real configs of all-mpnet-base-v2,
 /// roberta-base and deberta-v3-base (copied from their hub repositories).
@@ -94,8 +96,8 @@ pub struct BenchRow {
     pub backbone_dtype: String,
     /// Activations' dtype: fp32, or bf16 (`--precision bf16`).
     pub precision: String,
-    /// Search rows: whether the step ran as a CUDA graph, and whether the second order's w± passes
-    /// ran as one replica pass.
+    /// Search rows: whether the step ran as a CUDA graph (training rows: true when it did, under
+    /// S3PET_CUDA_GRAPHS=all), and whether the second order's w± passes ran as one replica pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cuda_graphs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,19 +215,25 @@ pub fn bench(
         mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()
     };
     let (cands, budget, chosen) = bench_structures(cfg, o.budget)?;
-    let train_step = |model: &Model| -> Result<(f64, Option<f64>)> {
+    // the training loop's own step (behind its device guard; CUDA graphs where S3PET_CUDA_GRAPHS=all
+    // asks for them and --cuda-graphs is not off)
+    let train_step = |model: &Model| -> Result<((f64, Option<f64>), bool)> {
         let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-5, 0.0));
-        time_steps(o.device, o.warmup, o.steps, || {
-            let (_, g) = model.loss_and_grads(&b, true)?;
-            let _ = clip_grad_norm(&g, 1.0);
-            opt.step(&model.store, &g, 1e-5);
-            Ok(())
-        })
+        let guard = crate::train::step_guard(model.device);
+        let wanted = o.cuda_graphs && crate::step_graphs::train_graphs_wanted();
+        let mut steps = crate::train_graphs::TrainSteps::new(model, wanted, true)?;
+        let on = steps.graphs_on();
+        // with graphs, the eager warm-up steps and the capture stay out of the timed steps
+        let warmup = if on { o.warmup.max(3) } else { o.warmup };
+        let ms = time_steps(o.device, warmup, o.steps, || {
+            steps.step(model, (&mut opt, &guard), &b, (1.0, 1e-5)).map(|_| ())
+        })?;
+        Ok((ms, on))
     };
     if workload == "full" && weights.act_kind() != tch::Kind::Float {
         return Err(Error::config("--precision", "the full workload trains the backbone in fp32"));
     }
-    let mut search_flags = None;
+    let (mut search_flags, mut train_graphs) = (None, None);
     let ((ms, cpu_ms), trainable) = match workload {
         "full" | "lora" | "retrain" => {
             let (placements, full) = match workload {
@@ -234,7 +242,9 @@ pub fn bench(
                 _ => (fixed(chosen.iter().map(|&i| cands[i].clone()).collect()), false),
             };
             let model = Model::build(cfg, weights, &placements, full, head, 0)?;
-            (train_step(&model)?, model.store.numel())
+            let (ms, graphs) = train_step(&model)?;
+            train_graphs = graphs.then_some(true);
+            (ms, model.store.numel())
         }
         "search1" | "search2" => {
             let order = if workload == "search1" { 1 } else { 2 };
@@ -273,7 +283,7 @@ pub fn bench(
             "bf16".into()
         },
         precision: if weights.act_kind() == tch::Kind::Float { "fp32".into() } else { "bf16".into() },
-        cuda_graphs: search_flags.map(|f| f.0),
+        cuda_graphs: search_flags.map(|f: (bool, bool)| f.0).or(train_graphs),
         hvp_replicas: search_flags.map(|f| f.1),
     })
 }

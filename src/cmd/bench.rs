@@ -51,8 +51,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--graph-check`: the CUDA-graph step against the eager one for each search workload; an error when
-/// one differs by more than `tol`.
+/// `--graph-check`: the CUDA-graph step against the eager one for each workload (search1/2: the search
+/// step; full, lora, retrain: the training step); an error when one differs by more than `tol`.
 fn graph_checks(
     shape: &str,
     cfg: &s3pet::backbone::ModelConfig,
@@ -61,11 +61,17 @@ fn graph_checks(
     o: &BenchOpts,
     tol: f64,
 ) -> Result<()> {
-    for w in workloads.iter().filter(|w| w.starts_with("search")) {
-        let order = if *w == "search1" { 1 } else { 2 };
-        let row = s3pet::bench::graph_check(shape, cfg, weights, order, o, tol)?;
-        println!("{}", serde_json::to_string(&row)?);
-        if !row.passed {
+    for w in workloads {
+        let (row, passed) = if w.starts_with("search") {
+            let order = if *w == "search1" { 1 } else { 2 };
+            let row = s3pet::bench::graph_check(shape, cfg, weights, order, o, tol)?;
+            (serde_json::to_string(&row)?, row.passed)
+        } else {
+            let row = s3pet::bench::train_graph_check(shape, cfg, weights, w, o, tol)?;
+            (serde_json::to_string(&row)?, row.passed)
+        };
+        println!("{row}");
+        if !passed {
             anyhow::bail!("{shape} {w}: the CUDA-graph step differs from the eager one by more than {tol:e}");
         }
     }

@@ -96,7 +96,7 @@ impl<'a> Stepper<'a> {
             && !self.cfg.skip_nonfinite
             && self.net.model.t5().is_none()
             && !crate::dist::current().is_distributed(); // a launched world reduces inside the step
-        self.graphs = if on && can { Some(Graphs::new(self.net.model.device)?) } else { None };
+        self.graphs = if on && can { Some(Graphs::new(self.net.model.device, "search")?) } else { None };
         Ok(self.graphs.is_some())
     }
 
@@ -157,7 +157,7 @@ impl<'a> Stepper<'a> {
         });
         let out = match self.graphs.take() {
             Some(mut g) => {
-                let out = g.run(self, &inputs);
+                let out = g.run(&inputs, &mut |x| self.body(x));
                 self.graphs = Some(g);
                 out?
             }

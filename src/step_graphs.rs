@@ -1,0 +1,156 @@
+//! CUDA graphs of a training or search step, per shape of the step's inputs: the step's device work is
+//! captured once (after two eager warm-up steps of that shape, on a side stream) and then replayed with
+//! the step's inputs copied into the captured input tensors. The step's host scalars (learning rates,
+//! bias corrections) reach it through a tensor of the caller's, written before each step, which the
+//! graph reads. A capture that fails (something in the step is not capturable) turns graphs off for
+//! the rest of the run with a warning, and the step runs eagerly.
+//! All the shapes' graphs share one memory pool (the first graph's): they run one at a time on one
+//! stream, and each replay's outputs are copied out before the next replay, so a block that one graph
+//! frees and another reuses is never read across graphs. With a pool each, a search of 8 shapes held 8
+//! times a step's activations (50 GB per MPNet cell on the H200, against 6.5 GB allocated at the peak).
+use crate::cuda_graph::{CudaGraph, SideStream};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use tch::Tensor;
+
+/// Whether the environment asks for CUDA graphs of the search step (`S3PET_CUDA_GRAPHS` unset, `on`,
+/// `1` or `all`: yes; `off`, `0` or `false`: no).
+pub fn graphs_wanted() -> bool {
+    !matches!(std::env::var("S3PET_CUDA_GRAPHS").as_deref(), Ok("off") | Ok("0") | Ok("false"))
+}
+
+/// Whether the environment asks for CUDA graphs of the training step too (`S3PET_CUDA_GRAPHS=all`; not
+/// yet the default: not yet checked on a GPU, see docs/PERFORMANCE.md).
+pub fn train_graphs_wanted() -> bool {
+    matches!(std::env::var("S3PET_CUDA_GRAPHS").as_deref(), Ok("all"))
+}
+
+/// Eager steps of a shape before it is captured.
+const WARMUP: usize = 2;
+/// Shapes captured at most; others run eagerly.
+const MAX_GRAPHS: usize = 16;
+
+/// A step's inputs: the tensors a graph captures as its inputs, and what else of them fixes the step.
+pub(crate) trait GraphInputs: Sized {
+    fn tensors(&self) -> Vec<&Tensor>;
+    /// Host values the step depends on beyond the tensors' shapes and kinds (rows per example, ...).
+    fn host_key(&self) -> Vec<i64>;
+    /// Device copies that the graph owns.
+    fn copies(&self) -> Self;
+}
+
+/// A step's outputs on the device; `copied` takes them out of a graph's memory before the next replay.
+pub(crate) trait GraphOutputs {
+    fn copied(&self) -> Self;
+}
+
+type Key = (Vec<(Vec<i64>, tch::Kind)>, Vec<i64>);
+
+fn key_of<I: GraphInputs>(x: &I) -> Key {
+    (x.tensors().iter().map(|t| (t.size(), t.kind())).collect(), x.host_key())
+}
+
+fn write<I: GraphInputs>(dst: &I, src: &I) {
+    tch::no_grad(|| {
+        for (d, s) in dst.tensors().into_iter().zip(src.tensors()) {
+            d.shallow_clone().copy_(s);
+        }
+    });
+}
+
+/// How a run's steps went: shapes captured, steps replayed from a graph (a capture's own step counts
+/// as replayed), steps run eagerly (warm-up, shapes beyond the limit, or graphs broken).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphTally {
+    pub shapes: usize,
+    pub replayed: usize,
+    pub eager: usize,
+}
+
+struct Captured<I, O> {
+    graph: CudaGraph,
+    inputs: I,
+    out: O,
+}
+
+/// The graphs of one step function (`what` names it in messages).
+pub(crate) struct StepGraphs<I, O> {
+    _side: SideStream,
+    what: &'static str,
+    captured: HashMap<Key, Captured<I, O>>,
+    seen: HashMap<Key, usize>,
+    broken: bool,
+    tally: GraphTally,
+}
+
+impl<I: GraphInputs, O: GraphOutputs> StepGraphs<I, O> {
+    pub fn new(device: tch::Device, what: &'static str) -> Result<Self> {
+        Ok(StepGraphs {
+            _side: SideStream::enter(device)?,
+            what,
+            captured: HashMap::new(),
+            seen: HashMap::new(),
+            broken: false,
+            tally: GraphTally::default(),
+        })
+    }
+
+    /// Shapes captured so far.
+    pub fn count(&self) -> usize {
+        self.captured.len()
+    }
+
+    /// How the steps ran so far.
+    pub fn tally(&self) -> GraphTally {
+        GraphTally { shapes: self.captured.len(), ..self.tally }
+    }
+
+    /// The step `body` on `x`: replayed, captured then replayed, or eager.
+    pub fn run(&mut self, x: &I, body: &mut dyn FnMut(&I) -> Result<O>) -> Result<O> {
+        let key = key_of(x);
+        if let Some(c) = self.captured.get(&key) {
+            write(&c.inputs, x);
+            c.graph.replay()?;
+            self.tally.replayed += 1;
+            return Ok(c.out.copied());
+        }
+        let seen = self.seen.entry(key.clone()).or_insert(0);
+        *seen += 1;
+        if self.broken || *seen <= WARMUP || self.captured.len() >= MAX_GRAPHS {
+            self.tally.eager += 1;
+            return body(x);
+        }
+        let inputs = x.copies();
+        let mut graph = CudaGraph::new()?;
+        graph.begin(self.captured.values().next().map(|c| &c.graph))?;
+        // an op that cannot be captured (e.g. a host copy) makes tch panic: end the capture, run eagerly
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&inputs)))
+            .unwrap_or_else(|p| Err(Error::Msg(first_line(crate::guard::panic_message(p.as_ref())))));
+        match (out, graph.end()) {
+            (Ok(out), Ok(())) => {
+                graph.replay()?;
+                self.tally.replayed += 1;
+                let ret = out.copied();
+                self.captured.insert(key, Captured { graph, inputs, out });
+                tracing::info!(shapes = self.captured.len(), "{} step captured as a CUDA graph", self.what);
+                Ok(ret)
+            }
+            (out, end) => {
+                let why = out.err().map(|e| e.to_string()).or(end.err().map(|e| e.to_string()));
+                tracing::warn!(
+                    "the {} step could not be captured as a CUDA graph ({}); it runs without graphs",
+                    self.what,
+                    why.unwrap_or_default()
+                );
+                self.broken = true;
+                self.tally.eager += 1;
+                body(x)
+            }
+        }
+    }
+}
+
+/// The first line of a panic's text: tch's messages carry libtorch's whole C++ backtrace after it.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("a panic").to_string()
+}
