@@ -40,7 +40,7 @@ fn workload_model(cfg: &ModelConfig, weights: &Weights, workload: &str, o: &Benc
         w => {
             return Err(Error::config(
                 "workload",
-                format!("`{w}` is not a training workload (full, lora, retrain)"),
+                format!("unknown workload `{w}` (full, lora, retrain, search1, search2)"),
             ))
         }
     };
