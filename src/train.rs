@@ -1,7 +1,7 @@
 //! The training loop shared by `train` and `retrain`: AdamW, linear decay with optional warm-up,
 //! gradient clipping, evaluation every K steps, best-dev selection, test evaluation.
 use crate::artifact;
-use crate::batch::{batches, Batch, PadTo};
+use crate::batch::{batches, Batch};
 use crate::checkpoint::{self, LoopState};
 use crate::config::{RunConfig, Source};
 use crate::data::{load_run_data, Provenance, TaskData, TaskSpec};
@@ -350,8 +350,7 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
         tracing::info!("training steps run as CUDA graphs (S3PET_CUDA_GRAPHS=all)");
     }
     // batches padded to few shapes where the steps run as graphs (each shape is a graph)
-    let multiple = if steps.graphs_on() { crate::search::bilevel::GRAPH_PAD_MULTIPLE } else { 1 };
-    let pad = PadTo { multiple: cfg.pad_to_multiple.unwrap_or(multiple), cap: cfg.max_length };
+    let pad = crate::step_graphs::padding(cfg.pad_to_multiple, steps.graphs_on(), cfg.max_length);
     while st.step < total {
         checkpoint::stop_if_interrupted("training", st.step, &f.checkpoint, || {
             check_guard(&mut guard, &kept)?;

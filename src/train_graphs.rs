@@ -64,14 +64,10 @@ pub(crate) struct TrainSteps {
 }
 
 impl TrainSteps {
-    /// Graphs when `wanted`, this build and device can run them, and nothing in the step needs the host
-    /// (no `--skip-nonfinite`, no T5 label words, no launched world's all-reduce).
+    /// Graphs when `wanted`, the step is capturable ([`crate::step_graphs::capturable`]) and `guarded`
+    /// (the device guard: no `--skip-nonfinite`, which decides on the host).
     pub fn new(model: &Model, wanted: bool, guarded: bool) -> Result<Self> {
-        let can = crate::cuda_graph::supported()
-            && model.device.is_cuda()
-            && guarded
-            && model.t5().is_none()
-            && !crate::dist::current().is_distributed();
+        let can = crate::step_graphs::capturable(model) && guarded;
         let graphs = if wanted && can { Some(StepGraphs::new(model.device, "training")?) } else { None };
         Ok(TrainSteps { scalars: Tensor::zeros([3], (Kind::Float, model.device)), graphs })
     }

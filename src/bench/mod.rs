@@ -200,6 +200,31 @@ pub fn emit_structures(dir: &Path, shape: &str, cfg: &ModelConfig, budget: f64) 
     )
 }
 
+/// The error of a workload name that is none of bench's.
+fn unknown_workload(w: &str) -> Error {
+    Error::config("workload", format!("unknown workload `{w}` (full, lora, retrain, search1, search2)"))
+}
+
+/// The model a training workload trains: `full` (every weight, no deltas), `lora` (r8 on query and
+/// value) or `retrain` (the modules `retrain`, fixed).
+pub(super) fn training_model(
+    cfg: &ModelConfig,
+    weights: &Weights,
+    workload: &str,
+    retrain: Vec<crate::delta::ModuleSpec>,
+) -> Result<Model> {
+    let fixed = |mods: Vec<crate::delta::ModuleSpec>| -> Vec<Placement> {
+        mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()
+    };
+    let (placements, full) = match workload {
+        "full" => (vec![], true),
+        "lora" => (fixed(method_modules("lora", cfg)?), false),
+        "retrain" => (fixed(retrain), false),
+        w => return Err(unknown_workload(w)),
+    };
+    Model::build(cfg, weights, &placements, full, HeadInit::Fresh { num_labels: 2 }, 0)
+}
+
 /// One workload on one shape: `full`, `lora`, `retrain` (a random S3PET-M structure at the budget,
 /// standing for a searched one of the same size), `search1`, `search2`.
 pub fn bench(
@@ -210,10 +235,6 @@ pub fn bench(
     o: &BenchOpts,
 ) -> Result<BenchRow> {
     let b = fixed_batch(o.batch, o.seq_len, cfg.vocab_size(), o.device);
-    let head = HeadInit::Fresh { num_labels: 2 };
-    let fixed = |mods: Vec<crate::delta::ModuleSpec>| -> Vec<Placement> {
-        mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()
-    };
     let (cands, budget, chosen) = bench_structures(cfg, o.budget)?;
     // the training loop's own step (behind its device guard; CUDA graphs where S3PET_CUDA_GRAPHS=all
     // asks for them and --cuda-graphs is not off)
@@ -233,31 +254,22 @@ pub fn bench(
     if workload == "full" && weights.act_kind() != tch::Kind::Float {
         return Err(Error::config("--precision", "the full workload trains the backbone in fp32"));
     }
-    let (mut search_flags, mut train_graphs) = (None, None);
-    let ((ms, cpu_ms), trainable) = match workload {
+    // per workload: (wall, CPU) ms a step, trainable parameters, and whether the step ran as CUDA graphs
+    // (search: always said; training: only when it did) and the second order's w± passes as one replica
+    // pass (search rows)
+    let ((ms, cpu_ms), trainable, (cuda_graphs, hvp_replicas)) = match workload {
         "full" | "lora" | "retrain" => {
-            let (placements, full) = match workload {
-                "full" => (vec![], true),
-                "lora" => (fixed(method_modules("lora", cfg)?), false),
-                _ => (fixed(chosen.iter().map(|&i| cands[i].clone()).collect()), false),
-            };
-            let model = Model::build(cfg, weights, &placements, full, head, 0)?;
+            let retrain: Vec<_> = chosen.iter().map(|&i| cands[i].clone()).collect();
+            let model = training_model(cfg, weights, workload, retrain)?;
             let (ms, graphs) = train_step(&model)?;
-            train_graphs = graphs.then_some(true);
-            (ms, model.store.numel())
+            (ms, model.store.numel(), (graphs.then_some(true), None))
         }
         "search1" | "search2" => {
             let order = if workload == "search1" { 1 } else { 2 };
             let (ms, trainable, graphs) = search::time_search(cfg, weights, (&cands, budget), order, &b, o)?;
-            search_flags = Some((graphs, o.replicas && order == 2));
-            (ms, trainable)
+            (ms, trainable, (Some(graphs), Some(o.replicas && order == 2)))
         }
-        w => {
-            return Err(Error::config(
-                "workload",
-                format!("unknown workload `{w}` (full, lora, retrain, search1, search2)"),
-            ))
-        }
+        w => return Err(unknown_workload(w)),
     };
     let gpu = crate::gpu_mem::peak(o.device);
     Ok(BenchRow {
@@ -283,7 +295,7 @@ pub fn bench(
             "bf16".into()
         },
         precision: if weights.act_kind() == tch::Kind::Float { "fp32".into() } else { "bf16".into() },
-        cuda_graphs: search_flags.map(|f: (bool, bool)| f.0).or(train_graphs),
-        hvp_replicas: search_flags.map(|f| f.1),
+        cuda_graphs,
+        hvp_replicas,
     })
 }

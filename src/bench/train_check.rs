@@ -1,11 +1,9 @@
 //! `s3pet bench --graph-check` for the training workloads (full, lora, retrain): the training loop's
 //! step captured as CUDA graphs (S3PET_CUDA_GRAPHS=all in a run) against the same step run eagerly.
 use super::{fixed_batch, BenchOpts};
-use crate::backbone::{ModelConfig, Placement, Weights};
-use crate::error::{Error, Result};
-use crate::model::{HeadInit, Model};
+use crate::backbone::{ModelConfig, Weights};
+use crate::error::Result;
 use crate::optim::{AdamW, AdamWConfig};
-use crate::structure::method_modules;
 use crate::train_graphs::TrainSteps;
 use serde::Serialize;
 use tch::Tensor;
@@ -25,28 +23,6 @@ pub struct TrainGraphCheck {
     pub passed: bool,
 }
 
-/// The placements of a training workload (full fine-tuning: none, every weight trained).
-fn workload_model(cfg: &ModelConfig, weights: &Weights, workload: &str, o: &BenchOpts) -> Result<Model> {
-    let fixed = |mods: Vec<crate::delta::ModuleSpec>| -> Vec<Placement> {
-        mods.into_iter().map(|m| Placement { spec: m, gate: None }).collect()
-    };
-    let (placements, full) = match workload {
-        "full" => (vec![], true),
-        "lora" => (fixed(method_modules("lora", cfg)?), false),
-        "retrain" => {
-            let (cands, _, chosen) = super::bench_structures(cfg, o.budget)?;
-            (fixed(chosen.iter().map(|&i| cands[i].clone()).collect()), false)
-        }
-        w => {
-            return Err(Error::config(
-                "workload",
-                format!("unknown workload `{w}` (full, lora, retrain, search1, search2)"),
-            ))
-        }
-    };
-    Model::build(cfg, weights, &placements, full, HeadInit::Fresh { num_labels: 2 }, 0)
-}
-
 /// Runs the check (see [`TrainGraphCheck`]); `tol` bounds both differences for `passed`, which on a CUDA
 /// device of a cuda build also needs both shapes captured.
 pub fn train_graph_check(
@@ -61,8 +37,15 @@ pub fn train_graph_check(
     let long = fixed_batch(o.batch, o.seq_len, cfg.vocab_size(), o.device);
     let short = fixed_batch(o.batch, (o.seq_len / 2).max(1), cfg.vocab_size(), o.device);
     let steps = o.steps.max(12);
+    let retrain = match workload {
+        "retrain" => {
+            let (cands, _, chosen) = super::bench_structures(&cfg, o.budget)?;
+            chosen.iter().map(|&i| cands[i].clone()).collect()
+        }
+        _ => Vec::new(),
+    };
     let run = |graphs: bool| -> Result<(Vec<f64>, Tensor, usize)> {
-        let model = workload_model(&cfg, weights, workload, o)?;
+        let model = super::training_model(&cfg, weights, workload, retrain.clone())?;
         let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-4, 0.0));
         let guard = crate::train::step_guard(model.device);
         let mut st = TrainSteps::new(&model, graphs, true)?;

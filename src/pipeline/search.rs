@@ -153,9 +153,7 @@ fn search_phase(
         "peak_rss_bytes": crate::progress::peak_rss_bytes(), "peak_gpu_bytes": crate::gpu_mem::peak(device).map(|p| p.0),
         "dev": out.best_dev, "candidates": cands.len(), "candidate_params": candidate_params, "budget_params": budget,
         "final_p_spread": p_spread, "d_w": d_w.len(), "d_alpha": d_alpha.len(), "dev_examples": l.data.dev.len(),
-        "cuda_graphs": out.graphs.map(|g| json!({
-            "shapes": g.shapes, "replayed_steps": g.replayed, "eager_steps": g.eager,
-        })),
+        "cuda_graphs": out.graphs,
     });
     Ok((structure, summary))
 }

@@ -102,9 +102,7 @@ pub fn train_structure(
         "examples_per_second": out.examples_per_s,
         "train_tokens": out.tokens,
         "train_padded_tokens": out.padded_tokens,
-        "cuda_graphs": out.graphs.map(|g| json!({
-            "shapes": g.shapes, "replayed_steps": g.replayed, "eager_steps": g.eager,
-        })),
+        "cuda_graphs": out.graphs,
         "peak_rss_bytes": crate::progress::peak_rss_bytes(),
         "peak_gpu_bytes": crate::gpu_mem::peak(model.device).map(|p| p.0),
         "device": crate::config::DeviceSpec::of(model.device).name(),

@@ -7,7 +7,6 @@ pub use super::stepper::{StepOut, Stepper};
 use super::supernet::to_vec;
 pub use super::supernet::Supernet;
 use crate::artifact;
-use crate::batch::PadTo;
 use crate::checkpoint::{self, LoopState};
 use crate::data::TaskSpec;
 use crate::delta::{Ctx, Gates};
@@ -43,19 +42,11 @@ pub struct SearchConfig {
     pub seed: u64,
     /// Batches per length bucket (0: off); see `train::epoch_order_bucketed`.
     pub length_buckets: usize,
-    /// Batch lengths padded up to a multiple of this (None: [`GRAPH_PAD_MULTIPLE`] when the steps run as
-    /// CUDA graphs, else none), at most `max_length`.
+    /// Batch lengths padded up to a multiple of this (None: [`crate::step_graphs::GRAPH_PAD_MULTIPLE`]
+    /// when the steps run as CUDA graphs, else none), at most `max_length`.
     pub pad_to_multiple: Option<usize>,
     pub max_length: usize,
 }
-
-/// The default padding multiple of a search whose steps run as CUDA graphs. A step's graph is keyed by
-/// its D_w and D_alpha batch shapes; with batches padded only to their longest example, MRPC's search
-/// (batch 32, 20 epochs, 1,160 steps) meets about 420 shape pairs and STS-B's about 780, so 16 graphs
-/// replay 9 % and 4 % of the steps and the rest run eagerly; padded to multiples of 16: 12 and 23 pairs,
-/// 98 % and 96 % replayed, for 9-11 % more tokens (tools/graph_shapes.py, a simulation of the shapes
-/// with all-mpnet-base-v2's tokenizer).
-pub const GRAPH_PAD_MULTIPLE: usize = 16;
 
 impl SearchConfig {
     /// The paper's optimiser (w AdamW lr 3e-4, alpha lr 0.1, clip 2.0, no weight decay or warm-up, beta 1)
@@ -240,9 +231,7 @@ pub fn search(
     let bar = crate::progress::bar(total as u64, "search", lo.quiet);
     bar.set_position(pr.ls.step as u64);
     let mut orders: (usize, Vec<usize>, Vec<usize>) = (usize::MAX, Vec::new(), Vec::new());
-    let graphs = st.graph_shapes().is_some();
-    let multiple = cfg.pad_to_multiple.unwrap_or(if graphs { GRAPH_PAD_MULTIPLE } else { 1 });
-    let pad = PadTo { multiple, cap: cfg.max_length };
+    let pad = crate::step_graphs::padding(cfg.pad_to_multiple, st.graph_shapes().is_some(), cfg.max_length);
     while pr.ls.step < total {
         pr.ls.seconds = before + start.elapsed().as_secs_f64();
         checkpoint::stop_if_interrupted("search", pr.ls.step, &ckpt, || save_search(&mut st, &pr, &ckpt))?;

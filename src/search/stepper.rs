@@ -91,11 +91,7 @@ impl<'a> Stepper<'a> {
     /// step), no `--skip-nonfinite` (which reads values on the host) and one process (no launcher: the
     /// all-reduce of a launched world is not captured). Returns whether graphs are on.
     pub fn use_cuda_graphs(&mut self, on: bool) -> Result<bool> {
-        let can = crate::cuda_graph::supported()
-            && self.net.model.device.is_cuda()
-            && !self.cfg.skip_nonfinite
-            && self.net.model.t5().is_none()
-            && !crate::dist::current().is_distributed(); // a launched world reduces inside the step
+        let can = crate::step_graphs::capturable(&self.net.model) && !self.cfg.skip_nonfinite;
         self.graphs = if on && can { Some(Graphs::new(self.net.model.device, "search")?) } else { None };
         Ok(self.graphs.is_some())
     }
