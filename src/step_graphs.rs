@@ -13,16 +13,47 @@ use crate::error::{Error, Result};
 use std::collections::HashMap;
 use tch::Tensor;
 
-/// Whether the environment asks for CUDA graphs of the search step (`S3PET_CUDA_GRAPHS` unset, `on`,
-/// `1` or `all`: yes; `off`, `0` or `false`: no).
-pub fn graphs_wanted() -> bool {
-    !matches!(std::env::var("S3PET_CUDA_GRAPHS").as_deref(), Ok("off") | Ok("0") | Ok("false"))
+/// The environment variable that chooses which steps run as CUDA graphs on a CUDA device.
+pub const GRAPHS_ENV: &str = "S3PET_CUDA_GRAPHS";
+
+/// Which steps run as CUDA graphs (where a step can be captured at all, [`capturable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphsSetting {
+    /// None: every step eager (`off`, `0`, `false`).
+    Off,
+    /// The search's steps only (`search`).
+    Search,
+    /// The search's and the training loop's (unset, `on`, `1`, `true`, `all`: the default).
+    All,
 }
 
-/// Whether the environment asks for CUDA graphs of the training step too (`S3PET_CUDA_GRAPHS=all`; not
-/// yet the default: not yet checked on a GPU, see docs/PERFORMANCE.md).
-pub fn train_graphs_wanted() -> bool {
-    matches!(std::env::var("S3PET_CUDA_GRAPHS").as_deref(), Ok("all"))
+/// [`GRAPHS_ENV`]'s value as a setting; any other value is refused, naming the variable.
+pub fn parse_graphs_setting(value: Option<&str>) -> Result<GraphsSetting> {
+    match value {
+        None | Some("on") | Some("1") | Some("true") | Some("all") => Ok(GraphsSetting::All),
+        Some("search") => Ok(GraphsSetting::Search),
+        Some("off") | Some("0") | Some("false") => Ok(GraphsSetting::Off),
+        Some(other) => Err(Error::Msg(format!(
+            "{GRAPHS_ENV}={other:?}: expected on (the default: search and training steps), search \
+             (the search's steps only) or off"
+        ))),
+    }
+}
+
+/// The setting the environment asks for ([`GRAPHS_ENV`]).
+pub fn graphs_setting() -> Result<GraphsSetting> {
+    let value = std::env::var(GRAPHS_ENV).ok();
+    parse_graphs_setting(value.as_deref())
+}
+
+/// Whether the search's steps may run as CUDA graphs.
+pub fn graphs_wanted() -> Result<bool> {
+    Ok(graphs_setting()? != GraphsSetting::Off)
+}
+
+/// Whether the training loop's steps may run as CUDA graphs.
+pub fn train_graphs_wanted() -> Result<bool> {
+    Ok(graphs_setting()? == GraphsSetting::All)
 }
 
 /// Whether a step of `model` can be captured at all: a build with CUDA graphs, a CUDA device, not T5
@@ -185,7 +216,20 @@ fn first_line(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::GraphTally;
+    use super::{parse_graphs_setting, GraphTally, GraphsSetting};
+
+    #[test]
+    fn the_graph_switch_defaults_to_every_step_and_refuses_unknown_values() {
+        for v in [None, Some("on"), Some("1"), Some("true"), Some("all")] {
+            assert_eq!(parse_graphs_setting(v).unwrap(), GraphsSetting::All, "{v:?}");
+        }
+        assert_eq!(parse_graphs_setting(Some("search")).unwrap(), GraphsSetting::Search);
+        for v in ["off", "0", "false"] {
+            assert_eq!(parse_graphs_setting(Some(v)).unwrap(), GraphsSetting::Off, "{v}");
+        }
+        let e = parse_graphs_setting(Some("yes")).unwrap_err().to_string();
+        assert!(e.contains("S3PET_CUDA_GRAPHS=\"yes\"") && e.contains("search"), "{e}");
+    }
 
     #[test]
     fn the_tally_keeps_report_json_names() {

@@ -345,9 +345,9 @@ pub fn train(model: &Model, data: &Prepared, cfg: &RunConfig, out: &Path, o: Loo
     bar.set_position(st.step as u64);
     let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
     let (mut guard, kept) = (device_guard(cfg, model.device), f.kept_files());
-    let mut steps = TrainSteps::new(model, crate::step_graphs::train_graphs_wanted(), guard.is_some())?;
+    let mut steps = TrainSteps::new(model, crate::step_graphs::train_graphs_wanted()?, guard.is_some())?;
     if steps.graphs_on() {
-        tracing::info!("training steps run as CUDA graphs (S3PET_CUDA_GRAPHS=all)");
+        tracing::info!("training steps run as CUDA graphs (S3PET_CUDA_GRAPHS=search or off turns them off)");
     }
     // batches padded to few shapes where the steps run as graphs (each shape is a graph)
     let pad = crate::step_graphs::padding(cfg.pad_to_multiple, steps.graphs_on(), cfg.max_length);

@@ -88,7 +88,7 @@ fn the_graph_check_runs_two_shapes_and_agrees() {
     }
 }
 
-/// The training step's check (the step of S3PET_CUDA_GRAPHS=all) for each training workload: on the CPU
+/// The training step's check (the graph step a CUDA run takes by default) for each training workload: on the CPU
 /// both runs are eager and agree exactly; a search-only or unknown workload name is refused.
 #[test]
 fn the_training_graph_check_runs_each_training_workload() {

@@ -165,6 +165,19 @@ fn missing_model_dir() {
 }
 
 #[test]
+fn unknown_cuda_graphs_value() {
+    let c = Case::new();
+    let before = files(&c.prev);
+    let prev = c.prev.display().to_string();
+    let mut cmd =
+        c.cmd(&[&["train", "--task", &c.task(), "--out", &prev, "--overwrite"], &QUICK[..]].concat());
+    cmd.env("S3PET_CUDA_GRAPHS", "yes");
+    let err = c.fails_with(cmd, "S3PET_CUDA_GRAPHS=yes");
+    names(&err, &["S3PET_CUDA_GRAPHS=\"yes\"", "on", "search", "off"]);
+    assert!(files(&c.prev) == before, "the previous run changed:\n{err}");
+}
+
+#[test]
 fn missing_config_json() {
     let c = Case::new();
     std::fs::remove_file(c.model_file("config.json")).unwrap();

@@ -329,3 +329,40 @@ fn an_interrupt_cuts_the_running_cells_and_says_so() {
     assert!(err.contains("interrupted with 1 cells cut"), "{err}");
     assert!(cell.join("checkpoint.safetensors").is_file(), "the cut cell wrote its checkpoint");
 }
+
+/// One finished cell's line of runs.jsonl, as `s3pet experiment` writes it (the keys the report reads).
+fn run_line(task: &str, seed: u64, lr: f64, sweep: bool, test: f64) -> String {
+    let id = if sweep {
+        format!("{task}.random-mix.b1.39e-4.lr{lr:e}.s{seed}")
+    } else {
+        format!("{task}.random-mix.b1.39e-4.s{seed}")
+    };
+    serde_json::json!({
+        "id": id, "task": task, "method": "random-mix", "budget": 0.000139, "order": null, "seed": seed,
+        "source_task": null, "lr": lr, "lr_sweep": sweep, "metrics": ["accuracy"],
+        "dev": {"accuracy": test}, "test": {"accuracy": test}, "delta_fraction": 0.000134,
+        "delta_params": 14664, "trainable_params": 606025, "retrain_seconds": 90.0, "search_seconds": null,
+        "wall_seconds": 95.0, "machine": {"cpus": 2, "device": "cpu", "host": "here"}
+    })
+    .to_string()
+}
+
+#[test]
+fn the_main_table_leaves_out_tasks_that_have_only_sweep_cells() {
+    // a plan part-way: random-M has finished its cells on copa and cb, and only a sweep cell on rte
+    let d = tempfile::tempdir().unwrap();
+    let mut lines = vec![];
+    for task in ["copa", "cb"] {
+        lines.push(run_line(task, 1, 3e-4, true, 70.0));
+        for seed in [2, 3] {
+            lines.push(run_line(task, seed, 3e-4, false, 60.0 + seed as f64));
+        }
+    }
+    lines.push(run_line("rte", 1, 3e-4, true, 52.5));
+    std::fs::write(d.path().join("runs.jsonl"), lines.join("\n") + "\n").unwrap();
+    ok(s3pet(&["report", d.path().to_str().unwrap()]).output().unwrap());
+    let md = std::fs::read_to_string(d.path().join("RESULTS.md")).unwrap();
+    let main = md.split("## Main table").nth(1).unwrap().split("\n## ").next().unwrap();
+    assert!(main.contains("| copa (accuracy) | cb (accuracy) |") && !main.contains("rte"), "{main}");
+    assert!(main.contains("| random-M @ 1.390e-4 |"), "{main}");
+}

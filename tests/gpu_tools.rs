@@ -103,6 +103,13 @@ fn cut_cells_travel_out_and_back_with_their_checkpoints() {
         &["ship", RES, more.to_str().unwrap(), "--shipped", "shipped.txt", "--files", "1", "--mb", "0.01"],
     );
     assert!(!said.contains("remain"), "{said}");
+    // an archive of checkpoints alone (its call's results-mpnet.tgz lost) restores its cells whole:
+    // the runner resumes a cell only where its config.json is
+    let alone = t.path().join("alone");
+    fs::create_dir_all(&alone).unwrap();
+    results_io(&alone, &["collect", RES, more.to_str().unwrap()]);
+    let restored = alone.join(RES).join("cells").join("c");
+    assert!(restored.join("config.json").is_file() && restored.join("checkpoint.safetensors").is_file());
     results_io(&here, &["collect", RES, last.to_str().unwrap()]);
     results_io(&here, &["collect", RES, more.to_str().unwrap()]);
     assert_eq!(size(here_cells.join("b/search_checkpoint.safetensors")), Some(4000));
@@ -111,4 +118,28 @@ fn cut_cells_travel_out_and_back_with_their_checkpoints() {
     assert!(size(here_cells.join("big/search_checkpoint.safetensors")).is_none());
     let runs = fs::read_to_string(here.join(RES).join("runs.jsonl")).unwrap();
     assert_eq!(runs.lines().count(), 2, "{runs}");
+}
+
+#[test]
+fn a_fresh_machines_results_keep_what_an_earlier_call_brought_back() {
+    let t = tempfile::tempdir().unwrap();
+    let (here, first, fresh) = (t.path().join("here"), t.path().join("first"), t.path().join("fresh"));
+    fs::create_dir_all(&here).unwrap();
+    // the first machine of a lease finishes x and y, and a call brings them back; the device then hands
+    // out a fresh machine, which starts from the carried results (none) and finishes y and z
+    for (machine, ids) in [(&first, ["x", "y"]), (&fresh, ["y", "z"])] {
+        for id in ids {
+            cell(machine, id, None);
+            finish(machine, id);
+        }
+    }
+    for (machine, out) in [(&first, "out-first"), (&fresh, "out-fresh")] {
+        let out = t.path().join(out);
+        results_io(machine, &["pack", RES, out.to_str().unwrap()]);
+        results_io(&here, &["collect", RES, out.to_str().unwrap()]);
+    }
+    let runs = fs::read_to_string(here.join(RES).join("runs.jsonl")).unwrap();
+    let ids: Vec<_> = runs.lines().map(|l| l.split('"').nth(3).unwrap().to_string()).collect();
+    assert_eq!(ids, ["x", "y", "z"], "{runs}");
+    assert!(["x", "y", "z"].iter().all(|id| here.join(RES).join("cells").join(id).is_dir()));
 }

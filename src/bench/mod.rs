@@ -96,8 +96,8 @@ pub struct BenchRow {
     pub backbone_dtype: String,
     /// Activations' dtype: fp32, or bf16 (`--precision bf16`).
     pub precision: String,
-    /// Search rows: whether the step ran as a CUDA graph (training rows: true when it did, under
-    /// S3PET_CUDA_GRAPHS=all), and whether the second order's w± passes ran as one replica pass.
+    /// Search rows: whether the step ran as a CUDA graph (training rows: true when it did; both
+    /// unless S3PET_CUDA_GRAPHS or --cuda-graphs turns them off), and whether the second order's w± passes ran as one replica pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cuda_graphs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -236,12 +236,12 @@ pub fn bench(
 ) -> Result<BenchRow> {
     let b = fixed_batch(o.batch, o.seq_len, cfg.vocab_size(), o.device);
     let (cands, budget, chosen) = bench_structures(cfg, o.budget)?;
-    // the training loop's own step (behind its device guard; CUDA graphs where S3PET_CUDA_GRAPHS=all
-    // asks for them and --cuda-graphs is not off)
+    // the training loop's own step (behind its device guard; CUDA graphs unless S3PET_CUDA_GRAPHS or
+    // --cuda-graphs turns them off)
     let train_step = |model: &Model| -> Result<((f64, Option<f64>), bool)> {
         let mut opt = AdamW::new(&model.store, AdamWConfig::new(1e-5, 0.0));
         let guard = crate::train::step_guard(model.device);
-        let wanted = o.cuda_graphs && crate::step_graphs::train_graphs_wanted();
+        let wanted = o.cuda_graphs && crate::step_graphs::train_graphs_wanted()?;
         let mut steps = crate::train_graphs::TrainSteps::new(model, wanted, true)?;
         let on = steps.graphs_on();
         // with graphs, the eager warm-up steps and the capture stay out of the timed steps

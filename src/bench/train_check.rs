@@ -1,5 +1,5 @@
 //! `s3pet bench --graph-check` for the training workloads (full, lora, retrain): the training loop's
-//! step captured as CUDA graphs (S3PET_CUDA_GRAPHS=all in a run) against the same step run eagerly.
+//! step captured as CUDA graphs (a run's default on CUDA) against the same step run eagerly.
 use super::{fixed_batch, BenchOpts};
 use crate::backbone::{ModelConfig, Weights};
 use crate::error::Result;

@@ -223,7 +223,7 @@ pub fn search(
     let (log, ckpt) = (out.join("alphas.jsonl"), out.join(SEARCH_CHECKPOINT));
     let device = net.model.device;
     let mut st = Stepper::new(net, cfg);
-    if st.use_cuda_graphs(graphs_wanted())? {
+    if st.use_cuda_graphs(graphs_wanted()?)? {
         tracing::info!("search steps run as CUDA graphs (S3PET_CUDA_GRAPHS=off turns them off)");
     }
     let mut pr = start_search(&mut st, &ckpt, &log, lo.resume)?;

@@ -19,12 +19,10 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu/out}
 mkdir -p "$OUT"
 called=$(date +%s)
-if [ -f dist/s3pet-cuda.xz ]; then
-  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('dist/s3pet-cuda.xz'), open('dist/s3pet-cuda', 'wb'))" &&
-    chmod +x dist/s3pet-cuda && rm dist/s3pet-cuda.xz
-fi
-tools/gpu/mpnet_quality.sh assemble || exit 1
 source scripts/gpu-env.sh
+unpack_binary || exit 1
+tools/gpu/mpnet_quality.sh assemble || exit 1
+echo "plan's CUDA graphs: ${S3PET_CUDA_GRAPHS:-on (default: search and training steps)}" > "$OUT/plan-graphs.txt"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 if [ "${GRAPH_CHECK:-}" = 1 ]; then
   # first, alone: CUDA-graph search steps of two shapes sharing one memory pool against eager steps
@@ -71,5 +69,7 @@ wait "${jobs_started[@]}"
 [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
 tail -n 3 "$OUT/graph-check.jsonl" "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
-(cd "$OUT" && logs=$(ls -- *.log *.txt graph-check.jsonl pad-timing.jsonl 2>/dev/null) && tar czf logs.tgz $logs && rm -f $logs)
+# one archive of the logs (a call brings back 8 files: the results and checkpoint archives come first)
+(cd "$OUT" && shopt -s nullglob && logs=(*.log *.txt graph-check.jsonl pad-timing.jsonl) &&
+  [ ${#logs[@]} -gt 0 ] && tar czf logs.tgz "${logs[@]}" && rm -f "${logs[@]}")
 ls -la "$OUT"

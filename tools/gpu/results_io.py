@@ -23,7 +23,9 @@ call, over as many calls as they need.
                                        RES. Finished cells come in whole; a final pack's cut cells
                                        replace their local directories (their checkpoints come with this
                                        or a later call, or the cell starts over next lease); cells still
-                                       running on the device are left as they went out.
+                                       running on the device are left as they went out. runs.jsonl
+                                       gains the incoming rows of cells it lacks (a fresh machine's
+                                       results lack what an earlier call brought back).
 """
 import argparse
 import io
@@ -56,7 +58,8 @@ def weights(res, cell):
 
 
 def cut_checkpoints(res):
-    """(size, cell, files) of every unfinished cell with weights on disk, smallest first."""
+    """(size, cell, weight files) of every unfinished cell with weights on disk, smallest first
+    (size: the weights')."""
     done = finished_ids(res)
     out = []
     for cell in cell_dirs(res):
@@ -85,11 +88,12 @@ def group(items, limit):
 
 
 def write_archive(path, res, members):
-    """A tar.gz of each (cell, files) under the path `res/cells/cell/file`, as RES is named here."""
+    """A tar.gz of each member cell's whole directory (its checkpoint and the small files its resume
+    reads: config.json, the logs), under `res/cells/cell/`, as RES is named here: each archive alone
+    restores its cells, whichever other files of the call come back."""
     with tarfile.open(path, "w:gz") as tar:
-        for cell, files in members:
-            for f in files:
-                tar.add(os.path.join(res, "cells", cell, f))
+        for cell, _ in members:
+            tar.add(os.path.join(res, "cells", cell))
 
 
 def outbound(args):
@@ -190,6 +194,21 @@ def collect(args):
                 print(f"{name}: {len(tar.getnames())} checkpoint files into {res}")
 
 
+def merge_runs(local, incoming):
+    """local runs.jsonl = its rows plus incoming's rows of cells it lacks: a lease may hand out a fresh
+    machine between calls, whose runs.jsonl lacks cells an earlier call of the lease brought back."""
+    if not os.path.exists(incoming):
+        return
+    rows = [line for line in open(local) if line.strip()] if os.path.exists(local) else []
+    have = {json.loads(line)["id"] for line in rows}
+    for line in open(incoming):
+        if line.strip() and json.loads(line)["id"] not in have:
+            rows.append(line if line.endswith("\n") else line + "\n")
+            have.add(json.loads(line)["id"])
+    with open(local, "w") as f:
+        f.writelines(rows)
+
+
 def collect_results(res, results):
     tmp = res.rstrip("/") + ".incoming"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -198,9 +217,9 @@ def collect_results(res, results):
     inc = os.path.join(tmp, res)
     manifest = json.load(open(os.path.join(inc, MANIFEST)))
     os.makedirs(os.path.join(res, "cells"), exist_ok=True)
-    for name in ("runs.jsonl", "plan.toml"):
-        if os.path.exists(os.path.join(inc, name)):
-            shutil.copy(os.path.join(inc, name), os.path.join(res, name))
+    if os.path.exists(os.path.join(inc, "plan.toml")):
+        shutil.copy(os.path.join(inc, "plan.toml"), os.path.join(res, "plan.toml"))
+    merge_runs(os.path.join(res, "runs.jsonl"), os.path.join(inc, "runs.jsonl"))
     done = finished_ids(inc)
     for cell in cell_dirs(inc):
         if cell in done or (manifest["final"] and cell in manifest["cut"]):
@@ -224,12 +243,13 @@ def main():
     k.add_argument("res"), k.add_argument("out")
     k.add_argument("--final", action="store_true")
     k.add_argument("--shipped")
-    k.add_argument("--files", type=int, default=6)
+    # 5: a call brings back 8 files, and results-mpnet.tgz and the logs must come with them
+    k.add_argument("--files", type=int, default=5)
     k.add_argument("--mb", type=float, default=15.0)
     h = sub.add_parser("ship")
     h.add_argument("res"), h.add_argument("out")
     h.add_argument("--shipped")
-    h.add_argument("--files", type=int, default=6)
+    h.add_argument("--files", type=int, default=5)
     h.add_argument("--mb", type=float, default=15.0)
     c = sub.add_parser("collect")
     c.add_argument("res"), c.add_argument("dir")

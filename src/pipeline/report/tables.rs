@@ -72,18 +72,24 @@ fn main_row(ctx: &Ctx, tasks: &[String], m: &str, b: Option<f64>, full_avg: (f64
     row
 }
 
-/// The main table: the tasks with fine-tuning (else every task), the rows present on all of them.
+/// The main table: the tasks with fine-tuning (else every task where a main-table method has finished
+/// cells beyond its learning-rate sweep), the rows present on all of them.
 pub fn main_table(ctx: &Ctx) -> Vec<Block> {
     let with_full: Vec<String> =
         ctx.tasks.iter().filter(|t| ctx.find(t, "full", None, None, None).is_some()).cloned().collect();
-    let tasks = if with_full.is_empty() { ctx.tasks.clone() } else { with_full };
+    let rows = main_rows(ctx);
+    let with_rows = || -> Vec<String> {
+        let has_row = |t: &String| rows.iter().any(|(m, b)| ctx.find(t, m, *b, Some(2), None).is_some());
+        ctx.tasks.iter().filter(|t| has_row(t)).cloned().collect()
+    };
+    let with_full_columns = !with_full.is_empty();
+    let tasks = if with_full_columns { with_full } else { with_rows() };
     let mut t = Table::new(&["method", "trainable % of backbone"]);
     t.header.extend(tasks.iter().map(|task| format!("{} ({})", slug(task), ctx.primary(task))));
     t.header.extend(["average".into(), "% of fine-tuning".into()]);
     let full_avg = avg_over(ctx, &tasks, "full", None);
-    for (m, b) in main_rows(ctx)
-        .into_iter()
-        .filter(|(m, b)| tasks.iter().all(|t| ctx.find(t, m, *b, Some(2), None).is_some()))
+    for (m, b) in
+        rows.into_iter().filter(|(m, b)| tasks.iter().all(|t| ctx.find(t, m, *b, Some(2), None).is_some()))
     {
         t.rows.push(main_row(ctx, &tasks, &m, b, full_avg));
     }
@@ -100,11 +106,17 @@ pub fn main_table(ctx: &Ctx) -> Vec<Block> {
     vec![
         heading,
         Block::Table(t),
-        Block::Para(
-            "Rows: the methods run on every task that has fine-tuning. Average: the mean over these tasks of the \
-             per-task means. \"% of fine-tuning\" = that average / fine-tuning's average."
-                .into(),
-        ),
+        Block::Para(format!(
+            "Columns: {}. Rows: the methods with finished cells on every one of them. Average: the mean \
+                 over these tasks of the per-task means. \"% of fine-tuning\" = that average / fine-tuning's \
+                 average.",
+            if with_full_columns {
+                "the tasks that have fine-tuning"
+            } else {
+                "the tasks where a method has finished cells beyond its learning-rate sweep (fine-tuning has \
+                     none yet)"
+            }
+        )),
     ]
 }
 
