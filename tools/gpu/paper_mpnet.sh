@@ -138,7 +138,7 @@ poll() {
   mkdir -p "$OUT" && cp $L/experiment.log "$OUT/"
   FINAL=$final pack
   tail -n 12 "$OUT/experiment.log"
-  # a call brings back 8 files: results, logs and up to 6 checkpoint archives
+  # a call brings back 8 files: results, logs and up to 5 checkpoint archives (results_io.py pack's default), one file to spare
   (cd "$OUT" && logs=$(ls experiment.log gpu-use-poll.txt 2>/dev/null); [ -n "$logs" ] && tar czf logs.tgz $logs && rm -f $logs)
 }
 
