@@ -26,11 +26,6 @@ fn main() {
         }
         eprintln!("interrupt: saving a checkpoint at the end of this step (Ctrl-C again to exit now)");
     });
-    // the environment's CUDA-graph switch, refused at once when its value is not one of its own
-    if let Err(e) = s3pet::step_graphs::graphs_setting() {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
     if let Err(e) = cmd::dispatch(cli, &sources) {
         eprintln!("error: {e:#}");
         if s3pet::dist::PEER_LOST.load(std::sync::atomic::Ordering::SeqCst) {

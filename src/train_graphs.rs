@@ -1,8 +1,8 @@
 //! The training loop's step as device work only (behind the device guard), and that step as CUDA graphs
-//! per batch shape ([`crate::step_graphs`]), unless `S3PET_CUDA_GRAPHS` (`search`, `off`) turns them off. Both paths run
-//! the same body: loss and gradients, clipping, the AdamW update with its step scalars read from a
-//! device tensor, the guard's row; so the graph path differs from the eager one only in where the
-//! work is launched from.
+//! per batch shape ([`crate::step_graphs`]), unless `S3PET_CUDA_GRAPHS` (`search`, `off`) turns them
+//! off. Both paths run the same body: loss and gradients, clipping, the AdamW update with its step
+//! scalars read from a device tensor, the guard's row; so the graph path differs from the eager one
+//! only in where the work is launched from.
 use crate::batch::Batch;
 use crate::error::Result;
 use crate::guard::DeviceGuard;

@@ -96,8 +96,9 @@ pub struct BenchRow {
     pub backbone_dtype: String,
     /// Activations' dtype: fp32, or bf16 (`--precision bf16`).
     pub precision: String,
-    /// Search rows: whether the step ran as a CUDA graph (training rows: true when it did; both
-    /// unless S3PET_CUDA_GRAPHS or --cuda-graphs turns them off), and whether the second order's w± passes ran as one replica pass.
+    /// Search rows: whether the step ran as a CUDA graph (training rows: true when it did; both unless
+    /// S3PET_CUDA_GRAPHS or --cuda-graphs turns them off), and whether the second order's w± passes ran
+    /// as one replica pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cuda_graphs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -41,6 +41,8 @@ fn rank_out(out: &std::path::Path, resume: bool) -> anyhow::Result<std::path::Pa
 }
 
 pub fn dispatch(cli: Cli, src: &ArgSources) -> anyhow::Result<()> {
+    // the environment's CUDA-graph switch, refused before any command reads or writes anything
+    s3pet::step_graphs::graphs_setting()?;
     let q = cli.quiet;
     let _world = join_world(&cli.command)?;
     let root = s3pet::dist::current().rank == 0;

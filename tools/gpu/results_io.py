@@ -202,9 +202,10 @@ def merge_runs(local, incoming):
     rows = [line for line in open(local) if line.strip()] if os.path.exists(local) else []
     have = {json.loads(line)["id"] for line in rows}
     for line in open(incoming):
-        if line.strip() and json.loads(line)["id"] not in have:
+        cell = json.loads(line)["id"] if line.strip() else None
+        if cell is not None and cell not in have:
             rows.append(line if line.endswith("\n") else line + "\n")
-            have.add(json.loads(line)["id"])
+            have.add(cell)
     with open(local, "w") as f:
         f.writelines(rows)
 
