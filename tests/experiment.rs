@@ -188,7 +188,9 @@ fn learning_rate_sweep_chooses_on_one_seed() {
     ok(s3pet(&["report", o]).output().unwrap());
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
     assert!(
-        md.contains("## Learning rates (chosen on one seed's dev split)") && md.contains("1e-3: "),
+        md.contains("## Learning rates (chosen on one seed's dev split)")
+            && md.contains("1e-3: ")
+            && !md.contains("not yet (sweep running)"),
         "{md}"
     );
     // part-way, with only the sweep cells finished: the report says so instead of empty tables
@@ -198,6 +200,7 @@ fn learning_rate_sweep_chooses_on_one_seed() {
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
     assert!(md.contains("No method has finished cells on every one of these tasks yet"), "{md}");
     assert!(md.contains("Only learning-rate sweep cells have finished here"), "{md}");
+    assert!(md.contains("not yet (sweep running)"), "no rate is named chosen before the runner chose: {md}");
 }
 
 /// A plan's shared options reach the cells whose command uses them: search options in `[options]` go to

@@ -95,13 +95,15 @@ pub fn differences(ctx: &Ctx) -> Vec<Block> {
     ]
 }
 
-/// The sweep table: each swept group's dev score at every rate and the rate chosen.
+/// The sweep table: each swept group's dev score at every rate and the rate chosen, which is the rate of
+/// the choosing seed's cell (the runner copies the best sweep cell under that cell's id once every rate of
+/// the group has finished); a group still sweeping says so instead of naming its best rate so far.
 pub fn lr_choices(ctx: &Ctx) -> Vec<Block> {
     let sweeps: Vec<&Cell> = ctx.cells.iter().filter(|c| c.sweep).collect();
     if sweeps.is_empty() {
         return Vec::new();
     }
-    let mut groups: BTreeMap<(String, String, String), Vec<(f64, f64)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String, String), Vec<SweepPoint>> = BTreeMap::new();
     for c in &sweeps {
         let (Some(lr), Some(dev)) = (c.num("lr"), c.raw["dev"][ctx.primary(&c.task)].as_f64()) else {
             continue;
@@ -110,25 +112,29 @@ pub fn lr_choices(ctx: &Ctx) -> Vec<Block> {
         groups
             .entry((slug(&c.task), format!("{}{at}", label(&c.method)), ctx.primary(&c.task)))
             .or_default()
-            .push((lr, dev));
+            .push((lr, dev, c.id.as_str()));
     }
     let mut t = Table::new(&["task", "method", "dev metric", "dev score per learning rate", "chosen"]);
     for ((task, method, metric), mut v) in groups {
         v.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-        let best = v.iter().cloned().fold(None, |acc: Option<(f64, f64)>, x| match acc {
-            Some(a) if a.1 >= x.1 => Some(a),
-            _ => Some(x),
-        });
-        let cells: Vec<String> = v.iter().map(|(lr, d)| format!("{lr:.0e}: {d:.1}")).collect();
-        t.rows.push(vec![
-            task,
-            method,
-            metric,
-            cells.join("; "),
-            best.map(|b| format!("{:.0e}", b.0)).unwrap_or_default(),
-        ]);
+        let cells: Vec<String> = v.iter().map(|(lr, d, _)| format!("{lr:.0e}: {d:.1}")).collect();
+        let chosen = chosen_rate(ctx, &v.iter().map(|x| x.2).collect::<Vec<_>>())
+            .map(|lr| format!("{lr:.0e}"))
+            .unwrap_or_else(|| "not yet (sweep running)".into());
+        t.rows.push(vec![task, method, metric, cells.join("; "), chosen]);
     }
     vec![Block::Heading(2, "Learning rates (chosen on one seed's dev split)".into()), Block::Table(t)]
+}
+
+/// One sweep cell: its learning rate, dev score and id.
+type SweepPoint<'a> = (f64, f64, &'a str);
+
+/// The rate of the cell that the runner copied from one of these sweep cells, if it has chosen yet.
+fn chosen_rate(ctx: &Ctx, sweep_ids: &[&str]) -> Option<f64> {
+    ctx.cells
+        .iter()
+        .find(|c| c.raw["lr_copy_of"].as_str().is_some_and(|of| sweep_ids.contains(&of)))
+        .and_then(|c| c.num("lr"))
 }
 
 /// Search + retrain seconds per method against one LoRA run of the same task (mean over cells).
