@@ -33,6 +33,12 @@ pub struct Key {
 }
 
 impl Cell {
+    /// The id of the directory under cells/ that holds this cell's run: that of the sweep cell it copies
+    /// (seed 1 of a swept group runs nothing of its own), else its own.
+    pub fn run_dir_id(&self) -> &str {
+        self.raw["lr_copy_of"].as_str().unwrap_or(&self.id)
+    }
+
     pub fn key(&self) -> Key {
         Key {
             task: self.task.clone(),

@@ -193,6 +193,8 @@ fn learning_rate_sweep_chooses_on_one_seed() {
             && !md.contains("not yet (sweep running)"),
         "{md}"
     );
+    // the structure heatmap averages both seeds: seed 1's run is the chosen sweep cell's directory
+    assert!(md.contains("Mean over 2 seeds. Highest p:"), "{md}");
     // part-way, with only the sweep cells finished: the report says so instead of empty tables
     let sweeps: String = runs.iter().filter(|r| r["lr_sweep"] == true).map(|r| format!("{r}\n")).collect();
     std::fs::write(out.join("runs.jsonl"), sweeps).unwrap();

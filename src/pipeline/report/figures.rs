@@ -245,7 +245,7 @@ pub fn explain(ctx: &Ctx) -> Result<Vec<Block>> {
             .find(t, "s3pet-mix", Some(b), Some(2), None)
             .map(|v| {
                 v.iter()
-                    .map(|c| c.id.as_str())
+                    .map(|c| c.run_dir_id())
                     .filter(|id| cells_dir.join(id).join("candidates.tsv").is_file())
                     .collect()
             })
@@ -262,7 +262,7 @@ pub fn explain(ctx: &Ctx) -> Result<Vec<Block>> {
         out.extend([
             Block::Heading(3, slug(t)),
             Block::Image("structure".into(), ctx.rel(&files[0])),
-            Block::Para(format!("Highest p: {}.", top.join("; "))),
+            Block::Para(format!("Mean over {} seeds. Highest p: {}.", ids.len(), top.join("; "))),
         ]);
     }
     // no searched cell yet: no section

@@ -119,8 +119,7 @@ fn preamble(ctx: &Ctx) -> Vec<Block> {
 
 /// A finished cell's recorded config.json (that of the sweep cell it copies, if so; null when none).
 fn cell_config(ctx: &Ctx, c: &Cell) -> serde_json::Value {
-    let id = c.raw["lr_copy_of"].as_str().unwrap_or(&c.id);
-    let path = ctx.dir.join("cells").join(id).join("config.json");
+    let path = ctx.dir.join("cells").join(c.run_dir_id()).join("config.json");
     std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
 }
 
