@@ -44,14 +44,20 @@ fn lines(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-#[test]
-fn experiment_runs_resumes_and_reports() {
+/// The synthetic task twice (`task.toml`, and `other.toml` named "other"): the dir and both paths.
+fn two_tasks() -> (tempfile::TempDir, String, String) {
     let d = task_dir();
     let t1 = d.path().join("task.toml");
     let t2 = d.path().join("other.toml");
     let spec = std::fs::read_to_string(&t1).unwrap().replace("name = \"same\"", "name = \"other\"");
     std::fs::write(&t2, spec).unwrap();
     let (t1, t2) = (t1.display().to_string(), t2.display().to_string());
+    (d, t1, t2)
+}
+
+#[test]
+fn experiment_runs_resumes_and_reports() {
+    let (d, t1, t2) = two_tasks();
     let plan = d.path().join("plan.toml");
     std::fs::write(
         &plan,
@@ -203,6 +209,79 @@ fn learning_rate_sweep_chooses_on_one_seed() {
     assert!(md.contains("No method has finished cells on every one of these tasks yet"), "{md}");
     assert!(md.contains("Only learning-rate sweep cells have finished here"), "{md}");
     assert!(md.contains("not yet (sweep running)"), "no rate is named chosen before the runner chose: {md}");
+}
+
+/// A transfer cell whose source is seed 1 of a swept group retrains on the structure of the chosen sweep
+/// cell (seed 1's own directory is never made: its record is a copy).
+#[test]
+fn transfer_from_a_swept_source_reads_the_chosen_sweep_cell() {
+    let (d, t1, t2) = two_tasks();
+    let plan = d.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "seeds = [1]\nparallel = 2\n[options]\ndata_dir = \"{data}\"\nmax_steps = 3\nbatch_size = 8\n\
+             threads = 1\n[lr_sweep]\nseed = 1\ngrid = [1e-3, 2e-2]\nfull = [1e-4]\n\
+             [[grid]]\ntasks = [\"{t1}\", \"{t2}\"]\nmethods = [\"s3pet-mix\"]\nbudgets = [0.01]\n\
+             [[grid]]\ntasks = [\"{t2}\"]\nmethods = [\"transfer-mix\"]\nbudgets = [0.01]\nsources = [\"{t1}\"]\n",
+            data = d.path().display()
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("results");
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    let ran = s3pet(&["experiment", "--plan", p, "--out", o]).output().unwrap();
+    let said = String::from_utf8_lossy(&ran.stderr).to_string();
+    assert!(ran.status.success(), "{said}");
+    let runs = lines(&out.join("runs.jsonl"));
+    let source = runs
+        .iter()
+        .find(|r| r["id"].as_str().unwrap().starts_with("task.s3pet-mix") && r["lr_sweep"] == false)
+        .unwrap();
+    let run_of = source["lr_copy_of"].as_str().expect("seed 1 of the swept source is a copy");
+    assert!(!out.join("cells").join(source["id"].as_str().unwrap()).exists());
+    let transfers: Vec<&Value> = runs.iter().filter(|r| r["method"] == "transfer-mix").collect();
+    assert!(!transfers.is_empty(), "{said}");
+    let chosen = std::fs::read_to_string(out.join("cells").join(run_of).join("structure.json")).unwrap();
+    let chosen: Value = serde_json::from_str(&chosen).unwrap();
+    for t in transfers {
+        let dir =
+            out.join("cells").join(t["lr_copy_of"].as_str().unwrap_or_else(|| t["id"].as_str().unwrap()));
+        let used: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("structure.json")).unwrap()).unwrap();
+        assert_eq!(used["modules"], chosen["modules"], "{}", dir.display());
+    }
+}
+
+/// A transfer cell takes its rate from its task's S3PET sweep: a plan without that sweep is refused before
+/// anything runs (the runner could never start the cell), and sweeping the transfer itself is accepted.
+#[test]
+fn transfer_without_its_rate_source_is_refused() {
+    let (d, t1, t2) = two_tasks();
+    let plan = d.path().join("plan.toml");
+    let out = d.path().join("results");
+    let (p, o) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    for (methods, refused) in [("", true), ("methods = [\"s3pet-mix\", \"transfer-mix\"]\n", false)] {
+        let text = format!(
+            "seeds = [1]\n[options]\ndata_dir = \"{data}\"\nmax_steps = 3\n[lr_sweep]\nseed = 1\n\
+             grid = [1e-3, 2e-2]\n{methods}[[grid]]\ntasks = [\"{t2}\"]\nmethods = [\"transfer-mix\"]\n\
+             budgets = [0.01]\nsources = [\"{t1}\"]\n",
+            data = d.path().display()
+        );
+        std::fs::write(&plan, text).unwrap();
+        let ran = s3pet(&["experiment", "--plan", p, "--out", o, "--dry-run"]).output().unwrap();
+        let said = String::from_utf8_lossy(&ran.stderr).to_string();
+        assert_eq!(ran.status.success(), !refused, "{said}");
+        if refused {
+            assert!(
+                said.contains("lr_sweep")
+                    && said.contains("add s3pet-mix on task")
+                    && said.contains("other.toml"),
+                "{said}"
+            );
+            assert!(!out.exists(), "a refused plan writes nothing");
+        }
+    }
 }
 
 /// A plan's shared options reach the cells whose command uses them: search options in `[options]` go to

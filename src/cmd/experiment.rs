@@ -24,8 +24,13 @@ fn check_cells(a: &ExperimentArgs, cells: &[Cell]) -> Result<()> {
 fn dry_run(cells: &[Cell], done: &HashSet<String>) {
     let todo: Vec<&Cell> = cells.iter().filter(|c| !done.contains(&c.id) && c.skip.is_none()).collect();
     let skipped = cells.iter().filter(|c| !done.contains(&c.id) && c.skip.is_some()).count();
+    let copies: HashSet<&str> = cells.iter().filter(|c| c.lr.copy).map(|c| c.id.as_str()).collect();
     for c in &todo {
-        println!("{}\ts3pet {}", c.id, c.args.join(" "));
+        let note = match c.needs.as_deref().filter(|n| copies.contains(n)) {
+            Some(n) => format!("\t(--structure: that of the sweep cell chosen for {n})"),
+            None => String::new(),
+        };
+        println!("{}\ts3pet {}{note}", c.id, c.args.join(" "));
     }
     println!(
         "{} cells, {} finished, {skipped} to skip (budget outside the space), {} to run",
@@ -101,6 +106,12 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             ran.failed.join(", "),
             a.out.join("logs").display()
         );
+    }
+    let timed = a.max_minutes.is_some() || a.cells_end_by.is_some();
+    if ran.not_started > 0 && !timed && !s3pet::checkpoint::interrupted() {
+        let waiting: Vec<String> =
+            ran.waiting.iter().map(|(id, on)| format!("{id} (waits for {})", on.join(", "))).collect();
+        bail!("{} cells could not start: {}", waiting.len(), waiting.join("; "));
     }
     if (ran.not_started > 0 || !ran.cut.is_empty()) && s3pet::checkpoint::interrupted() {
         bail!(

@@ -186,10 +186,12 @@ impl Plan {
                 }
             }
         }
-        match &self.lr_sweep {
-            Some(sw) => sw.apply(out),
-            None => Ok(out),
-        }
+        let out = match &self.lr_sweep {
+            Some(sw) => sw.apply(out)?,
+            None => out,
+        };
+        check_dependencies(&out)?;
+        Ok(out)
     }
 
     /// `s3pet <sub> --task T --seed S` with the plan's options, then the task's, then the method's, less
@@ -363,4 +365,31 @@ impl Plan {
         }
         Ok(out)
     }
+}
+
+/// Every cell a cell waits for (a transfer's source search, the sweep cells its rate comes from) is a cell
+/// of the plan: otherwise the runner could never start it.
+fn check_dependencies(cells: &[Cell]) -> Result<()> {
+    let ids: HashSet<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+    for c in cells {
+        if let Some(n) = c.needs.as_deref().filter(|n| !ids.contains(n)) {
+            return Err(Error::config(
+                "sources",
+                format!("cell {} retrains the structure of {n}, which the plan does not run", c.id),
+            ));
+        }
+        if let Some(n) = c.lr.from.iter().find(|n| !ids.contains(n.as_str())) {
+            let space = c.method.strip_prefix("transfer-").unwrap_or(&c.method);
+            return Err(Error::config(
+                "lr_sweep",
+                format!(
+                    "cell {} takes its learning rate from the sweep cell {n}, which the plan does not run: add \
+                     s3pet-{space} on task {} at the same budget and order, or name {} in [lr_sweep] methods \
+                     to sweep it on its own",
+                    c.id, c.task, c.method
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -139,6 +139,11 @@ fn ran_out_of_memory(log: &Path) -> bool {
     log_ends_with_error(log, OUT_OF_MEMORY)
 }
 
+/// The cells `cell` waits for that are not done: its transfer source, the sweep cells of its rate.
+fn waits_for(cell: &Cell, done: &HashSet<String>) -> Vec<String> {
+    cell.needs.iter().chain(&cell.lr.from).filter(|n| !done.contains(*n)).cloned().collect()
+}
+
 /// What a schedule did.
 #[derive(Debug, Default)]
 pub struct Ran {
@@ -147,6 +152,8 @@ pub struct Ran {
     /// Stopped by an interrupt after writing their checkpoints: they resume when the plan runs again.
     pub cut: Vec<String>,
     pub not_started: usize,
+    /// The cells not started, each with the cells it still waited for.
+    pub waiting: Vec<(String, Vec<String>)>,
 }
 
 impl Schedule {
@@ -171,6 +178,22 @@ impl Schedule {
             }
         }
         Ok(out)
+    }
+
+    /// A transfer cell reads its source's structure.json from the directory of the source's run: when the
+    /// source is seed 1 of a swept group, that is the chosen sweep cell's (the source ran nothing itself).
+    fn with_source_run_dir(&self, mut cell: Cell) -> Result<Cell> {
+        let Some(source) = &cell.needs else { return Ok(cell) };
+        let records = self.records()?;
+        let Some(run_of) = records.get(source).and_then(|r| r["lr_copy_of"].as_str()) else {
+            return Ok(cell);
+        };
+        let structure = self.cells_dir().join(run_of).join("structure.json").display().to_string();
+        let path_at = cell.args.iter().position(|a| a == "--structure").map(|i| i + 1);
+        if let Some(path) = path_at.and_then(|i| cell.args.get_mut(i)) {
+            *path = structure;
+        }
+        Ok(cell)
     }
 
     /// A swept group's cell takes the rate whose sweep cell has the best dev score: the choosing seed's
@@ -357,7 +380,7 @@ impl Schedule {
                 let (Some(pos), Some(gpu)) = (todo.iter().position(ready), self.next_gpu(&running)?) else {
                     break;
                 };
-                let cell = todo.remove(pos);
+                let cell = self.with_source_run_dir(todo.remove(pos))?;
                 match self.choose_rate(cell)? {
                     Chosen::Run(cell) => running.push(self.start(*cell, gpu)?),
                     Chosen::Copied(id) => {
@@ -411,6 +434,7 @@ impl Schedule {
             *s = true;
         }
         ran.not_started = todo.len();
+        ran.waiting = todo.iter().map(|c| (c.id.clone(), waits_for(c, done))).collect();
         Ok(ran)
     }
 }
