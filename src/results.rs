@@ -32,11 +32,16 @@ pub struct Key {
     pub source: Option<String>,
 }
 
+/// The sweep cell a runs.jsonl record copies (seed 1 of a swept group runs nothing of its own), if any.
+pub fn copy_of(record: &Value) -> Option<&str> {
+    record["lr_copy_of"].as_str()
+}
+
 impl Cell {
-    /// The id of the directory under cells/ that holds this cell's run: that of the sweep cell it copies
-    /// (seed 1 of a swept group runs nothing of its own), else its own.
+    /// The id of the directory under cells/ that holds this cell's run: that of the sweep cell it copies,
+    /// else its own.
     pub fn run_dir_id(&self) -> &str {
-        self.raw["lr_copy_of"].as_str().unwrap_or(&self.id)
+        copy_of(&self.raw).unwrap_or(&self.id)
     }
 
     pub fn key(&self) -> Key {

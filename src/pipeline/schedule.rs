@@ -75,18 +75,23 @@ fn gpu_sampler(stop: Arc<Mutex<bool>>, peaks: Arc<Mutex<HashMap<u32, u64>>>) {
 
 /// The ids already in runs.jsonl.
 pub fn finished(runs: &Path) -> Result<HashSet<String>> {
+    Ok(read_records(runs)?.into_keys().collect())
+}
+
+/// The records of runs.jsonl by id (none when it does not exist yet).
+fn read_records(runs: &Path) -> Result<HashMap<String, Value>> {
     let text = match std::fs::read_to_string(runs) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(Error::io(runs, e)),
     };
-    let mut done = HashSet::new();
+    let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).map_err(|e| Error::parse(runs, i + 1, e.to_string()))?;
-        let id = v["id"].as_str().ok_or_else(|| Error::parse(runs, i + 1, "no `id`"))?;
-        done.insert(id.to_string());
+        let id = v["id"].as_str().ok_or_else(|| Error::parse(runs, i + 1, "no `id`"))?.to_string();
+        out.insert(id, v);
     }
-    Ok(done)
+    Ok(out)
 }
 
 /// Where and how cells run.
@@ -167,43 +172,31 @@ impl Schedule {
 
     /// The finished records of runs.jsonl by id.
     fn records(&self) -> Result<HashMap<String, Value>> {
-        let runs = self.out.join("runs.jsonl");
-        let text = std::fs::read_to_string(&runs).map_err(|e| Error::io(&runs, e))?;
-        let mut out = HashMap::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: Value =
-                serde_json::from_str(line).map_err(|e| Error::parse(&runs, i + 1, e.to_string()))?;
-            if let Some(id) = v["id"].as_str() {
-                out.insert(id.to_string(), v);
-            }
-        }
-        Ok(out)
+        read_records(&self.out.join("runs.jsonl"))
     }
 
     /// A transfer cell reads its source's structure.json from the directory of the source's run: when the
     /// source is seed 1 of a swept group, that is the chosen sweep cell's (the source ran nothing itself).
-    fn with_source_run_dir(&self, mut cell: Cell) -> Result<Cell> {
-        let Some(source) = &cell.needs else { return Ok(cell) };
-        let records = self.records()?;
-        let Some(run_of) = records.get(source).and_then(|r| r["lr_copy_of"].as_str()) else {
-            return Ok(cell);
+    fn with_source_run_dir(&self, mut cell: Cell, records: &HashMap<String, Value>) -> Cell {
+        let Some(run_of) = cell.needs.as_ref().and_then(|n| records.get(n)).and_then(crate::results::copy_of)
+        else {
+            return cell;
         };
         let structure = self.cells_dir().join(run_of).join("structure.json").display().to_string();
         let path_at = cell.args.iter().position(|a| a == "--structure").map(|i| i + 1);
         if let Some(path) = path_at.and_then(|i| cell.args.get_mut(i)) {
             *path = structure;
         }
-        Ok(cell)
+        cell
     }
 
     /// A swept group's cell takes the rate whose sweep cell has the best dev score: the choosing seed's
     /// cell is that sweep cell (its record is copied under the cell's id), the others run at that rate.
-    fn choose_rate(&self, mut cell: Cell) -> Result<Chosen> {
+    fn choose_rate(&self, mut cell: Cell, records: &HashMap<String, Value>) -> Result<Chosen> {
         if cell.lr.from.is_empty() {
             return Ok(Chosen::Run(Box::new(cell)));
         }
-        let records = self.records()?;
-        let (chosen, rate) = super::sweep::best(&cell.lr.from, &records)?;
+        let (chosen, rate) = super::sweep::best(&cell.lr.from, records)?;
         if cell.lr.copy {
             let mut rec = chosen.clone();
             rec["lr_copy_of"] = rec["id"].clone();
@@ -258,7 +251,7 @@ impl Schedule {
 
     /// The durations of the cells finished so far (runs.jsonl), when `--cells-end-by` asks for them.
     fn durations(&self) -> Result<Durations> {
-        if self.end_by.is_none() || !self.out.join("runs.jsonl").is_file() {
+        if self.end_by.is_none() {
             return Ok(Durations::default());
         }
         Ok(Durations::from_records(self.records()?.values()))
@@ -380,8 +373,10 @@ impl Schedule {
                 let (Some(pos), Some(gpu)) = (todo.iter().position(ready), self.next_gpu(&running)?) else {
                     break;
                 };
-                let cell = self.with_source_run_dir(todo.remove(pos))?;
-                match self.choose_rate(cell)? {
+                // what has finished so far: where a transfer's source ran, which sweep cell won
+                let records = self.records()?;
+                let cell = self.with_source_run_dir(todo.remove(pos), &records);
+                match self.choose_rate(cell, &records)? {
                     Chosen::Run(cell) => running.push(self.start(*cell, gpu)?),
                     Chosen::Copied(id) => {
                         done.insert(id);

@@ -133,7 +133,7 @@ type SweepPoint<'a> = (f64, f64, &'a str);
 fn chosen_rate(ctx: &Ctx, sweep_ids: &[&str]) -> Option<f64> {
     ctx.cells
         .iter()
-        .find(|c| c.raw["lr_copy_of"].as_str().is_some_and(|of| sweep_ids.contains(&of)))
+        .find(|c| crate::results::copy_of(&c.raw).is_some_and(|of| sweep_ids.contains(&of)))
         .and_then(|c| c.num("lr"))
 }
 
