@@ -1,7 +1,9 @@
 //! How long a cell is expected to take, for `experiment --cells-end-by`: the longest wall time of the
 //! finished cells of its kind (task, method, search order), from runs.jsonl and from the cells finishing
-//! now. A lease that ends at a known time then starts only cells that can end before it, and fills its
-//! tail with shorter kinds instead of cells that would be cut.
+//! now; for a kind with none finished yet, the longest of the same method and order on any task (a
+//! task's first cells of a method would otherwise start blind and be cut). A lease that ends at a known
+//! time then starts only cells that can end before it, and fills its tail with shorter kinds instead of
+//! cells that would be cut.
 use super::plan::Cell;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -9,11 +11,24 @@ use std::collections::HashMap;
 /// Expected wall times are the longest seen times this: cells that share a GPU slow down as more start.
 const MARGIN: f64 = 1.2;
 
+/// Longest wall seconds seen per kind (`task/method/order`) and per method (`method/order`, any task).
 #[derive(Debug, Default)]
-pub struct Durations(HashMap<String, f64>);
+pub struct Durations {
+    by_kind: HashMap<String, f64>,
+    by_method: HashMap<String, f64>,
+}
+
+fn method_kind(method: &str, order: Option<u64>) -> String {
+    format!("{method}/{}", order.map_or_else(|| "-".to_string(), |o| o.to_string()))
+}
 
 fn kind(task: &str, method: &str, order: Option<u64>) -> String {
-    format!("{task}/{method}/{}", order.map_or_else(|| "-".to_string(), |o| o.to_string()))
+    format!("{task}/{}", method_kind(method, order))
+}
+
+fn keep_longest(map: &mut HashMap<String, f64>, key: String, wall: f64) {
+    let longest = map.entry(key).or_insert(0.0);
+    *longest = longest.max(wall);
 }
 
 impl Durations {
@@ -26,26 +41,28 @@ impl Durations {
             if let (Some(task), Some(method), Some(wall)) =
                 (r["task"].as_str(), r["method"].as_str(), r["wall_seconds"].as_f64())
             {
-                d.add(kind(task, method, r["order"].as_u64()), wall);
+                d.add(task, method, r["order"].as_u64(), wall);
             }
         }
         d
     }
 
-    fn add(&mut self, kind: String, wall: f64) {
-        let longest = self.0.entry(kind).or_insert(0.0);
-        *longest = longest.max(wall);
+    fn add(&mut self, task: &str, method: &str, order: Option<u64>, wall: f64) {
+        keep_longest(&mut self.by_kind, kind(task, method, order), wall);
+        keep_longest(&mut self.by_method, method_kind(method, order), wall);
     }
 
     /// A cell of `cell`'s kind finished after `wall` seconds (from its start, not resumed).
     pub fn note(&mut self, cell: &Cell, wall: f64) {
-        self.add(kind(&cell.task, &cell.method, cell.order.map(u64::from)), wall);
+        self.add(&cell.task, &cell.method, cell.order.map(u64::from), wall);
     }
 
-    /// Seconds a cell of this kind is expected to take (the longest so far, with [`MARGIN`]); `None`
-    /// while none of its kind has finished.
+    /// Seconds a cell of this kind is expected to take, with [`MARGIN`]: the longest of its kind so far,
+    /// else the longest of its method and order on any task; `None` while neither has finished.
     pub fn expected(&self, cell: &Cell) -> Option<f64> {
-        self.0.get(&kind(&cell.task, &cell.method, cell.order.map(u64::from))).map(|s| s * MARGIN)
+        let order = cell.order.map(u64::from);
+        let of_kind = self.by_kind.get(&kind(&cell.task, &cell.method, order));
+        of_kind.or_else(|| self.by_method.get(&method_kind(&cell.method, order))).map(|s| s * MARGIN)
     }
 }
 
@@ -101,6 +118,29 @@ mod tests {
         d.note(&cell("lora", None), 80.0);
         d.note(&cell("lora", None), 60.0);
         assert_eq!(d.expected(&cell("lora", None)), Some(80.0 * MARGIN));
+    }
+
+    #[test]
+    fn a_kind_not_yet_seen_takes_the_longest_of_its_method_and_order_on_other_tasks() {
+        let runs = [
+            json!({"task": "copa", "method": "full", "wall_seconds": 200.0}),
+            json!({"task": "stsb", "method": "full", "wall_seconds": 380.0}),
+            json!({"task": "cola", "method": "s3pet-mix", "order": 1, "wall_seconds": 90.0}),
+        ];
+        let mut d = Durations::from_records(&runs);
+        let cell = |task: &str, method: &str, order: Option<u8>| Cell {
+            task: task.into(),
+            method: method.into(),
+            order,
+            ..Cell::default()
+        };
+        assert_eq!(d.expected(&cell("rte", "full", None)), Some(380.0 * MARGIN));
+        assert_eq!(d.expected(&cell("copa", "full", None)), Some(200.0 * MARGIN));
+        assert_eq!(d.expected(&cell("rte", "s3pet-mix", Some(1))), Some(90.0 * MARGIN));
+        assert_eq!(d.expected(&cell("rte", "s3pet-mix", Some(2))), None);
+        d.note(&cell("rte", "full", None), 250.0);
+        assert_eq!(d.expected(&cell("rte", "full", None)), Some(250.0 * MARGIN));
+        assert_eq!(d.expected(&cell("mrpc", "full", None)), Some(380.0 * MARGIN));
     }
 
     #[test]
