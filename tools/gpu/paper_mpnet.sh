@@ -26,8 +26,9 @@
 #            # unpacks into gpu/results-mpnet (for the next lease) and reports into results/mpnet
 # The plan runs in a process session of its own, which the device leaves running between the calls of a
 # lease, so its cells are cut only at the lease's end (`run` instead runs the plan inside one call).
-# PARALLEL cells at once (default: the plan's); no new cell in the last 150 s, none whose kind has taken
-# longer than the time left, and 30 s before the end the cells still running are interrupted
+# PARALLEL cells at once (default: the plan's); no new cell in the last 60 s, none whose kind (or, for a
+# kind not yet seen, whose method and order on another task) has taken longer than the time left, and
+# 30 s before the end the cells still running are interrupted
 # (checkpoint written; resumed next lease from the checkpoint that travels back; one over 15 MiB, full
 # fine-tuning's, does not, and that cell starts over).
 set -uo pipefail
@@ -109,8 +110,11 @@ start() {
   local end=${END:?END: seconds from now by which the plan must have stopped}
   [ -f $L/pid ] && kill -0 "$(cat $L/pid)" 2>/dev/null && { echo "a plan is already running"; return 1; }
   mkdir -p $L && rm -f $L/done
-  # the last new cell 150 s before the end, the interrupt 30 s before it (halves of that on short ends)
-  LIMIT=$(( end > 300 ? end - 150 : end / 2 )) HARD=$(( end > 60 ? end - 30 : end )) setsid bash -c \
+  # the last new cell 60 s before the end, the interrupt 30 s before it (half of the time on short ends):
+  # --cells-end-by keeps every cell of a timed kind from starting when it cannot end in time, so this
+  # limit only bounds cells of kinds never timed (with 150 s, a call of the eleventh lease with 370 s of
+  # plan started nothing in its last 160 s while COPA's and CB's 10-30 s cells waited for the next call)
+  LIMIT=$(( end > 120 ? end - 60 : end / 2 )) HARD=$(( end > 60 ? end - 30 : end )) setsid bash -c \
     "echo \$\$ > $L/pid; '$0' plan-into $L/experiment.log; touch $L/done" > $L/session.log 2>&1 < /dev/null &
   sleep 5
   echo "plan started in its own session until $(date -u -d "@$(( $(date +%s) + end - 5 ))" +%T) UTC"
