@@ -56,8 +56,13 @@ fn diff_row(ctx: &Ctx, (m, b): (&str, Option<f64>), (o, ob): (&str, Option<f64>)
         format!("{}{}", label(o), at(ob)),
         format!("{mean:+.1}"),
         format!("[{lo:+.1}, {hi:+.1}]"),
-        format!("{} ({} tasks)", diffs.len(), tasks.len()),
+        pairs_cell(diffs.len(), tasks.len()),
     ])
+}
+
+/// The "pairs (task, seed)" cell: how many pairs, over how many tasks.
+fn pairs_cell(pairs: usize, tasks: usize) -> String {
+    format!("{pairs} ({tasks} task{})", if tasks == 1 { "" } else { "s" })
 }
 
 /// S3PET-M minus random-M (same budget) and minus each manual baseline, for every S3PET-M budget.
@@ -178,5 +183,11 @@ mod tests {
         let (m, lo, hi) = paired_bootstrap(&[2.0; 6]).unwrap();
         assert_eq!((m, lo, hi), (2.0, 2.0, 2.0));
         assert!(paired_bootstrap(&[]).is_none());
+    }
+
+    #[test]
+    fn the_pairs_cell_says_task_for_one_and_tasks_for_more() {
+        assert_eq!(pairs_cell(3, 1), "3 (1 task)");
+        assert_eq!(pairs_cell(30, 6), "30 (6 tasks)");
     }
 }
