@@ -9,6 +9,9 @@
 #   (default 400), RUN_LIMIT (the MRPC run is interrupted then, its checkpoint kept; default 520).
 # GRAPH_CHECK=1 first runs `s3pet bench --graph-check` on mpnet-base alone ($OUT/graph-check.jsonl);
 # PAD_TIMING=1 then times a real search padded and not (tools/gpu/pad_timing.sh, $OUT/pad-timing.jsonl).
+# MPS_CHECK=1 then times the plan's shape alone, K at once and K at once under CUDA MPS (tools/gpu/mps_check.sh,
+# $OUT/mps-check.jsonl, about 2 minutes; END counts them); with KEEP_MPS=1 the plan runs under MPS when it met
+# that script's rule. A later call that starts the plan again (a fresh machine) has no MPS unless asked again.
 # END (seconds from now): the plan runs on between calls until then (paper_mpnet.sh start / poll), and
 # this call returns after POLL s (default 540) with what has finished; without END, the plan of this
 # call only (paper_mpnet.sh run, PAPER_LIMIT).
@@ -32,6 +35,15 @@ if [ "${GRAPH_CHECK:-}" = 1 ]; then
 fi
 if [ "${PAD_TIMING:-}" = 1 ]; then
   OUT=$OUT tools/gpu/pad_timing.sh > /dev/null 2>&1
+fi
+if [ "${MPS_CHECK:-}" = 1 ]; then
+  # CUDA MPS against time slicing for the plan's cells ($OUT/mps-check.jsonl); with KEEP_MPS=1 the plan
+  # below runs under MPS when it met mps_check.sh's rule
+  OUT=$OUT tools/gpu/mps_check.sh > /dev/null 2>&1
+  mps_dir=${MPS_DIR:-/tmp/s3pet-mps}
+  if [ -f "$mps_dir/kept" ]; then
+    export CUDA_MPS_PIPE_DIRECTORY=$mps_dir/pipe CUDA_MPS_LOG_DIRECTORY=$mps_dir/log
+  fi
 fi
 # END counts from this call's start, and the call returns within CALL_LIMIT s (default 570) of it
 spent=$(( $(date +%s) - called ))
@@ -69,7 +81,8 @@ wait "${jobs_started[@]}"
 [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
 tail -n 3 "$OUT/graph-check.jsonl" "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
-# one archive of the logs (a call brings back 8 files: the results and checkpoint archives come first)
-(cd "$OUT" && shopt -s nullglob && logs=(*.log *.txt graph-check.jsonl pad-timing.jsonl) &&
+# one archive of the logs (a call brings back 8 files: the results and checkpoint archives come first;
+# the [l] globs drop a file this call did not write, which a plain name would hand tar as missing)
+(cd "$OUT" && shopt -s nullglob && logs=(*.log *.txt graph-check.json[l] pad-timing.json[l] mps-check.json[l]) &&
   [ ${#logs[@]} -gt 0 ] && tar czf logs.tgz "${logs[@]}" && rm -f "${logs[@]}")
 ls -la "$OUT"
