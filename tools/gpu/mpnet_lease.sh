@@ -81,8 +81,10 @@ wait "${jobs_started[@]}"
 [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt" 2>&1
 tail -n 3 "$OUT/graph-check.jsonl" "$OUT/paper.log" "$OUT/quality.log" "$OUT/run-mrpc.log" 2>/dev/null
-# one archive of the logs (a call brings back 8 files: the results and checkpoint archives come first;
-# the [l] globs drop a file this call did not write, which a plain name would hand tar as missing)
-(cd "$OUT" && shopt -s nullglob && logs=(*.log *.txt graph-check.json[l] pad-timing.json[l] mps-check.json[l]) &&
+# one archive of the logs (a call brings back 8 files: the results and checkpoint archives come first),
+# with the poll's own (its experiment.log and GPU samples, which this one used to overwrite); the [l]
+# globs drop a file this call did not write, which a plain name would hand tar as missing
+(cd "$OUT" && shopt -s nullglob && { [ ! -f logs.tgz ] || { tar xzf logs.tgz && rm logs.tgz; }; } &&
+  logs=(*.log *.txt graph-check.json[l] pad-timing.json[l] mps-check.json[l]) &&
   [ ${#logs[@]} -gt 0 ] && tar czf logs.tgz "${logs[@]}" && rm -f "${logs[@]}")
 ls -la "$OUT"
