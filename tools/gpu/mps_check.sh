@@ -87,7 +87,9 @@ done
 if [ "$DEVICE" != cuda ]; then
   echo '{"mps": "not tried: DEVICE is not cuda"}' >> "$OUT/mps-check.jsonl"
 elif ! mps_start; then
-  echo "{\"mps\": \"did not start or its client failed: $(tail -c 300 "$MPS_DIR/client-check.log" "$MPS_DIR/control.out" 2>/dev/null | tr '\n"' '  ')\"}" >> "$OUT/mps-check.jsonl"
+  tail -c 300 "$MPS_DIR/client-check.log" "$MPS_DIR/control.out" 2>/dev/null | python3 -c \
+    'import json,sys; print(json.dumps({"mps": "did not start or its client failed: " + sys.stdin.read()}))' \
+    >> "$OUT/mps-check.jsonl"
   mps_quit
 else
   keep=1
