@@ -29,14 +29,14 @@ steps_of() {  # timed steps per workload: a few seconds alone, so that K at once
   case "$1" in retrain|lora) echo "${RETRAIN_STEPS:-250}" ;; *) echo "${SEARCH_STEPS:-40}" ;; esac
 }
 
-# one leg: N bench processes of one workload at once; prints its JSON row
+# one leg: N bench processes of one workload at once (one CPU thread each, as the plan's cells); prints its JSON row
 leg() {
   local workload=$1 n=$2 mps=$3 dir i start
   dir=$(mktemp -d)
   start=$(date +%s.%N)
   for i in $(seq 1 "$n"); do
     "$BIN" bench -q --shape mpnet-base --device "$DEVICE" --precision bf16 --batch-size "$BATCH" --seq-len "$SEQ" \
-      --workload "$workload" --warmup 5 --steps "$(steps_of "$workload")" > "$dir/$i.json" 2> "$dir/$i.log" &
+      --workload "$workload" --threads 1 --warmup 5 --steps "$(steps_of "$workload")" > "$dir/$i.json" 2> "$dir/$i.log" &
   done
   wait
   python3 - "$dir" "$workload" "$n" "$mps" "$start" "$(date +%s.%N)" <<'EOF'
