@@ -39,11 +39,10 @@ fi
 if [ "${MPS_CHECK:-}" = 1 ]; then
   # CUDA MPS against time slicing for the plan's cells ($OUT/mps-check.jsonl); with KEEP_MPS=1 the plan
   # below runs under MPS when it met mps_check.sh's rule
-  OUT=$OUT tools/gpu/mps_check.sh > /dev/null 2>&1
   mps_dir=${MPS_DIR:-/tmp/s3pet-mps}
-  if [ -f "$mps_dir/kept" ]; then
-    export CUDA_MPS_PIPE_DIRECTORY=$mps_dir/pipe CUDA_MPS_LOG_DIRECTORY=$mps_dir/log
-  fi
+  MPS_DIR=$mps_dir OUT=$OUT tools/gpu/mps_check.sh > /dev/null 2>&1
+  # shellcheck source=/dev/null
+  [ -f "$mps_dir/kept" ] && source "$mps_dir/kept"
 fi
 # END counts from this call's start, and the call returns within CALL_LIMIT s (default 570) of it
 spent=$(( $(date +%s) - called ))

@@ -11,9 +11,9 @@
 # Writes $OUT/mps-check.jsonl: per leg the workload, processes, mps, wall seconds, each process's ms per
 # step (bench), and the aggregate steps per second over one process alone ("gain"). Rule (KEEP_MPS=1):
 # MPS stays on for the plan when, for every workload, K at once under MPS has at least MIN_GAIN (default
-# 1.1) times the aggregate steps per second of K at once without it; then $MPS_DIR/kept exists and the
-# plan's processes need CUDA_MPS_PIPE_DIRECTORY and CUDA_MPS_LOG_DIRECTORY as printed (mpnet_lease.sh
-# exports them).
+# 1.1) times the aggregate steps per second of K at once without it; then $MPS_DIR/kept holds the
+# exports of CUDA_MPS_PIPE_DIRECTORY and CUDA_MPS_LOG_DIRECTORY that the plan's processes need
+# (mpnet_lease.sh sources it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu/out}
@@ -29,14 +29,19 @@ steps_of() {  # timed steps per workload: a few seconds alone, so that K at once
   case "$1" in retrain|lora) echo "${RETRAIN_STEPS:-250}" ;; *) echo "${SEARCH_STEPS:-40}" ;; esac
 }
 
-# one leg: N bench processes of one workload at once (one CPU thread each, as the plan's cells); prints its JSON row
+# one bench process of the plan's shape on one CPU thread, as the plan's cells: WORKLOAD BATCH SEQ WARMUP STEPS
+bench() {
+  "$BIN" bench -q --shape mpnet-base --device "$DEVICE" --precision bf16 --threads 1 --workload "$1" \
+    --batch-size "$2" --seq-len "$3" --warmup "$4" --steps "$5"
+}
+
+# one leg: N bench processes of one workload at once; prints its JSON row
 leg() {
   local workload=$1 n=$2 mps=$3 dir i start
   dir=$(mktemp -d)
   start=$(date +%s.%N)
   for i in $(seq 1 "$n"); do
-    "$BIN" bench -q --shape mpnet-base --device "$DEVICE" --precision bf16 --batch-size "$BATCH" --seq-len "$SEQ" \
-      --workload "$workload" --threads 1 --warmup 5 --steps "$(steps_of "$workload")" > "$dir/$i.json" 2> "$dir/$i.log" &
+    bench "$workload" "$BATCH" "$SEQ" 5 "$(steps_of "$workload")" > "$dir/$i.json" 2> "$dir/$i.log" &
   done
   wait
   python3 - "$dir" "$workload" "$n" "$mps" "$start" "$(date +%s.%N)" <<'EOF'
@@ -67,8 +72,8 @@ mps_start() {
   export CUDA_MPS_PIPE_DIRECTORY=$MPS_DIR/pipe CUDA_MPS_LOG_DIRECTORY=$MPS_DIR/log
   setsid nvidia-cuda-mps-control -d < /dev/null > "$MPS_DIR/control.out" 2>&1 || return 1
   # one client, bounded: a daemon that cannot serve must not hang the plan
-  timeout 120 "$BIN" bench -q --shape mpnet-base --device "$DEVICE" --precision bf16 --batch-size 8 \
-    --seq-len 32 --workload retrain --warmup 1 --steps 2 > /dev/null 2> "$MPS_DIR/client-check.log"
+  (export -f bench; export BIN DEVICE; timeout 120 bash -c 'bench retrain 8 32 1 2') > /dev/null \
+    2> "$MPS_DIR/client-check.log"
 }
 
 mps_quit() {
@@ -102,8 +107,9 @@ sys.exit(0 if p['gain'] and s['gain'] and s['gain'] >= float(sys.argv[3]) * p['g
       "${plain[$w]}" "${shared[$w]}" "${MIN_GAIN:-1.1}" || keep=0
   done
   if [ "${KEEP_MPS:-}" = 1 ] && [ "$keep" = 1 ]; then
-    touch "$MPS_DIR/kept"
-    echo "{\"mps\": \"kept for the plan: CUDA_MPS_PIPE_DIRECTORY=$MPS_DIR/pipe CUDA_MPS_LOG_DIRECTORY=$MPS_DIR/log\"}" >> "$OUT/mps-check.jsonl"
+    echo "export CUDA_MPS_PIPE_DIRECTORY=$CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY=$CUDA_MPS_LOG_DIRECTORY" \
+      > "$MPS_DIR/kept"
+    echo "{\"mps\": \"kept for the plan: $(cat "$MPS_DIR/kept")\"}" >> "$OUT/mps-check.jsonl"
   else
     mps_quit
     echo "{\"mps\": \"quit (KEEP_MPS=${KEEP_MPS:-0}, rule met: $keep)\"}" >> "$OUT/mps-check.jsonl"
