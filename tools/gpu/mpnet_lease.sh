@@ -11,7 +11,8 @@
 # PAD_TIMING=1 then times a real search padded and not (tools/gpu/pad_timing.sh, $OUT/pad-timing.jsonl).
 # MPS_CHECK=1 then times the plan's shape alone, K at once and K at once under CUDA MPS (tools/gpu/mps_check.sh,
 # $OUT/mps-check.jsonl, about 2 minutes; END counts them); with KEEP_MPS=1 the plan runs under MPS when it met
-# that script's rule. A later call that starts the plan again (a fresh machine) has no MPS unless asked again.
+# that script's rule; MPS=1 instead starts the daemon without the timings (`mps_check.sh start`). A later call
+# that starts the plan again (a fresh machine) has no MPS unless asked again.
 # END (seconds from now): the plan runs on between calls until then (paper_mpnet.sh start / poll), and
 # this call returns after POLL s (default 540) with what has finished; without END, the plan of this
 # call only (paper_mpnet.sh run, PAPER_LIMIT).
@@ -35,6 +36,15 @@ if [ "${GRAPH_CHECK:-}" = 1 ]; then
 fi
 if [ "${PAD_TIMING:-}" = 1 ]; then
   OUT=$OUT tools/gpu/pad_timing.sh > /dev/null 2>&1
+fi
+if [ "${MPS:-}" = 1 ] && [ "${MPS_CHECK:-}" != 1 ]; then
+  # the plan under CUDA MPS without timing it again (the twelfth lease measured 1.09x / 1.21x three
+  # processes at once under MPS against 0.94x / 0.96x without, docs/PERFORMANCE.md); if the daemon or its
+  # client fails, the plan runs without it and $OUT/mps-check.jsonl says why
+  mps_dir=${MPS_DIR:-/tmp/s3pet-mps}
+  MPS_DIR=$mps_dir OUT=$OUT tools/gpu/mps_check.sh start > /dev/null 2>&1
+  # shellcheck source=/dev/null
+  [ -f "$mps_dir/kept" ] && source "$mps_dir/kept"
 fi
 if [ "${MPS_CHECK:-}" = 1 ]; then
   # CUDA MPS against time slicing for the plan's cells ($OUT/mps-check.jsonl); with KEEP_MPS=1 the plan

@@ -81,6 +81,26 @@ mps_quit() {
   unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
 }
 
+# `mps_check.sh start`: the daemon and its client check only, no legs (once a lease has measured the gain):
+# on success $MPS_DIR/kept as above, and one JSON line in $OUT/mps-check.jsonl either way
+if [ "${1:-}" = start ]; then
+  if [ "$DEVICE" != cuda ]; then
+    echo '{"mps": "not started: DEVICE is not cuda"}' | tee -a "$OUT/mps-check.jsonl"
+    exit 1
+  fi
+  if mps_start; then
+    echo "export CUDA_MPS_PIPE_DIRECTORY=$CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY=$CUDA_MPS_LOG_DIRECTORY" \
+      > "$MPS_DIR/kept"
+    echo "{\"mps\": \"started without the legs: $(cat "$MPS_DIR/kept")\"}" | tee -a "$OUT/mps-check.jsonl"
+    exit 0
+  fi
+  tail -c 300 "$MPS_DIR/client-check.log" "$MPS_DIR/control.out" 2>/dev/null | python3 -c \
+    'import json,sys; print(json.dumps({"mps": "did not start or its client failed: " + sys.stdin.read()}))' \
+    | tee -a "$OUT/mps-check.jsonl"
+  mps_quit
+  exit 1
+fi
+
 : > "$OUT/mps-check.jsonl"
 declare -A alone plain shared
 workloads=${WORKLOADS:-retrain,search2}
