@@ -15,9 +15,9 @@
 #            `tools/gpu/paper_mpnet.sh receive-ckpt`
 #   device:  the last call carries the last piece, gpu/mpnet, gpu/data, gpu/results-carry and
 #            dist/s3pet-cuda.xz (`xz -9 -k dist/s3pet-cuda`: the plain binary does not fit beside the
-#            piece in 64 MiB) and runs `GRAPH_CHECK=1 END=<seconds of device time left, less 150> POLL=450
-#            tools/gpu/mpnet_lease.sh` (unpacks the binary, joins the pieces, checks the CUDA graphs, then
-#            `start` and `poll` below)   -> $OUT/results-mpnet.tgz and logs.tgz; each later call of the
+#            piece in 64 MiB) and runs `MPS=1 PAPER_PARALLEL=3 END=<seconds of device time left, less 190>
+#            POLL=300 tools/gpu/mpnet_lease.sh` (unpacks the binary, joins the pieces, starts CUDA MPS, then
+#            `start` and `poll` below; GRAPH_CHECK=1 and MPS_CHECK=1 add their checks)   -> $OUT/results-mpnet.tgz and logs.tgz; each later call of the
 #            lease, carrying nothing: `POLL=300 tools/gpu/paper_mpnet.sh poll` (short polls: the device
 #            may hand a fresh machine to any call, and what had not come back is gone; the last one with a
 #            POLL past END: it returns when the plan has stopped, with the cut cells' checkpoints in
