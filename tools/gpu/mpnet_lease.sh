@@ -12,7 +12,8 @@
 # MPS_CHECK=1 then times the plan's shape alone, K at once and K at once under CUDA MPS (tools/gpu/mps_check.sh,
 # $OUT/mps-check.jsonl, about 2 minutes; END counts them); with KEEP_MPS=1 the plan runs under MPS when it met
 # that script's rule; MPS=1 instead starts the daemon without the timings (`mps_check.sh start`). A later call
-# that starts the plan again (a fresh machine) has no MPS unless asked again.
+# that starts the plan again (a fresh machine) has no MPS unless asked again. PAPER_PARALLEL=auto (with
+# MPS_CHECK=1; K2=6 adds a second size) runs as many cells at once as the legs found best.
 # END (seconds from now): the plan runs on between calls until then (paper_mpnet.sh start / poll), and
 # this call returns after POLL s (default 540) with what has finished; without END, the plan of this
 # call only (paper_mpnet.sh run, PAPER_LIMIT).
@@ -53,6 +54,24 @@ if [ "${MPS_CHECK:-}" = 1 ]; then
   MPS_DIR=$mps_dir OUT=$OUT tools/gpu/mps_check.sh > /dev/null 2>&1
   # shellcheck source=/dev/null
   [ -f "$mps_dir/kept" ] && source "$mps_dir/kept"
+fi
+if [ "${PAPER_PARALLEL:-}" = auto ]; then
+  # the number of cells at once from this call's legs (MPS_CHECK=1, with K2 for a second size): of the
+  # legs run the way the plan now runs (under MPS when it was kept, else without), the process count
+  # whose lowest gain over the workloads is highest; K (default 3) when the legs gave none
+  PAPER_PARALLEL=$(python3 - "$OUT/mps-check.jsonl" "${K:-3}" "${mps_dir:-/tmp/s3pet-mps}/kept" <<'PY'
+import json, os, sys
+path, default, kept = sys.argv[1], int(sys.argv[2]), os.path.exists(sys.argv[3])
+rows = [json.loads(l) for l in open(path) if l.startswith("{")] if os.path.exists(path) else []
+lowest = {}
+for r in rows:
+    if r.get("mps") is kept and r.get("processes", 1) > 1 and r.get("gain"):
+        n = r["processes"]
+        lowest[n] = min(lowest.get(n, r["gain"]), r["gain"])
+print(max(sorted(lowest), key=lowest.get) if lowest else default)
+PY
+)
+  echo "{\"paper_parallel\": $PAPER_PARALLEL, \"chosen_from\": \"mps-check legs (mps kept: $([ -f "${mps_dir:-/tmp/s3pet-mps}/kept" ] && echo yes || echo no))\"}" >> "$OUT/mps-check.jsonl"
 fi
 # END counts from this call's start, and the call returns within CALL_LIMIT s (default 570) of it
 spent=$(( $(date +%s) - called ))
