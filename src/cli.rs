@@ -121,8 +121,9 @@ pub struct ExperimentArgs {
     /// For a machine held until a known time: start a cell only when the longest finished cell of its
     /// kind (task, method, search order; runs.jsonl and this run), with a 1.2 margin, ends within this
     /// many minutes; a kind with none finished yet is timed by the longest of its method and order on
-    /// any task, and one with neither starts as before (until --max-minutes). Shorter kinds then fill
-    /// the end instead of cells that would be cut.
+    /// any task, else of its method at a higher search order on any task, and one with none of these
+    /// starts as before (until --max-minutes). Shorter kinds then fill the end instead of cells that
+    /// would be cut.
     #[arg(long, value_parser = checked::<f64>("cells-end-by"), conflicts_with = "dry_run")]
     pub cells_end_by: Option<f64>,
     /// List the cells still to run and their commands, run nothing.
