@@ -8,7 +8,8 @@
 #   here:    tools/gpu/paper_mpnet.sh prepare     # gpu/mpnet-pieces, gpu/mpnet, gpu/data (the plan's 7 tasks),
 #                                                 # gpu/results-mpnet (from results/mpnet if absent), and
 #                                                 # from it gpu/results-carry (no weights) and
-#                                                 # gpu/ckpt-out/out-NN.tgz (the cut cells' checkpoints);
+#                                                 # gpu/ckpt-out/out-NN.tgz (the cut cells' checkpoints),
+#                                                 # and dist/s3pet-cuda.xz when older than the binary;
 #                                                 # prints the calls that carry the model's pieces
 #   device:  one call per piece: tools/gpu/mpnet_quality.sh receive
 #   device:  one call per checkpoint archive: carry gpu/ckpt-out/out-NN.tgz, run
@@ -52,10 +53,14 @@ prepare() {
     mkdir -p "$RES" && cp -r results/mpnet/runs.jsonl results/mpnet/plan.toml results/mpnet/cells "$RES"/
   fi
   python3 tools/gpu/results_io.py outbound "$RES" gpu/results-carry gpu/ckpt-out || exit 1
+  # the binary travels xz-compressed beside the last piece (plain, the two do not fit in 64 MiB)
+  if [ -f "$BIN" ] && [ ! "$BIN.xz" -nt "$BIN" ]; then
+    xz -9 -c "$BIN" > "$BIN.xz" || exit 1
+  fi
   for f in gpu/ckpt-out/*.tgz; do
     [ -f "$f" ] && echo "carry [\"$f\"]: tools/gpu/paper_mpnet.sh receive-ckpt"
   done
-  du -sh gpu/data gpu/results-carry 2>/dev/null
+  du -sh gpu/data gpu/results-carry "$BIN.xz" 2>/dev/null
 }
 
 # device: the checkpoint archive this call carried, kept for the plan's start (`merge` in plan)
