@@ -9,29 +9,24 @@
 use super::plan::Cell;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 /// Expected wall times are the longest seen times this: cells that share a GPU slow down as more start.
 const MARGIN: f64 = 1.2;
 
-/// Longest wall seconds seen per kind (`task/method/order`), per method and order (`method/order`, any
-/// task) and per method and search order (any task; order 0 for a method without a search).
+/// Longest wall seconds seen per kind (`task/method/order`) and per method and search order (any task;
+/// `None` for a method without a search).
 #[derive(Debug, Default)]
 pub struct Durations {
     by_kind: HashMap<String, f64>,
-    by_method: HashMap<String, f64>,
-    by_method_order: HashMap<String, BTreeMap<u64, f64>>,
-}
-
-fn method_kind(method: &str, order: Option<u64>) -> String {
-    format!("{method}/{}", order.map_or_else(|| "-".to_string(), |o| o.to_string()))
+    by_method: HashMap<String, BTreeMap<Option<u64>, f64>>,
 }
 
 fn kind(task: &str, method: &str, order: Option<u64>) -> String {
-    format!("{task}/{}", method_kind(method, order))
+    format!("{task}/{method}/{}", order.map_or_else(|| "-".to_string(), |o| o.to_string()))
 }
 
-fn keep_longest(map: &mut HashMap<String, f64>, key: String, wall: f64) {
-    let longest = map.entry(key).or_insert(0.0);
+fn keep_longest(longest: &mut f64, wall: f64) {
     *longest = longest.max(wall);
 }
 
@@ -52,11 +47,9 @@ impl Durations {
     }
 
     fn add(&mut self, task: &str, method: &str, order: Option<u64>, wall: f64) {
-        keep_longest(&mut self.by_kind, kind(task, method, order), wall);
-        keep_longest(&mut self.by_method, method_kind(method, order), wall);
-        let by_order = self.by_method_order.entry(method.to_string()).or_default();
-        let longest = by_order.entry(order.unwrap_or(0)).or_insert(0.0);
-        *longest = longest.max(wall);
+        keep_longest(self.by_kind.entry(kind(task, method, order)).or_insert(0.0), wall);
+        let by_order = self.by_method.entry(method.to_string()).or_default();
+        keep_longest(by_order.entry(order).or_insert(0.0), wall);
     }
 
     /// A cell of `cell`'s kind finished after `wall` seconds (from its start, not resumed).
@@ -70,17 +63,16 @@ impl Durations {
     /// has finished.
     pub fn expected(&self, cell: &Cell) -> Option<f64> {
         let order = cell.order.map(u64::from);
-        let of_kind = self.by_kind.get(&kind(&cell.task, &cell.method, order));
-        of_kind
-            .or_else(|| self.by_method.get(&method_kind(&cell.method, order)))
-            .copied()
-            .or_else(|| self.longest_at_a_higher_order(&cell.method, order.unwrap_or(0)))
-            .map(|s| s * MARGIN)
+        let of_kind = self.by_kind.get(&kind(&cell.task, &cell.method, order)).copied();
+        of_kind.or_else(|| self.longest_of_method(&cell.method, order)).map(|s| s * MARGIN)
     }
 
-    fn longest_at_a_higher_order(&self, method: &str, order: u64) -> Option<f64> {
-        let by_order = self.by_method_order.get(method)?;
-        by_order.range(order + 1..).map(|(_, &wall)| wall).reduce(f64::max)
+    /// The longest of `method` on any task at `order`, else at a higher order.
+    fn longest_of_method(&self, method: &str, order: Option<u64>) -> Option<f64> {
+        let by_order = self.by_method.get(method)?;
+        let higher =
+            || by_order.range((Bound::Excluded(order), Bound::Unbounded)).map(|(_, &w)| w).reduce(f64::max);
+        by_order.get(&order).copied().or_else(higher)
     }
 }
 

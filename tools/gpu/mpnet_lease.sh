@@ -59,9 +59,11 @@ if [ "${PAPER_PARALLEL:-}" = auto ]; then
   # the number of cells at once from this call's legs (MPS_CHECK=1, with K2 for a second size): of the
   # legs run the way the plan now runs (under MPS when it was kept, else without), the process count
   # whose lowest gain over the workloads is highest; K (default 3) when the legs gave none
-  PAPER_PARALLEL=$(python3 - "$OUT/mps-check.jsonl" "${K:-3}" "${mps_dir:-/tmp/s3pet-mps}/kept" <<'PY'
+  kept=no
+  [ -f "${mps_dir:-/tmp/s3pet-mps}/kept" ] && kept=yes
+  PAPER_PARALLEL=$(python3 - "$OUT/mps-check.jsonl" "${K:-3}" "$kept" <<'PY'
 import json, os, sys
-path, default, kept = sys.argv[1], int(sys.argv[2]), os.path.exists(sys.argv[3])
+path, default, kept = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "yes"
 rows = [json.loads(l) for l in open(path) if l.startswith("{")] if os.path.exists(path) else []
 lowest = {}
 for r in rows:
@@ -71,7 +73,7 @@ for r in rows:
 print(max(sorted(lowest), key=lowest.get) if lowest else default)
 PY
 )
-  echo "{\"paper_parallel\": $PAPER_PARALLEL, \"chosen_from\": \"mps-check legs (mps kept: $([ -f "${mps_dir:-/tmp/s3pet-mps}/kept" ] && echo yes || echo no))\"}" >> "$OUT/mps-check.jsonl"
+  echo "{\"paper_parallel\": $PAPER_PARALLEL, \"chosen_from\": \"mps-check legs (mps kept: $kept)\"}" >> "$OUT/mps-check.jsonl"
 fi
 # END counts from this call's start, and the call returns within CALL_LIMIT s (default 570) of it
 spent=$(( $(date +%s) - called ))
